@@ -1,0 +1,106 @@
+"""API identities: OAuth2 client credentials and short-lived bearer tokens.
+
+- A client has a `client_id` and a random secret of 256 bits; only the SHA-256 of the
+  secret is stored (a high-entropy secret needs no slow hash; see docs/decisions.md).
+- `POST /api/v1/auth/token` exchanges them for a bearer token: a signed, timestamped
+  value (Django's signing, salted) naming the client; it expires after API_TOKEN_TTL.
+- Every request re-reads the client, so revoking it in the admin cuts its tokens off
+  at once. The token acts for the client's employer only (`ems.tenancy`).
+"""
+
+import hashlib
+import hmac
+import secrets
+
+from django.apps import apps
+from django.conf import settings
+from django.core import signing
+from django.utils import timezone
+from rest_framework import authentication, exceptions, permissions
+
+from ems.tenancy import Caller, caller_for_client, caller_for_user
+
+TOKEN_SALT = "ems.api.token"
+
+
+def client_model():
+    return apps.get_model(settings.EMS_API_CLIENT_MODEL)
+
+
+def new_client_credentials() -> tuple[str, str, str]:
+    """(client_id, client_secret, secret_hash) for a new client."""
+    client_id = f"cli_{secrets.token_hex(12)}"
+    client_secret = secrets.token_urlsafe(32)
+    return client_id, client_secret, hash_secret(client_secret)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def token_issue(*, client_id: str, client_secret: str) -> dict:
+    """Client-credentials grant. Raises AuthenticationFailed with one vague message."""
+    client = client_model().objects.filter(client_id=client_id, is_active=True).first()
+    presented = hash_secret(client_secret or "")
+    if client is None or not hmac.compare_digest(presented, client.secret_hash):
+        raise exceptions.AuthenticationFailed("Invalid client credentials.", code="invalid_client")
+    client.last_token_at = timezone.now()
+    client.save(update_fields=["last_token_at"])
+    ttl = int(settings.API_TOKEN_TTL.total_seconds())
+    token = signing.dumps({"cid": client.client_id}, salt=TOKEN_SALT, compress=False)
+    return {"access_token": token, "token_type": "Bearer", "expires_in": ttl}
+
+
+def token_client(token: str):
+    """The active client a bearer token names, or AuthenticationFailed."""
+    try:
+        payload = signing.loads(token, salt=TOKEN_SALT, max_age=settings.API_TOKEN_TTL)
+    except signing.SignatureExpired:
+        raise exceptions.AuthenticationFailed("The access token has expired.", code="token_expired") from None
+    except signing.BadSignature:
+        raise exceptions.AuthenticationFailed("The access token is invalid.", code="token_invalid") from None
+    client = client_model().objects.filter(client_id=payload.get("cid"), is_active=True).first()
+    if client is None:
+        raise exceptions.AuthenticationFailed("The API client has been revoked.", code="client_revoked")
+    return client
+
+
+class BearerTokenAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        if not header:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise exceptions.AuthenticationFailed(
+                "Authorization must be 'Bearer <token>'.",
+                code="authorization_malformed",
+            )
+        client = token_client(token.strip())
+        request.caller = caller_for_client(client)
+        return (None, client)
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="api"'
+
+
+class SessionCallerAuthentication(authentication.SessionAuthentication):
+    """Session login (portal HR users, staff) for API views that also serve the portal."""
+
+    def authenticate(self, request):
+        result = super().authenticate(request)
+        if result is not None:
+            request.caller = caller_for_user(result[0])
+        return result
+
+
+class IsEmployerClient(permissions.BasePermission):
+    """The caller is an API client or an HR user, i.e. has an employer scope."""
+
+    def has_permission(self, request, view) -> bool:
+        caller: Caller | None = getattr(request, "caller", None) or getattr(request._request, "caller", None)
+        if caller is None:
+            return False
+        return caller.employer_id is not None

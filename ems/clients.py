@@ -1,0 +1,79 @@
+"""Per-process clients for MongoDB and Kafka, built lazily, never at import.
+
+A Celery prefork child inherits the parent's memory; sockets and background threads
+must not be shared, so `reset()` runs after every fork (see `ems.celery`) and the next
+`mongo_db()` / `kafka_producer()` call builds a fresh client in that process.
+"""
+
+import os
+import threading
+
+from django.conf import settings
+
+_lock = threading.Lock()
+_state: dict = {"pid": None, "mongo": None, "kafka": None}
+
+
+def _own_process() -> None:
+    if _state["pid"] != os.getpid():
+        _state.update(pid=os.getpid(), mongo=None, kafka=None)
+
+
+def mongo_client():
+    import pymongo
+
+    with _lock:
+        _own_process()
+        if _state["mongo"] is None:
+            _state["mongo"] = pymongo.MongoClient(
+                settings.MONGO_URL,
+                serverSelectionTimeoutMS=2000,
+                connectTimeoutMS=2000,
+                socketTimeoutMS=10000,
+                tz_aware=True,
+            )
+        return _state["mongo"]
+
+
+def mongo_db():
+    return mongo_client()[settings.MONGO_DB]
+
+
+def kafka_enabled() -> bool:
+    return bool(settings.KAFKA_BOOTSTRAP_SERVERS)
+
+
+def kafka_producer():
+    """A producer that waits for every in-sync replica and never reorders on retry."""
+    from kafka import KafkaProducer
+
+    with _lock:
+        _own_process()
+        if _state["kafka"] is None:
+            _state["kafka"] = KafkaProducer(
+                bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+                acks="all",
+                retries=3,
+                max_in_flight_requests_per_connection=1,
+                linger_ms=5,
+                request_timeout_ms=5000,
+                max_block_ms=5000,
+                api_version_auto_timeout_ms=5000,
+                key_serializer=lambda k: k.encode() if isinstance(k, str) else k,
+                value_serializer=lambda v: v if isinstance(v, bytes) else v.encode(),
+            )
+        return _state["kafka"]
+
+
+def reset() -> None:
+    """Forget (and close, when owned by this process) every client."""
+    with _lock:
+        if _state["pid"] == os.getpid():
+            for name in ("kafka", "mongo"):
+                client = _state[name]
+                if client is not None:
+                    try:
+                        client.close()
+                    except Exception:  # noqa: BLE001 - closing a broken client is best effort
+                        pass
+        _state.update(pid=os.getpid(), mongo=None, kafka=None)

@@ -1,0 +1,119 @@
+"""`Idempotency-Key` for POST endpoints, per caller and endpoint.
+
+The first request with a key claims it (a row committed at once, IN_FLIGHT). The view
+then runs inside one transaction together with storing its response, so either both
+the effect and the stored response commit, or neither does. A repeat with the same body
+replays the stored response (header `Idempotent-Replayed: true`); with a different body
+it is refused (422); while the first is still running it is refused (409). A claim left
+IN_FLIGHT by a crashed process (its transaction rolled back) is taken over after
+IDEMPOTENCY_STALE_SECONDS, which is safe because nothing of it committed.
+"""
+
+import functools
+import hashlib
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from rest_framework.response import Response
+
+from ems.errors import IdempotencyInFlight, IdempotencyKeyReused, ValidationFailed
+from ems.models import IdempotencyRecord
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+
+
+def request_fingerprint(request) -> str:
+    """SHA-256 of what the caller sent: the raw body, or the parts of a multipart upload."""
+    digest = hashlib.sha256()
+    digest.update(request.method.encode())
+    digest.update(request.path.encode())
+    content_type = request.content_type or ""
+    if content_type.startswith("multipart/"):
+        for name in sorted(request.data.keys()):
+            if name in request.FILES:
+                for upload in request.FILES.getlist(name):
+                    digest.update(name.encode())
+                    for chunk in upload.chunks():
+                        digest.update(chunk)
+                    upload.seek(0)
+            else:
+                digest.update(f"{name}={request.data.getlist(name)}".encode())
+    else:
+        digest.update(request.body)
+    return digest.hexdigest()
+
+
+def _claim(caller: str, scope: str, key: str, fingerprint: str) -> IdempotencyRecord | Response:
+    stale_before = timezone.now() - timedelta(seconds=settings.IDEMPOTENCY_STALE_SECONDS)
+    try:
+        with transaction.atomic():
+            return IdempotencyRecord.objects.create(
+                caller=caller, scope=scope, key=key, request_hash=fingerprint
+            )
+    except IntegrityError:
+        pass
+    record = IdempotencyRecord.objects.get(caller=caller, scope=scope, key=key)
+    if record.request_hash != fingerprint:
+        raise IdempotencyKeyReused()
+    if record.state == IdempotencyRecord.State.DONE:
+        return Response(
+            record.response_body,
+            status=record.response_status,
+            headers={"Idempotent-Replayed": "true"},
+        )
+    taken = IdempotencyRecord.objects.filter(
+        pk=record.pk,
+        state=IdempotencyRecord.State.IN_FLIGHT,
+        created_at__lt=stale_before,
+    ).update(created_at=timezone.now())
+    if not taken:
+        raise IdempotencyInFlight()
+    return record
+
+
+def idempotent(scope: str):
+    """Decorate an APIView method. Requests without the header run as usual."""
+
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapper(self, request, *args, **kwargs):
+            key = request.headers.get(HEADER)
+            if key is None:
+                return method(self, request, *args, **kwargs)
+            if not key.strip() or len(key) > MAX_KEY_LENGTH:
+                raise ValidationFailed(f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters.")
+            fingerprint = request_fingerprint(request)
+            claimed = _claim(request.caller.principal, scope, key, fingerprint)
+            if isinstance(claimed, Response):
+                return claimed
+            request.idempotency_key = key
+            try:
+                with transaction.atomic():
+                    response = method(self, request, *args, **kwargs)
+                    if response.status_code >= 500:
+                        raise _DoNotStore(response)
+                    IdempotencyRecord.objects.filter(pk=claimed.pk).update(
+                        state=IdempotencyRecord.State.DONE,
+                        response_status=response.status_code,
+                        response_body=response.data,
+                    )
+                return response
+            except _DoNotStore as failed:
+                IdempotencyRecord.objects.filter(pk=claimed.pk).delete()
+                return failed.response
+            except BaseException:
+                # The effect rolled back: free the key so the caller can retry.
+                IdempotencyRecord.objects.filter(pk=claimed.pk).delete()
+                raise
+
+        return wrapper
+
+    return decorate
+
+
+class _DoNotStore(Exception):
+    def __init__(self, response) -> None:
+        self.response = response

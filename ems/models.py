@@ -1,0 +1,65 @@
+"""Platform tables: the transactional outbox and stored idempotent responses.
+
+Design overview
+- `OutboxEvent`: a row written in the caller's transaction for every Kafka event and
+  every Mongo audit record. The relay (`ems.outbox.relay_pending`) delivers rows in id
+  order per sink, marks a row delivered only after the sink acknowledged, and backs off
+  per sink while it is down. Delivery is at least once; consumers dedupe by `event_id`.
+- `IdempotencyRecord`: the first response to a POST carrying `Idempotency-Key`, per
+  caller, keyed by (caller, key), with the hash of the request body.
+"""
+
+import uuid
+
+from django.db import models
+
+
+class OutboxEvent(models.Model):
+    class Sink(models.TextChoices):
+        KAFKA = "KAFKA", "Kafka topic"
+        MONGO = "MONGO", "MongoDB collection"
+
+    event_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    sink = models.CharField(max_length=8, choices=Sink.choices)
+    destination = models.CharField(max_length=100, help_text="Kafka topic or Mongo collection")
+    key = models.CharField(max_length=100, blank=True)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["sink", "id"],
+                name="outbox_pending_idx",
+                condition=models.Q(delivered_at__isnull=True),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sink}:{self.destination}:{self.event_id}"
+
+
+class IdempotencyRecord(models.Model):
+    class State(models.TextChoices):
+        IN_FLIGHT = "IN_FLIGHT"
+        DONE = "DONE"
+
+    caller = models.CharField(max_length=64)
+    key = models.CharField(max_length=255)
+    scope = models.CharField(max_length=100, help_text="the endpoint the key was used on")
+    request_hash = models.CharField(max_length=64)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.IN_FLIGHT)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["caller", "scope", "key"], name="idempotency_unique_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.caller}:{self.key}"

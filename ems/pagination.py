@@ -1,0 +1,82 @@
+"""Page-number pagination with a bounded page size and an RFC 8288 `Link` header.
+
+Body: `{"items", "page", "page_size", "total", "links": {"first", "prev", "next", "last"}}`.
+"""
+
+import math
+
+from django.conf import settings
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import BasePagination
+from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
+
+
+class EmsPagination(BasePagination):
+    def _positive_int(self, request, name: str, default: int) -> int:
+        raw = request.query_params.get(name)
+        if raw in (None, ""):
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValidationError({name: [f"{name} must be a positive integer."]}) from None
+        if value < 1:
+            raise ValidationError({name: [f"{name} must be a positive integer."]})
+        return value
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self.request = request
+        self.page_size = min(
+            self._positive_int(request, "page_size", settings.API_PAGE_SIZE),
+            settings.API_MAX_PAGE_SIZE,
+        )
+        self.page = self._positive_int(request, "page", 1)
+        self.total = queryset.count()
+        self.last = max(1, math.ceil(self.total / self.page_size))
+        start = (self.page - 1) * self.page_size
+        return list(queryset[start : start + self.page_size])
+
+    def _url(self, page: int) -> str:
+        url = self.request.build_absolute_uri()
+        url = replace_query_param(url, "page", page)
+        return replace_query_param(url, "page_size", self.page_size)
+
+    def links(self) -> dict:
+        return {
+            "first": self._url(1),
+            "prev": self._url(self.page - 1) if 1 < self.page <= self.last + 1 else None,
+            "next": self._url(self.page + 1) if self.page < self.last else None,
+            "last": self._url(self.last),
+        }
+
+    def get_paginated_response(self, data):
+        links = self.links()
+        header = ", ".join(f'<{url}>; rel="{rel}"' for rel, url in links.items() if url)
+        body = {
+            "items": data,
+            "page": self.page,
+            "page_size": self.page_size,
+            "total": self.total,
+            "links": links,
+        }
+        return Response(body, headers={"Link": header})
+
+    def get_paginated_response_schema(self, schema):
+        return {
+            "type": "object",
+            "required": ["items", "page", "page_size", "total", "links"],
+            "properties": {
+                "items": schema,
+                "page": {"type": "integer"},
+                "page_size": {"type": "integer"},
+                "total": {"type": "integer"},
+                "links": {
+                    "type": "object",
+                    "properties": {
+                        rel: {"type": "string", "nullable": True, "format": "uri"}
+                        for rel in ("first", "prev", "next", "last")
+                    },
+                },
+            },
+        }

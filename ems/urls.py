@@ -1,0 +1,35 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from ems import health
+from ems.api import TokenView
+
+api_v1 = [
+    path("auth/token", TokenView.as_view(), name="auth-token"),
+    path("endorsements/", include("endorsements.urls")),
+    path("ledger/", include("ledger.urls")),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path(
+        "api/schema/",
+        SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]),
+        name="schema",
+    ),
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),
+        name="api-docs",
+    ),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("", include("django_prometheus.urls")),
+    path("portal/", include("endorsements.portal_urls")),
+]
+
+admin.site.site_header = "EMS operations"
+admin.site.site_title = "EMS"
+admin.site.index_title = "Endorsements, ledger and insurers"

@@ -1,0 +1,454 @@
+"""Employers, their people and policies, and the endorsement requests that change them.
+
+Design overview
+- `Employer` is the tenant. HR users (`EmployerMembership`) and API clients (`ApiClient`)
+  belong to exactly one employer; every query they make is scoped by `ems.tenancy`.
+- `Policy` is an employer × insurer master policy; `Plan` and `PlanRate` are its rate
+  card (annual premium in minor units by relation × age band × sum insured).
+- `Member` is an employee (`SELF`) or a dependant linked to the employee; `Coverage` is a
+  member on a policy. At most one open coverage per member and policy (partial unique
+  index).
+- `EndorsementRequest` moves through the states of `EndorsementState`; each transition is
+  recorded in `EndorsementTransition`. `EndorsementBatch` is an uploaded file and
+  `BatchRowError` its per-row errors.
+
+Money is integer minor units (paise). Sums insured are whole currency units, as in the
+upload file.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from ems.identifiers import new_tracking_id
+
+
+class Relation(models.TextChoices):
+    SELF = "SELF"
+    SPOUSE = "SPOUSE"
+    CHILD = "CHILD"
+    PARENT = "PARENT"
+    PARENT_IN_LAW = "PARENT_IN_LAW"
+
+
+class Gender(models.TextChoices):
+    MALE = "M"
+    FEMALE = "F"
+    OTHER = "X"
+
+
+class Employer(models.Model):
+    code = models.SlugField(max_length=32, unique=True)
+    name = models.CharField(max_length=200)
+    contact_name = models.CharField(max_length=200, blank=True)
+    contact_email = models.EmailField(blank=True)
+    contact_phone = models.CharField(max_length=20, blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"
+
+
+class EmployerMembership(models.Model):
+    """Links an HR user (an ordinary, non-staff Django user) to their one employer."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="employer_membership",
+    )
+    employer = models.ForeignKey(Employer, on_delete=models.PROTECT, related_name="hr_users")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.employer.code}"
+
+
+class ApiClient(models.Model):
+    """An employer's machine client (OAuth2 client credentials). Secrets are stored hashed."""
+
+    employer = models.ForeignKey(Employer, on_delete=models.PROTECT, related_name="api_clients")
+    name = models.CharField(max_length=200)
+    client_id = models.CharField(max_length=64, unique=True)
+    secret_hash = models.CharField(max_length=128)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_token_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["employer__code", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.client_id})"
+
+
+class Policy(models.Model):
+    class ProRataMethod(models.TextChoices):
+        DAILY = "DAILY", "Daily pro rata"
+        SHORT_PERIOD = "SHORT_PERIOD", "Short-period scale"
+
+    employer = models.ForeignKey(Employer, on_delete=models.PROTECT, related_name="policies")
+    insurer = models.ForeignKey("insurers.Insurer", on_delete=models.PROTECT, related_name="policies")
+    number = models.CharField(max_length=64)
+    start_date = models.DateField()
+    end_date = models.DateField(help_text="last day of cover, inclusive")
+    currency = models.CharField(max_length=3, default="INR")
+    pro_rata_method = models.CharField(
+        max_length=12, choices=ProRataMethod.choices, default=ProRataMethod.DAILY
+    )
+    refund_method = models.CharField(
+        max_length=12, choices=ProRataMethod.choices, default=ProRataMethod.DAILY
+    )
+    short_period_scale = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="[[months_elapsed_up_to, percent_of_annual_retained], ...] e.g. [[1, 20], [3, 40]]",
+    )
+    tax_rate_bps = models.PositiveIntegerField(default=1800, help_text="basis points; 1800 = 18%")
+    backdating_limit_days = models.PositiveIntegerField(default=30)
+    joiner_window_days = models.PositiveIntegerField(default=30)
+    marriage_window_days = models.PositiveIntegerField(default=30)
+    newborn_window_days = models.PositiveIntegerField(default=30)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["employer__code", "number"]
+        verbose_name_plural = "policies"
+        constraints = [
+            models.UniqueConstraint(fields=["insurer", "number"], name="policy_unique_number"),
+            models.CheckConstraint(
+                condition=Q(end_date__gt=models.F("start_date")),
+                name="policy_period_valid",
+            ),
+            models.CheckConstraint(condition=Q(tax_rate_bps__lte=10000), name="policy_tax_rate_bounded"),
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class Plan(models.Model):
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="plans")
+    code = models.CharField(max_length=32)
+    name = models.CharField(max_length=200)
+    sum_insured_options = models.JSONField(default=list, help_text="whole currency units")
+    age_limits = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='{"SELF": [18, 65], "CHILD": [0, 25], ...} (years, inclusive)',
+    )
+
+    class Meta:
+        ordering = ["policy__number", "code"]
+        constraints = [models.UniqueConstraint(fields=["policy", "code"], name="plan_unique_code")]
+
+    def __str__(self) -> str:
+        return f"{self.policy.number}/{self.code}"
+
+
+class PlanRate(models.Model):
+    """One rate-card cell: annual premium for a relation, an age band and a sum insured."""
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="rates")
+    relation = models.CharField(max_length=16, choices=Relation.choices)
+    age_from = models.PositiveSmallIntegerField()
+    age_to = models.PositiveSmallIntegerField()
+    sum_insured = models.BigIntegerField(help_text="whole currency units")
+    annual_premium = models.BigIntegerField(help_text="minor units, before tax")
+
+    class Meta:
+        ordering = ["plan", "relation", "sum_insured", "age_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["plan", "relation", "sum_insured", "age_from"],
+                name="plan_rate_unique_band",
+            ),
+            models.CheckConstraint(
+                condition=Q(age_to__gte=models.F("age_from")),
+                name="plan_rate_band_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(annual_premium__gte=0),
+                name="plan_rate_premium_non_negative",
+            ),
+            models.CheckConstraint(condition=Q(sum_insured__gt=0), name="plan_rate_sum_insured_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.plan} {self.relation} {self.age_from}-{self.age_to} {self.sum_insured}"
+
+
+class Member(models.Model):
+    employer = models.ForeignKey(Employer, on_delete=models.PROTECT, related_name="members")
+    employee_code = models.CharField(max_length=64)
+    relation = models.CharField(max_length=16, choices=Relation.choices)
+    primary = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="dependants",
+    )
+    first_name = models.CharField(max_length=100)
+    last_name = models.CharField(max_length=100, blank=True)
+    date_of_birth = models.DateField()
+    gender = models.CharField(max_length=1, choices=Gender.choices)
+    email = models.EmailField(blank=True)
+    phone = models.CharField(max_length=16, blank=True)
+    date_of_joining = models.DateField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["employer__code", "employee_code", "relation"]
+        indexes = [models.Index(fields=["employer", "employee_code"], name="member_employee_idx")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["employer", "employee_code"],
+                condition=Q(relation="SELF"),
+                name="member_unique_employee",
+            ),
+            models.CheckConstraint(
+                condition=(Q(relation="SELF") & Q(primary__isnull=True))
+                | (~Q(relation="SELF") & Q(primary__isnull=False)),
+                name="member_dependant_has_primary",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.employee_code} {self.relation} {self.first_name}"
+
+
+class Coverage(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "PENDING"
+        ACTIVE = "ACTIVE"
+        ENDED = "ENDED"
+
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="coverages")
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="coverages")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="coverages")
+    sum_insured = models.BigIntegerField(help_text="whole currency units")
+    start_date = models.DateField()
+    end_date = models.DateField(null=True, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    insurer_member_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["policy", "member"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["member", "policy"],
+                condition=Q(status__in=["PENDING", "ACTIVE"]),
+                name="coverage_one_open_per_policy",
+            ),
+            models.CheckConstraint(condition=Q(sum_insured__gt=0), name="coverage_sum_insured_positive"),
+            models.CheckConstraint(
+                condition=Q(end_date__isnull=True) | Q(end_date__gte=models.F("start_date")),
+                name="coverage_period_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member} on {self.policy}"
+
+
+class EndorsementType(models.TextChoices):
+    ADD = "ADD"
+    DELETE = "DELETE"
+    CORRECTION = "CORRECTION"
+
+
+class EndorsementState(models.TextChoices):
+    RECEIVED = "RECEIVED"
+    VALIDATED = "VALIDATED"
+    REJECTED = "REJECTED"
+    ON_HOLD_FUNDS = "ON_HOLD_FUNDS"
+    ON_HOLD_REVIEW = "ON_HOLD_REVIEW"
+    FUND_LOCKED = "FUND_LOCKED"
+    SENT = "SENT"
+    CONFIRMED = "CONFIRMED"
+    ACTIVE = "ACTIVE"
+    INSURER_REJECTED = "INSURER_REJECTED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    SUPERSEDED = "SUPERSEDED"
+
+
+class Source(models.TextChoices):
+    API = "API"
+    CSV = "CSV"
+    ADMIN = "ADMIN"
+
+
+class EndorsementBatch(models.Model):
+    class State(models.TextChoices):
+        RECEIVED = "RECEIVED"
+        PROCESSING = "PROCESSING"
+        COMPLETED = "COMPLETED"
+        FAILED = "FAILED"
+
+    class Format(models.TextChoices):
+        CSV = "CSV"
+        JSON = "JSON"
+
+    employer = models.ForeignKey(Employer, on_delete=models.PROTECT, related_name="batches")
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    api_client = models.ForeignKey(
+        ApiClient,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="batches",
+    )
+    source = models.CharField(max_length=8, choices=Source.choices)
+    file_name = models.CharField(max_length=255, blank=True)
+    file_format = models.CharField(max_length=4, choices=Format.choices)
+    file_path = models.CharField(max_length=500, blank=True)
+    file_sha256 = models.CharField(max_length=64, blank=True)
+    file_bytes = models.BigIntegerField(default=0)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.RECEIVED)
+    rows_total = models.PositiveIntegerField(default=0)
+    accepted_count = models.PositiveIntegerField(default=0)
+    rejected_count = models.PositiveIntegerField(default=0)
+    duplicate_count = models.PositiveIntegerField(default=0)
+    progress = models.PositiveSmallIntegerField(default=0)
+    failure_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "endorsement batches"
+        constraints = [
+            models.CheckConstraint(condition=Q(progress__lte=100), name="batch_progress_bounded"),
+        ]
+
+    def __str__(self) -> str:
+        return f"batch {self.pk} ({self.file_name})"
+
+
+class BatchRowError(models.Model):
+    batch = models.ForeignKey(EndorsementBatch, on_delete=models.CASCADE, related_name="row_errors")
+    row_number = models.PositiveIntegerField()
+    column = models.CharField(max_length=64, blank=True)
+    code = models.CharField(max_length=64)
+    message = models.CharField(max_length=500)
+    raw = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["batch", "row_number", "id"]
+        indexes = [models.Index(fields=["batch", "row_number"], name="batch_row_error_idx")]
+
+    def __str__(self) -> str:
+        return f"row {self.row_number}: {self.code}"
+
+
+class EndorsementRequest(models.Model):
+    tracking_id = models.CharField(max_length=32, unique=True, default=new_tracking_id, editable=False)
+    employer = models.ForeignKey(Employer, on_delete=models.PROTECT, related_name="endorsements")
+    policy = models.ForeignKey(
+        Policy,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="endorsements",
+    )
+    member = models.ForeignKey(
+        Member,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="endorsements",
+    )
+    type = models.CharField(max_length=10, choices=EndorsementType.choices)
+    member_data = models.JSONField(default=dict)
+    effective_date = models.DateField(null=True, blank=True)
+    premium_amount = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="signed minor units incl. tax: debit > 0, credit < 0",
+    )
+    tax_amount = models.BigIntegerField(null=True, blank=True)
+    content_hash = models.CharField(max_length=64, db_index=True)
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    source = models.CharField(max_length=8, choices=Source.choices)
+    batch = models.ForeignKey(
+        EndorsementBatch,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="endorsements",
+    )
+    row_number = models.PositiveIntegerField(null=True, blank=True)
+    state = models.CharField(
+        max_length=16,
+        choices=EndorsementState.choices,
+        default=EndorsementState.RECEIVED,
+    )
+    rejection_reasons = models.JSONField(default=list, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    insurer_reference = models.CharField(max_length=100, blank=True)
+    superseded_by = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="supersedes",
+    )
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    validated_at = models.DateTimeField(null=True, blank=True)
+    fund_locked_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(
+        null=True, blank=True, help_text="rejected, cancelled, superseded, failed"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [
+            models.Index(fields=["employer", "state"], name="endorsement_state_idx"),
+            models.Index(fields=["employer", "-received_at"], name="endorsement_recent_idx"),
+            models.Index(fields=["batch", "row_number"], name="endorsement_batch_row_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(attempts__gte=0), name="endorsement_attempts_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return self.tracking_id
+
+
+class EndorsementTransition(models.Model):
+    """One recorded state change: the history shown in the timeline."""
+
+    endorsement = models.ForeignKey(EndorsementRequest, on_delete=models.CASCADE, related_name="transitions")
+    from_state = models.CharField(max_length=16, blank=True)
+    to_state = models.CharField(max_length=16)
+    actor = models.CharField(max_length=100, blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["endorsement", "at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.endorsement_id}: {self.from_state} -> {self.to_state}"
