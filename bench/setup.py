@@ -1,0 +1,46 @@
+"""Shared set-up for benchmarks: a Django configured against a benchmark database.
+
+`django_ready()` points DATABASE_URL at BENCH_DATABASE_URL (default: database
+`ems_bench` on the machine's PostgreSQL), creates that database if missing, runs the
+migrations and returns. Call it before importing any model.
+"""
+
+import os
+
+import django
+
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/ems_bench"
+_ready = False
+
+
+def bench_database_url() -> str:
+    return os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
+
+
+def django_ready() -> None:
+    global _ready
+    if _ready:
+        return
+    url = bench_database_url()
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
+    os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "1")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ems.settings.base")
+    _create_database(url)
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    _ready = True
+
+
+def _create_database(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    admin_url = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
