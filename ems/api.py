@@ -20,6 +20,10 @@ class TokenView(APIView):
     permission_classes: list = []
     parser_classes = [JSONParser, FormParser]
 
+    def get_authenticate_header(self, request) -> str:
+        # RFC 6749 §5.2: a failed client authentication is a 401 with a challenge.
+        return 'Bearer realm="api"'
+
     @extend_schema(
         request=TokenRequestSerializer,
         responses=inline_serializer(

@@ -58,7 +58,6 @@ def kafka_producer():
                 linger_ms=5,
                 request_timeout_ms=5000,
                 max_block_ms=5000,
-                api_version_auto_timeout_ms=5000,
                 key_serializer=lambda k: k.encode() if isinstance(k, str) else k,
                 value_serializer=lambda v: v if isinstance(v, bytes) else v.encode(),
             )

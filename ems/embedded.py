@@ -95,7 +95,7 @@ class EmbeddedServer:
         return self.process.poll() is None
 
     def log_tail(self, chars: int = _LOG_TAIL_CHARS) -> str:
-        """Return the last `chars` characters of the server's output."""
+        """Return about the last `chars` bytes of the server's output, decoded."""
         try:
             with self.log_path.open("rb") as fh:
                 fh.seek(max(0, fh.seek(0, os.SEEK_END) - chars))
@@ -143,7 +143,7 @@ def free_port() -> int:
 def start_mongo_wire(
     *,
     port: int | None = None,
-    data_path: str | None = None,
+    data_path: str | os.PathLike[str] | None = None,
     startup_timeout: float = STARTUP_TIMEOUT,
 ) -> EmbeddedServer:
     """Start the nx-27017 MongoDB-wire server (backed by SQLite); `url` is `mongodb://…/`.
@@ -222,7 +222,8 @@ def start_kafka_wire(
 
     Checked with kafka-python 3.0.12 against Tansu 0.6.0: create_topics and
     automatic topic creation on first produce, `KafkaProducer(acks="all")` with
-    keys and headers, idempotent and transactional producers, gzip, consumers
+    keys and headers, an idempotent producer, a transactional producer's
+    init/begin/commit (read_committed consumers not tested), gzip, consumers
     with assigned partitions (`assign` + `seek_to_beginning`), group consumers
     with `session_timeout_ms=1500` (joining takes about 1 s, and a second member
     triggers a rebalance), committed offsets surviving to the group's next
@@ -235,8 +236,8 @@ def start_kafka_wire(
     * snappy, lz4 and zstd producers fail in the client, because their Python
       codec libraries are not installed. The broker was not tested with them.
       gzip works.
-    * Single broker (node id 111): replication factor is 1 and `list_groups`
-      reports group_state "Unknown".
+    * Single broker (node id 111): replication factor is 1. `list_groups` showed
+      group_state "Unknown" after the group's consumers had closed.
     """
     env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
     owned_dir = Path(tempfile.mkdtemp(prefix="ems-kafka-wire-"))
@@ -266,7 +267,7 @@ def start_kafka_wire(
 
 def start_redis_embedded(
     *,
-    data_dir: str,
+    data_dir: str | os.PathLike[str],
     port: int | None = None,
     startup_timeout: float = STARTUP_TIMEOUT,
 ) -> EmbeddedServer:
@@ -322,51 +323,47 @@ def _start(
     retries with a new port. On failure it stops the child and removes `owned_dir`.
     """
     attempts = _PORT_ATTEMPTS if port is None else 1
-    for attempt in range(1, attempts + 1):
-        bound_port = port if port is not None else free_port()
-        started = time.monotonic()
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command(bound_port),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(),
+    try:
+        for attempt in range(1, attempts + 1):
+            bound_port = port if port is not None else free_port()
+            started = time.monotonic()
+            with log_path.open("ab") as log:
+                process = subprocess.Popen(
+                    command(bound_port),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent(),
+                )
+            server = EmbeddedServer(
+                name=name,
+                process=process,
+                host=HOST,
+                port=bound_port,
+                url=url(bound_port),
+                log_path=log_path,
             )
-        server = EmbeddedServer(
-            name=name,
-            process=process,
-            host=HOST,
-            port=bound_port,
-            url=url(bound_port),
-            log_path=log_path,
-            owned_dir=owned_dir,
-        )
-        try:
-            _wait_ready(server, probe, deadline=started + startup_timeout)
-        except EmbeddedServerError:
-            retry = attempt < attempts and not server.running
-            retry = retry and bool(_PORT_IN_USE.search(server.log_tail()))
-            server.owned_dir = None  # keep it for the retry; removed below otherwise
-            server.stop()
-            if retry:
-                continue
-            if owned_dir is not None:
-                shutil.rmtree(owned_dir, ignore_errors=True)
-            raise
-        except BaseException:
-            server.stop()
-            raise
-        server.startup_seconds = time.monotonic() - started
-        return server
+            try:
+                _wait_ready(server, probe, deadline=started + startup_timeout)
+            except BaseException as exc:
+                server.stop()
+                lost_port = isinstance(exc, EmbeddedServerError) and attempt < attempts
+                if lost_port and _PORT_IN_USE.search(server.log_tail()):
+                    continue
+                raise
+            server.startup_seconds = time.monotonic() - started
+            server.owned_dir = owned_dir
+            return server
+    except BaseException:
+        if owned_dir is not None:
+            shutil.rmtree(owned_dir, ignore_errors=True)
+        raise
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _wait_ready(
-    server: EmbeddedServer, probe: Callable[[int], None], *, deadline: float
-) -> None:
+def _wait_ready(server: EmbeddedServer, probe: Callable[[int], None], *, deadline: float) -> None:
     """Poll until the port accepts connections and `probe` succeeds, or fail."""
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -407,9 +404,7 @@ def _probe_kafka(port: int) -> None:
     from kafka import KafkaAdminClient
 
     admin = KafkaAdminClient(
-        bootstrap_servers=f"{HOST}:{port}",
-        request_timeout_ms=2000,
-        api_version_auto_timeout_ms=2000,
+        bootstrap_servers=f"{HOST}:{port}", bootstrap_timeout_ms=2000, request_timeout_ms=2000
     )
     try:
         admin.describe_cluster()

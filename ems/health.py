@@ -40,7 +40,6 @@ def _check_kafka() -> None:
     admin = KafkaAdminClient(
         bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
         request_timeout_ms=2000,
-        api_version_auto_timeout_ms=2000,
     )
     try:
         admin.list_topics()
