@@ -55,7 +55,8 @@ def test_embedded_defaults_when_nothing_is_configured():
             "0",
             "-c",
             "from django.conf import settings as s; print(s.DATABASES['default']['ENGINE'], "
-            "s.DATABASES['default']['OPTIONS']['transaction_mode'], s.KAFKA_BOOTSTRAP_SERVERS, s.REDIS_URL, s.MONGO_URL)",
+            "s.DATABASES['default']['OPTIONS']['transaction_mode'], "
+            "s.KAFKA_BOOTSTRAP_SERVERS, s.REDIS_URL, s.MONGO_URL)",
         ],
         {"DJANGO_SETTINGS_MODULE": "ems.settings.base"},
     )
