@@ -51,6 +51,7 @@ MIDDLEWARE = [
     "ems.request_id.RequestIdMiddleware",
     "ems.api_errors.ApiNotFoundMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -118,6 +119,9 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = env.path("STATIC_ROOT", default=VAR_DIR / "static")
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=VAR_DIR / "media")
+# Static files are served by WhiteNoise from the ASGI app itself; outside production it
+# reads them straight from the apps (no collectstatic needed for `make run`).
+WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
 
 LOGIN_URL = "/portal/login/"
 LOGIN_REDIRECT_URL = "/portal/"
