@@ -40,3 +40,16 @@ def test_cors_allows_only_configured_origins(client, settings):
         HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
     )
     assert "Access-Control-Allow-Origin" not in refused
+
+
+def test_business_gauges_are_read_from_the_database_at_scrape_time(client):
+    from django.db import transaction
+
+    from ems.outbox import document_emit
+
+    with transaction.atomic():
+        document_emit(collection="audit_logs", document={"n": 1})
+        document_emit(collection="audit_logs", document={"n": 2})
+    text = client.get("/metrics").content.decode()
+    assert 'ems_outbox_pending{sink="MONGO"} 2.0' in text
+    assert 'ems_outbox_pending{sink="KAFKA"} 0.0' in text
