@@ -60,7 +60,13 @@ class PlanFactory(factory.django.DjangoModelFactory):
     code = factory.Sequence(lambda n: f"PLAN{n}")
     name = "Standard"
     sum_insured_options = [300000, 500000]
-    age_limits = {"SELF": [18, 65], "SPOUSE": [18, 65], "CHILD": [0, 25], "PARENT": [35, 80], "PARENT_IN_LAW": [35, 80]}
+    age_limits = {
+        "SELF": [18, 65],
+        "SPOUSE": [18, 65],
+        "CHILD": [0, 25],
+        "PARENT": [35, 80],
+        "PARENT_IN_LAW": [35, 80],
+    }
 
 
 class PlanRateFactory(factory.django.DjangoModelFactory):
@@ -125,7 +131,9 @@ class UserFactory(factory.django.DjangoModelFactory):
 
 def api_client_create(*, employer: Employer, name: str = "HRIS") -> tuple[ApiClient, str]:
     client_id, secret, secret_hash = new_client_credentials()
-    client = ApiClient.objects.create(employer=employer, name=name, client_id=client_id, secret_hash=secret_hash)
+    client = ApiClient.objects.create(
+        employer=employer, name=name, client_id=client_id, secret_hash=secret_hash
+    )
     return client, secret
 
 
