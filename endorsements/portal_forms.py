@@ -1,0 +1,99 @@
+"""Forms of the HR portal: login, the batch upload and the list filters.
+
+Forms only parse and check the shape of what a person typed; every rule about the data
+itself (columns, rows, limits, scoping) lives in the services and selectors they feed.
+"""
+
+from django import forms
+from django.contrib.auth.forms import AuthenticationForm
+
+from endorsements.models import EndorsementState, EndorsementType
+from ledger.models import Entry
+
+
+class PortalAuthenticationForm(AuthenticationForm):
+    """Username and password; only HR users linked to an employer may sign in here."""
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "not_hr_user": (
+            "This account is not linked to an employer, so it cannot use the HR portal. "
+            "Operations staff sign in to the admin."
+        ),
+    }
+
+    def confirm_login_allowed(self, user) -> None:
+        super().confirm_login_allowed(user)
+        if user.is_staff or getattr(user, "employer_membership", None) is None:
+            raise forms.ValidationError(self.error_messages["not_hr_user"], code="not_hr_user")
+
+
+class BatchUploadForm(forms.Form):
+    file = forms.FileField(
+        label="CSV file",
+        help_text="A .csv file in the template's columns, UTF-8. Bad rows are reported; good rows go on.",
+        widget=forms.ClearableFileInput(attrs={"accept": ".csv,text/csv"}),
+    )
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if not upload.name.lower().endswith(".csv"):
+            raise forms.ValidationError("Choose a .csv file (the template is one).", code="not_csv")
+        return upload
+
+
+def _choices(enum, *, empty_label: str) -> list[tuple[str, str]]:
+    return [("", empty_label), *((value, value) for value in enum.values)]
+
+
+class _FilterForm(forms.Form):
+    """A GET filter form: every field optional; `filters()` gives the selector's keywords."""
+
+    def filters(self) -> dict:
+        if not self.is_valid():
+            return {}
+        return {name: value for name, value in self.cleaned_data.items() if value not in (None, "")}
+
+    def clean(self):
+        cleaned = super().clean()
+        for start, end in getattr(self, "ranges", ()):
+            if cleaned.get(start) and cleaned.get(end) and cleaned[start] > cleaned[end]:
+                self.add_error(end, "The end date is before the start date.")
+        return cleaned
+
+
+class EndorsementFilterForm(_FilterForm):
+    ranges = (("effective_from", "effective_to"), ("created_from", "created_to"))
+
+    state = forms.ChoiceField(required=False, choices=_choices(EndorsementState, empty_label="Any state"))
+    type = forms.ChoiceField(required=False, choices=_choices(EndorsementType, empty_label="Any type"))
+    employee_code = forms.CharField(required=False, max_length=64, label="Employee code")
+    batch = forms.IntegerField(required=False, min_value=1, label="Batch number")
+    effective_from = forms.DateField(
+        required=False, label="Effective from", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    effective_to = forms.DateField(
+        required=False, label="Effective to", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    created_from = forms.DateField(
+        required=False, label="Received from", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    created_to = forms.DateField(
+        required=False, label="Received to", widget=forms.DateInput(attrs={"type": "date"})
+    )
+
+    def clean_employee_code(self) -> str:
+        return self.cleaned_data["employee_code"].strip()
+
+
+class HistoryFilterForm(_FilterForm):
+    ranges = (("date_from", "date_to"),)
+
+    account_id = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, label="Account")
+    kind = forms.ChoiceField(required=False, choices=_choices(Entry.Kind, empty_label="Any kind"))
+    date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args, accounts: list[tuple[int, str]], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["account_id"].choices = [("", "All accounts"), *accounts]

@@ -1,0 +1,270 @@
+"""The HR portal: server-rendered pages for an employer's HR users.
+
+How it works
+- Every page goes through `portal_page`: login required (session), then the caller is
+  resolved with `ems.tenancy.caller_for_user`. Only HR users linked to an employer get
+  in; staff and unlinked users see a 403 page (operations use the admin).
+- Views are thin: they parse a form, call one service or selector of the intake or ledger
+  code with the caller, and render. Scoping lives in those selectors, so another
+  employer's batch or endorsement is simply not found (404).
+- The batch page shows a progress bar that `static/portal/batch.js` keeps live from the
+  `/ws/notifications/` websocket, falling back to polling `batch_status` (JSON).
+- Money arrives as integer minor units; `money()` formats it with two decimals here,
+  the one place the portal turns paise into text.
+"""
+
+import csv
+import io
+from functools import wraps
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods
+
+from ems.errors import EmsError, NotFound, PermissionDenied
+from ems.tenancy import caller_for_user
+from endorsements.models import EmployerMembership
+from endorsements.portal_forms import BatchUploadForm, EndorsementFilterForm, HistoryFilterForm
+
+TEMPLATE_FILE_NAME = "endorsements-template.csv"
+
+# The upload file's columns, in the order of DESIGN.md "The HR upload file".
+UPLOAD_COLUMNS = (
+    "action",
+    "employee_code",
+    "relation",
+    "first_name",
+    "last_name",
+    "date_of_birth",
+    "gender",
+    "email",
+    "phone",
+    "date_of_joining",
+    "event_date",
+    "effective_date",
+    "policy_number",
+    "plan_code",
+    "sum_insured",
+)
+
+FINAL_BATCH_STATES = ("COMPLETED", "FAILED")
+
+
+def _intake_services():
+    from endorsements import services
+
+    return services
+
+
+def _intake_selectors():
+    from endorsements import selectors
+
+    return selectors
+
+
+def _ledger_selectors():
+    from ledger import selectors
+
+    return selectors
+
+
+def money(amount: int | None) -> str:
+    """Minor units to text with two decimals and thousands separators: 123456 -> '1,234.56'."""
+    if amount is None:
+        return ""
+    sign = "-" if amount < 0 else ""
+    units, minor = divmod(abs(int(amount)), 100)
+    return f"{sign}{units:,}.{minor:02d}"
+
+
+def portal_page(view):
+    """Session login, then an HR caller on `request.caller`; 403 page for anyone else."""
+
+    @login_required
+    @never_cache
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        user = request.user
+        if not user.is_staff:
+            # One query for the membership and its employer; caller_for_user reuses it.
+            membership = EmployerMembership.objects.select_related("employer").filter(user=user).first()
+            if membership is not None:
+                user.employer_membership = membership
+        try:
+            caller = caller_for_user(user)
+        except PermissionDenied:
+            caller = None
+        if caller is None or caller.employer_id is None:
+            return render(request, "portal/forbidden.html", status=403)
+        request.caller = caller
+        request.employer = user.employer_membership.employer
+        try:
+            return view(request, *args, **kwargs)
+        except NotFound:
+            raise Http404("Not found.") from None
+
+    return wrapper
+
+
+def _page(request, object_list):
+    return Paginator(object_list, settings.PORTAL_PAGE_SIZE).get_page(request.GET.get("page"))
+
+
+# --- Upload -------------------------------------------------------------------------
+
+
+@portal_page
+@require_http_methods(["GET", "POST"])
+def upload(request):
+    status = 200
+    if request.method != "POST":
+        form = BatchUploadForm()
+    else:
+        form = BatchUploadForm(request.POST, request.FILES)
+        if form.is_valid():
+            upload_file = form.cleaned_data["file"]
+            try:
+                batch = _intake_services().batch_submit(
+                    caller=request.caller,
+                    upload=upload_file,
+                    file_name=upload_file.name,
+                    file_format="CSV",
+                )
+            except EmsError as error:
+                form.add_error(None, error.message)
+                for detail in error.details:
+                    form.add_error(None, detail.message)
+                status = error.status
+            else:
+                return redirect("portal:batch", batch_id=batch.pk)
+        else:
+            status = 400
+    context = {
+        "section": "upload",
+        "form": form,
+        "columns": UPLOAD_COLUMNS,
+        "max_megabytes": settings.UPLOAD_MAX_BYTES // (1024 * 1024),
+        "max_rows": f"{settings.UPLOAD_MAX_ROWS:,}",
+    }
+    return render(request, "portal/upload.html", context, status=status)
+
+
+@portal_page
+@require_GET
+def template_csv(request):
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(UPLOAD_COLUMNS)
+    response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{TEMPLATE_FILE_NAME}"'
+    return response
+
+
+# --- Batches ------------------------------------------------------------------------
+
+
+def batch_payload(batch) -> dict:
+    """The batch's counts as the progress bar reads them (the websocket sends the same)."""
+    return {
+        "id": batch.pk,
+        "state": batch.state,
+        "progress": batch.progress,
+        "rows_total": batch.rows_total,
+        "accepted_count": batch.accepted_count,
+        "rejected_count": batch.rejected_count,
+        "duplicate_count": batch.duplicate_count,
+        "failure_reason": batch.failure_reason,
+    }
+
+
+@portal_page
+@require_GET
+def batch_detail(request, batch_id: int):
+    selectors = _intake_selectors()
+    batch = selectors.batch_get(caller=request.caller, batch_id=batch_id)
+    errors = _page(request, selectors.batch_errors(caller=request.caller, batch_id=batch_id))
+    context = {
+        "section": "upload",
+        "batch": batch,
+        "is_final": batch.state in FINAL_BATCH_STATES,
+        "errors": errors,
+    }
+    return render(request, "portal/batch_detail.html", context)
+
+
+@portal_page
+@require_GET
+def batch_status(request, batch_id: int):
+    batch = _intake_selectors().batch_get(caller=request.caller, batch_id=batch_id)
+    return JsonResponse(batch_payload(batch))
+
+
+@portal_page
+@require_GET
+def batch_errors_csv(request, batch_id: int):
+    batch = _intake_selectors().batch_get(caller=request.caller, batch_id=batch_id)
+    response = StreamingHttpResponse(
+        _intake_services().batch_error_report_csv(batch=batch),
+        content_type="text/csv; charset=utf-8",
+    )
+    response["Content-Disposition"] = f'attachment; filename="batch-{batch.pk}-errors.csv"'
+    return response
+
+
+# --- Endorsements -------------------------------------------------------------------
+
+
+@portal_page
+@require_GET
+def endorsement_list(request):
+    form = EndorsementFilterForm(request.GET or None)
+    endorsements = _intake_selectors().endorsement_list(caller=request.caller, **form.filters())
+    page = _page(request, endorsements)
+    for endorsement in page:
+        endorsement.premium_display = money(endorsement.premium_amount)
+    context = {"section": "endorsements", "form": form, "page": page}
+    return render(request, "portal/endorsement_list.html", context)
+
+
+@portal_page
+@require_GET
+def endorsement_detail(request, tracking_id: str):
+    endorsement = _intake_selectors().endorsement_get(caller=request.caller, tracking_id=tracking_id)
+    context = {
+        "section": "endorsements",
+        "endorsement": endorsement,
+        "premium": money(endorsement.premium_amount),
+        "tax": money(endorsement.tax_amount),
+        "transitions": endorsement.transitions.all(),
+        "member_fields": [
+            (column, endorsement.member_data[column])
+            for column in UPLOAD_COLUMNS
+            if endorsement.member_data.get(column) not in (None, "")
+        ],
+    }
+    return render(request, "portal/endorsement_detail.html", context)
+
+
+# --- The Endorsement Account ----------------------------------------------------------
+
+
+@portal_page
+@require_GET
+def balance(request):
+    accounts = _ledger_selectors().account_balances(caller=request.caller)
+    context = {"section": "balance", "accounts": accounts}
+    return render(request, "portal/balance.html", context)
+
+
+@portal_page
+@require_GET
+def history(request):
+    selectors = _ledger_selectors()
+    accounts = selectors.account_balances(caller=request.caller)
+    form = HistoryFilterForm(request.GET or None, accounts=[])
+    page = _page(request, selectors.history(caller=request.caller, **form.filters()))
+    context = {"section": "history", "form": form, "page": page, "accounts": accounts}
+    return render(request, "portal/history.html", context)

@@ -1,0 +1,73 @@
+"""The portal's upload page: the form, the column guide and the CSV template."""
+
+import csv
+import io
+
+import pytest
+
+from endorsements.models import EndorsementBatch
+from tests.factories import EmployerFactory, hr_user_create
+
+pytestmark = pytest.mark.django_db
+
+TEMPLATE_HEADER = (
+    "action,employee_code,relation,first_name,last_name,date_of_birth,gender,email,phone,"
+    "date_of_joining,event_date,effective_date,policy_number,plan_code,sum_insured\r\n"
+)
+
+
+@pytest.fixture
+def hr(client):
+    employer = EmployerFactory()
+    client.force_login(hr_user_create(employer=employer))
+    client.employer = employer
+    return client
+
+
+def test_the_template_is_the_header_row_of_every_column(hr):
+    response = hr.get("/portal/template.csv")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"] == 'attachment; filename="endorsements-template.csv"'
+    assert response.content.decode() == TEMPLATE_HEADER
+
+
+def test_the_upload_page_has_the_form_the_template_link_and_the_guide(hr):
+    response = hr.get("/portal/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'enctype="multipart/form-data"' in html
+    assert '<label for="id_file">CSV file</label>' in html
+    assert 'aria-describedby="id_file_helptext"' in html
+    assert 'href="/portal/template.csv"' in html
+    assert '<caption id="guide-caption">What each column needs, by action</caption>' in html
+    for column in TEMPLATE_HEADER.strip().split(","):
+        assert f"<code>{column}</code>" in html, column
+
+
+def test_the_guides_example_rows_have_every_column(hr):
+    html = hr.get("/portal/").content.decode()
+    example = html.split('aria-label="Example CSV">', 1)[1].split("</pre>", 1)[0]
+    rows = list(csv.reader(io.StringIO(example)))
+    assert [len(row) for row in rows] == [15, 15, 15, 15]
+    assert ",".join(rows[0]) + "\r\n" == TEMPLATE_HEADER
+    assert [row[0] for row in rows[1:]] == ["ADD", "DELETE", "CORRECTION"]
+
+
+def test_a_file_that_is_not_csv_is_refused_before_anything_is_stored(hr):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("people.xlsx", b"PK\x03\x04binary", content_type="application/vnd.ms-excel")
+    response = hr.post("/portal/", {"file": upload})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "Choose a .csv file (the template is one)." in html
+    assert 'aria-invalid="true"' in html
+    assert EndorsementBatch.objects.count() == 0
+
+
+def test_posting_no_file_is_refused(hr):
+    response = hr.post("/portal/", {})
+    assert response.status_code == 400
+    assert "This field is required." in response.content.decode()
+    assert EndorsementBatch.objects.count() == 0
