@@ -3,7 +3,11 @@
 Design overview
 - `Account` is one employer's prepaid account with one insurer. `posted` is the sum of
   its entries; `held` the sum of its pending holds; `available = posted - held` and must
-  never go below zero. CHECK constraints and triggers (migrations) back each rule.
+  never go below zero. The database maintains `posted` and `held` itself: triggers
+  (migration 0003) add each inserted entry to `posted` and each pending hold to `held`,
+  take a resolved hold back out of `held`, and refuse any other change to either column.
+  A CHECK constraint refuses `available < 0`. Services never write the two columns.
+- `Entry.balance_after` is the running balance, set from `posted` as the entry posts.
 - `Entry` is an immutable signed line (TOPUP, CAPTURE, REFUND, ADJUSTMENT).
 - `Hold` reserves money like a two-phase pending transfer: PENDING, then exactly one of
   CAPTURED (all or part; the rest returns to available), RELEASED or EXPIRED.
@@ -72,6 +76,9 @@ class Entry(models.Model):
         related_name="capture_entry",
     )
     memo = models.CharField(max_length=500, blank=True)
+    balance_after = models.BigIntegerField(
+        help_text="the account's posted balance right after this entry (the running balance)"
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -119,7 +126,9 @@ class Hold(models.Model):
                 condition=Q(state="PENDING"),
             ),
             models.Index(fields=["account", "-id"], name="hold_account_recent_idx"),
+            models.Index(fields=["account", "reference"], name="hold_account_reference_idx"),
         ]
+        permissions = [("release_hold", "Can release a pending hold")]
         constraints = [
             models.UniqueConstraint(fields=["account", "idempotency_key"], name="hold_unique_idempotency"),
             models.CheckConstraint(condition=Q(amount__gt=0), name="hold_amount_positive"),
@@ -171,6 +180,7 @@ class TopUp(models.Model):
     class Meta:
         ordering = ["-id"]
         verbose_name = "top-up"
+        permissions = [("approve_topup", "Can approve or reject top-ups (finance approver)")]
         constraints = [
             models.UniqueConstraint(fields=["account", "idempotency_key"], name="topup_unique_idempotency"),
             models.CheckConstraint(condition=Q(amount__gt=0), name="topup_amount_positive"),
@@ -204,6 +214,7 @@ class Adjustment(models.Model):
         on_delete=models.PROTECT,
         related_name="+",
     )
+    decision_note = models.CharField(max_length=500, blank=True)
     entry = models.OneToOneField(
         Entry,
         null=True,
@@ -216,6 +227,7 @@ class Adjustment(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        permissions = [("approve_adjustment", "Can approve or reject adjustments (finance approver)")]
         constraints = [
             models.UniqueConstraint(
                 fields=["account", "idempotency_key"],
@@ -252,11 +264,16 @@ class ParkedRequest(models.Model):
         on_delete=models.PROTECT,
         related_name="parked_request",
     )
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="the expiry asked for; the hold gets it if still ahead when placed"
+    )
+    cancel_reason = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["account", "id"]
+        permissions = [("wake_parked", "Can wake an account's parked queue or cancel a parked request")]
         indexes = [
             models.Index(
                 fields=["account", "id"],
@@ -267,6 +284,12 @@ class ParkedRequest(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["account", "idempotency_key"], name="parked_unique_idempotency"),
             models.CheckConstraint(condition=Q(amount__gt=0), name="parked_amount_positive"),
+            models.CheckConstraint(
+                condition=(Q(state="PARKED") & Q(hold__isnull=True) & Q(resolved_at__isnull=True))
+                | (Q(state="PLACED") & Q(hold__isnull=False) & Q(resolved_at__isnull=False))
+                | (Q(state="CANCELLED") & Q(hold__isnull=True) & Q(resolved_at__isnull=False)),
+                name="parked_resolution_consistent",
+            ),
         ]
 
     def __str__(self) -> str:

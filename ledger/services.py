@@ -1,0 +1,1122 @@
+"""Every write to the ledger. Nothing else moves money.
+
+How a service runs
+- Validate the input (no database), then open a transaction (retried on deadlock or
+  serialization failure when the service owns it; inside a caller's transaction it is a
+  savepoint and the caller retries), lock the account row (`ledger.locks`), and only then
+  read what the decision depends on: the idempotency key, the hold, the queue.
+- `posted` and `held` are maintained by database triggers (migration 0003): a service
+  inserts entries and holds and resolves holds; it never writes those two columns. The
+  locked `Account` object is kept in step in memory (`_track_*`), so no re-read is needed.
+- Idempotency: each service that creates something takes a key, unique per account in
+  the table it creates rows in. A repeat with the same data returns the first result; a
+  repeat with different data raises `IdempotencyConflict`. The key is checked after the
+  account lock, so two concurrent calls with one key serialise and the second sees the first.
+  Entry keys are namespaced by kind (`capture:`, `refund:`, `topup:<id>`, `adjustment:<id>`).
+- Every change writes one Kafka event (topic `ems.ledger`, keyed by account id) and one
+  audit record to the outbox in the same transaction; handlers and notifications run
+  after commit.
+
+Park and wake (fairness rule): each account has one FIFO queue of parked requests.
+A request is placed only if nothing older is waiting and it fits in `available`;
+otherwise it parks at the back. A wake (after anything that raises available) places
+waiting requests oldest first and stops at the first that does not fit: no overtaking,
+so a large request is never starved by a stream of small ones (the price is that small
+requests behind a large one wait too; ops can cancel or top up). A batch obeys the same
+rule in its given order. The periodic sweep (`ledger.tasks.parked_sweep`) wakes every
+non-empty queue, so nothing parked is forgotten if a wake was missed.
+"""
+
+import functools
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import structlog
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+
+from ems.audit import audit_record
+from ems.errors import ErrorDetail
+from ems.notifications import notify_employer
+from ems.outbox import TOPIC_LEDGER, event_emit
+from ledger import events
+from ledger.errors import (
+    AccountNotFound,
+    AdjustmentAlreadyDecided,
+    AdjustmentNotFound,
+    AmountInvalid,
+    ApproverNotPermitted,
+    BatchInvalid,
+    CaptureExceedsHold,
+    HoldAlreadyResolved,
+    HoldExpiryInvalid,
+    HoldNotFound,
+    IdempotencyConflict,
+    IdempotencyKeyInvalid,
+    InsufficientFunds,
+    MakerCannotApprove,
+    NoteRequired,
+    ParkedRequestAlreadyResolved,
+    ParkedRequestNotFound,
+    ReferenceInvalid,
+    TopUpAlreadyDecided,
+    TopUpNotFound,
+)
+from ledger.handlers import PARKED, PLACED, FundsEvent, funds_notify
+from ledger.locks import account_lock
+from ledger.models import Account, Adjustment, Entry, Hold, ParkedRequest, TopUp
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+SYSTEM_ACTOR = "system:ledger"
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+MAX_ATTEMPTS = 8
+WAKE_CHUNK = 200
+
+
+def max_amount() -> int:
+    return getattr(settings, "LEDGER_MAX_AMOUNT", 10**12)
+
+
+def hold_ttl() -> timedelta:
+    return getattr(settings, "LEDGER_HOLD_TTL", timedelta(days=15))
+
+
+def max_batch_holds() -> int:
+    return getattr(settings, "LEDGER_MAX_BATCH_HOLDS", 10_000)
+
+
+# --- results -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HoldPlacement:
+    """What `hold_place` did: placed a hold, or parked the request (`parked` is True)."""
+
+    hold: Hold | None = None
+    parked_request: ParkedRequest | None = None
+
+    @property
+    def parked(self) -> bool:
+        return self.hold is None
+
+    @property
+    def reference(self) -> str:
+        return self.hold.reference if self.hold is not None else self.parked_request.reference
+
+
+@dataclass(frozen=True)
+class HoldRequest:
+    """One debit of a batch (`holds_place_batch` also accepts mappings with these keys)."""
+
+    amount: int
+    reference: str
+    idempotency_key: str
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ReferenceRelease:
+    """What `hold_release_by_reference` did: holds released, parked requests cancelled."""
+
+    holds: list[Hold]
+    parked_requests: list[ParkedRequest]
+
+
+# --- transactions ----------------------------------------------------------------------
+
+
+def _atomic(fn: Callable[[], T]) -> T:
+    """Run `fn` in a transaction; if we own it, retry deadlocks and serialization failures."""
+    if connection.in_atomic_block:
+        # A caller's transaction: a savepoint. A deadlock aborts the caller's whole
+        # transaction, so only the caller can retry it.
+        with transaction.atomic():
+            return fn()
+    attempt = 1
+    while True:
+        try:
+            with transaction.atomic():
+                return fn()
+        except DatabaseError as exc:
+            sqlstate = getattr(exc.__cause__, "sqlstate", None)
+            if sqlstate not in RETRYABLE_SQLSTATES or attempt >= MAX_ATTEMPTS:
+                raise
+            log.info("ledger.transaction_retry", sqlstate=sqlstate, attempt=attempt)
+            time.sleep(random.uniform(0, 0.002 * 2**attempt))
+            attempt += 1
+
+
+# --- validation ------------------------------------------------------------------------
+
+
+def _amount_valid(amount: Any, *, field: str = "amount", signed: bool = False) -> int:
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        reason = "must be a whole number of minor units"
+    elif amount == 0:
+        reason = "must not be zero"
+    elif amount < 0 and not signed:
+        reason = "must be greater than zero"
+    elif abs(amount) > max_amount():
+        reason = f"must be at most {max_amount()} minor units"
+    else:
+        return amount
+    raise AmountInvalid(
+        details=[ErrorDetail(field=field, code="amount_invalid", message=f"{field} {reason}.")]
+    )
+
+
+def _text_valid(value: Any, *, field: str, max_length: int, error: type) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > max_length:
+        raise error(
+            details=[
+                ErrorDetail(
+                    field=field,
+                    code=error.code,
+                    message=f"{field} must be 1 to {max_length} characters.",
+                )
+            ]
+        )
+    return value
+
+
+def _reference_valid(reference: Any, field: str = "reference") -> str:
+    return _text_valid(reference, field=field, max_length=100, error=ReferenceInvalid)
+
+
+def _key_valid(key: Any, field: str = "idempotency_key") -> str:
+    return _text_valid(key, field=field, max_length=255, error=IdempotencyKeyInvalid)
+
+
+def _note_valid(note: Any, field: str = "note") -> str:
+    return _text_valid(note, field=field, max_length=500, error=NoteRequired)
+
+
+def _expiry_valid(expires_at: datetime | None, now: datetime) -> datetime | None:
+    if expires_at is None:
+        return None
+    if not isinstance(expires_at, datetime) or timezone.is_naive(expires_at) or expires_at <= now:
+        raise HoldExpiryInvalid()
+    return expires_at
+
+
+def _approver_valid(approver, permission: str) -> None:
+    if approver is None or not getattr(approver, "is_active", False) or not approver.has_perm(permission):
+        raise ApproverNotPermitted()
+
+
+def _principal(user) -> str:
+    return f"user:{user.pk}"
+
+
+# --- outbox -----------------------------------------------------------------------------
+
+
+def _emit(
+    account: Account,
+    event_type: str,
+    data: dict,
+    *,
+    actor: str,
+    object_type: str,
+    object_id: int,
+    before: dict | None = None,
+    note: str = "",
+) -> None:
+    """One Kafka event and one audit record, in the current transaction."""
+    payload = {**events.account_data(account), **data}
+    event_emit(
+        topic=TOPIC_LEDGER,
+        key=str(account.pk),
+        event_type=f"ledger.{event_type}",
+        employer_id=account.employer_id,
+        data=payload,
+    )
+    audit_record(
+        actor=actor,
+        action=f"ledger.{event_type}",
+        object_type=object_type,
+        object_id=object_id,
+        employer_id=account.employer_id,
+        before=before,
+        after=payload,
+        note=note,
+    )
+
+
+# --- the rows (balances move by trigger; we mirror them on the locked account) -----------
+
+
+def _entry_post(
+    account: Account,
+    *,
+    kind: str,
+    amount: int,
+    reference: str,
+    idempotency_key: str,
+    hold: Hold | None = None,
+    memo: str = "",
+) -> Entry:
+    entry = Entry.objects.create(
+        account=account,
+        kind=kind,
+        amount=amount,
+        reference=reference,
+        idempotency_key=idempotency_key,
+        hold=hold,
+        memo=memo,
+        balance_after=account.posted + amount,
+    )
+    account.posted += amount
+    return entry
+
+
+def _hold_create(
+    account: Account, *, amount: int, reference: str, idempotency_key: str, expires_at: datetime
+) -> Hold:
+    hold = Hold.objects.create(
+        account=account,
+        amount=amount,
+        reference=reference,
+        idempotency_key=idempotency_key,
+        expires_at=expires_at,
+    )
+    account.held += amount
+    return hold
+
+
+def _hold_resolve(
+    account: Account, hold: Hold, *, state: str, now: datetime, captured: int | None = None
+) -> None:
+    hold.state = state
+    hold.resolved_at = now
+    hold.captured_amount = captured
+    hold.save(update_fields=["state", "resolved_at", "captured_amount"])
+    account.held -= hold.amount
+
+
+# --- accounts ----------------------------------------------------------------------------
+
+
+def account_open(
+    *,
+    employer_id: int,
+    insurer_id: int,
+    currency: str = "INR",
+    low_balance_threshold: int = 0,
+    actor: str = SYSTEM_ACTOR,
+) -> Account:
+    """The employer's EA with the insurer (created at 0/0 if missing; idempotent)."""
+    if not isinstance(low_balance_threshold, int) or low_balance_threshold < 0:
+        raise AmountInvalid(
+            details=[ErrorDetail("low_balance_threshold", "amount_invalid", "must be zero or more")]
+        )
+
+    def run() -> Account:
+        account, created = Account.objects.get_or_create(
+            employer_id=employer_id,
+            insurer_id=insurer_id,
+            defaults={"currency": currency, "low_balance_threshold": low_balance_threshold},
+        )
+        if created:
+            _emit(
+                account, "account_opened", {}, actor=actor, object_type="ledger.Account", object_id=account.pk
+            )
+        return account
+
+    return _atomic(run)
+
+
+def account_update(*, account_id: int, low_balance_threshold: int, actor: str) -> Account:
+    """Change an account's low-balance threshold (the only field ops may edit)."""
+    if isinstance(low_balance_threshold, bool) or not isinstance(low_balance_threshold, int):
+        raise AmountInvalid(
+            details=[ErrorDetail("low_balance_threshold", "amount_invalid", "must be a whole number")]
+        )
+    if low_balance_threshold < 0 or low_balance_threshold > max_amount():
+        raise AmountInvalid(
+            details=[ErrorDetail("low_balance_threshold", "amount_invalid", "must be zero or more")]
+        )
+
+    def run() -> Account:
+        account = account_lock(account_id)
+        before = {"low_balance_threshold": account.low_balance_threshold}
+        account.low_balance_threshold = low_balance_threshold
+        account.save(update_fields=["low_balance_threshold"])
+        _emit(
+            account,
+            "account_updated",
+            {"low_balance_threshold": low_balance_threshold},
+            actor=actor,
+            object_type="ledger.Account",
+            object_id=account.pk,
+            before=before,
+        )
+        return account
+
+    return _atomic(run)
+
+
+# --- top-ups ----------------------------------------------------------------------------
+
+
+def account_topup(
+    *, account_id: int, amount: int, payment_reference: str, idempotency_key: str, requested_by: str
+) -> TopUp:
+    """Record money the employer says it paid: a PENDING top-up awaiting a finance approver."""
+    _amount_valid(amount)
+    _reference_valid(payment_reference, "payment_reference")
+    _key_valid(idempotency_key)
+    _text_valid(requested_by, field="requested_by", max_length=100, error=ReferenceInvalid)
+
+    def run() -> TopUp:
+        account = account_lock(account_id)
+        existing = TopUp.objects.filter(account=account, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            same = (existing.amount, existing.payment_reference, existing.requested_by) == (
+                amount,
+                payment_reference,
+                requested_by,
+            )
+            if not same:
+                raise IdempotencyConflict()
+            return existing
+        topup = TopUp.objects.create(
+            account=account,
+            amount=amount,
+            payment_reference=payment_reference,
+            idempotency_key=idempotency_key,
+            requested_by=requested_by,
+        )
+        _emit(
+            account,
+            "topup_requested",
+            events.topup_data(topup),
+            actor=requested_by,
+            object_type="ledger.TopUp",
+            object_id=topup.pk,
+        )
+        return topup
+
+    return _atomic(run)
+
+
+def _topup_account_id(topup_id: int) -> int:
+    account_id = TopUp.objects.filter(pk=topup_id).values_list("account_id", flat=True).first()
+    if account_id is None:
+        raise TopUpNotFound()
+    return account_id
+
+
+def topup_approve(*, topup_id: int, approver) -> TopUp:
+    """Finance approves (maker ≠ checker): post the TOPUP entry, then wake the parked queue."""
+    _approver_valid(approver, "ledger.approve_topup")
+    account_id = _topup_account_id(topup_id)
+
+    def run() -> TopUp:
+        account = account_lock(account_id)
+        topup = TopUp.objects.get(pk=topup_id)
+        if topup.state != TopUp.State.PENDING:
+            raise TopUpAlreadyDecided()
+        if topup.requested_by == _principal(approver):
+            raise MakerCannotApprove()
+        before = events.topup_data(topup)
+        entry = _entry_post(
+            account,
+            kind=Entry.Kind.TOPUP,
+            amount=topup.amount,
+            reference=topup.payment_reference,
+            idempotency_key=f"topup:{topup.pk}",
+            memo=f"top-up {topup.pk}",
+        )
+        topup.state = TopUp.State.APPROVED
+        topup.entry = entry
+        topup.decided_by = approver
+        topup.decided_at = timezone.now()
+        topup.save(update_fields=["state", "entry", "decided_by", "decided_at"])
+        _emit(
+            account,
+            "topup_approved",
+            {**events.topup_data(topup), **events.entry_data(entry)},
+            actor=_principal(approver),
+            object_type="ledger.TopUp",
+            object_id=topup.pk,
+            before=before,
+        )
+        _wake(account, actor=_principal(approver))
+        notify_employer(
+            account.employer_id, "ledger.topup_approved", {"account_id": account.pk, "topup_id": topup.pk}
+        )
+        return topup
+
+    return _atomic(run)
+
+
+def topup_reject(*, topup_id: int, approver, note: str) -> TopUp:
+    _approver_valid(approver, "ledger.approve_topup")
+    _note_valid(note)
+    account_id = _topup_account_id(topup_id)
+
+    def run() -> TopUp:
+        account = account_lock(account_id)
+        topup = TopUp.objects.get(pk=topup_id)
+        if topup.state != TopUp.State.PENDING:
+            raise TopUpAlreadyDecided()
+        if topup.requested_by == _principal(approver):
+            raise MakerCannotApprove()
+        before = events.topup_data(topup)
+        topup.state = TopUp.State.REJECTED
+        topup.decided_by = approver
+        topup.decision_note = note
+        topup.decided_at = timezone.now()
+        topup.save(update_fields=["state", "decided_by", "decision_note", "decided_at"])
+        _emit(
+            account,
+            "topup_rejected",
+            {**events.topup_data(topup), "note": note},
+            actor=_principal(approver),
+            object_type="ledger.TopUp",
+            object_id=topup.pk,
+            before=before,
+            note=note,
+        )
+        notify_employer(
+            account.employer_id, "ledger.topup_rejected", {"account_id": account.pk, "topup_id": topup.pk}
+        )
+        return topup
+
+    return _atomic(run)
+
+
+# --- holds: place, batch, wake --------------------------------------------------------------
+
+
+def _placement_probe(
+    account: Account, keys: list[str]
+) -> tuple[dict[str, Hold], dict[str, ParkedRequest], bool]:
+    """Holds and parked requests already made with these keys, and whether the queue is non-empty."""
+    holds = {h.idempotency_key: h for h in Hold.objects.filter(account=account, idempotency_key__in=keys)}
+    parked = {
+        p.idempotency_key: p
+        for p in ParkedRequest.objects.filter(account=account, idempotency_key__in=keys).select_related(
+            "hold"
+        )
+    }
+    queue_waiting = ParkedRequest.objects.filter(account=account, state=ParkedRequest.State.PARKED).exists()
+    return holds, parked, queue_waiting
+
+
+def _placement_repeat(
+    request: HoldRequest, holds: dict[str, Hold], parked: dict[str, ParkedRequest]
+) -> HoldPlacement | None:
+    """The first result for a repeated key, or IdempotencyConflict if the data differ."""
+    key = request.idempotency_key
+    first: Hold | ParkedRequest | None = holds.get(key) or parked.get(key)
+    if first is None:
+        return None
+    if (first.amount, first.reference) != (request.amount, request.reference):
+        raise IdempotencyConflict()
+    if isinstance(first, Hold):
+        return HoldPlacement(hold=first)
+    if first.hold is not None:
+        return HoldPlacement(hold=first.hold)
+    return HoldPlacement(parked_request=first)
+
+
+def _park(account: Account, request: HoldRequest, *, actor: str) -> ParkedRequest:
+    parked = ParkedRequest.objects.create(
+        account=account,
+        reference=request.reference,
+        amount=request.amount,
+        idempotency_key=request.idempotency_key,
+        expires_at=request.expires_at,
+    )
+    _emit(
+        account,
+        "hold_parked",
+        events.parked_data(parked),
+        actor=actor,
+        object_type="ledger.ParkedRequest",
+        object_id=parked.pk,
+    )
+    funds_notify(
+        parked.reference,
+        FundsEvent(PARKED, account_id=account.pk, amount=parked.amount, parked_request_id=parked.pk),
+    )
+    return parked
+
+
+def _wake(account: Account, *, actor: str) -> list[HoldPlacement]:
+    """Place parked requests oldest first while they fit; stop at the first that does not."""
+    placements: list[HoldPlacement] = []
+    now = timezone.now()
+    while account.posted - account.held > 0:
+        queue = list(
+            ParkedRequest.objects.filter(account=account, state=ParkedRequest.State.PARKED).order_by("id")[
+                :WAKE_CHUNK
+            ]
+        )
+        for parked in queue:
+            if parked.amount > account.posted - account.held:
+                return placements
+            expires_at = (
+                parked.expires_at if parked.expires_at and parked.expires_at > now else now + hold_ttl()
+            )
+            hold = _hold_create(
+                account,
+                amount=parked.amount,
+                reference=parked.reference,
+                idempotency_key=parked.idempotency_key,
+                expires_at=expires_at,
+            )
+            parked.state = ParkedRequest.State.PLACED
+            parked.hold = hold
+            parked.resolved_at = now
+            parked.save(update_fields=["state", "hold", "resolved_at"])
+            _emit(
+                account,
+                "hold_placed",
+                {**events.hold_data(hold), "parked_request_id": parked.pk, "woken": True},
+                actor=actor,
+                object_type="ledger.Hold",
+                object_id=hold.pk,
+            )
+            funds_notify(
+                parked.reference,
+                FundsEvent(
+                    PLACED,
+                    account_id=account.pk,
+                    amount=parked.amount,
+                    parked_request_id=parked.pk,
+                    hold_id=hold.pk,
+                ),
+            )
+            placements.append(HoldPlacement(hold=hold))
+        if len(queue) < WAKE_CHUNK:
+            break
+    return placements
+
+
+def hold_place(
+    *,
+    account_id: int,
+    amount: int,
+    reference: str,
+    idempotency_key: str,
+    expires_at: datetime | None = None,
+    actor: str = SYSTEM_ACTOR,
+) -> HoldPlacement:
+    """Reserve `amount` for `reference`; park the request if it does not fit (or others wait)."""
+    now = timezone.now()
+    request = HoldRequest(
+        amount=_amount_valid(amount),
+        reference=_reference_valid(reference),
+        idempotency_key=_key_valid(idempotency_key),
+        expires_at=_expiry_valid(expires_at, now),
+    )
+
+    def run() -> HoldPlacement:
+        account = account_lock(account_id)
+        holds, parked, queue_waiting = _placement_probe(account, [request.idempotency_key])
+        repeat = _placement_repeat(request, holds, parked)
+        if repeat is not None:
+            return repeat
+        if queue_waiting:
+            _wake(account, actor=actor)
+            queue_waiting = ParkedRequest.objects.filter(
+                account=account, state=ParkedRequest.State.PARKED
+            ).exists()
+        if queue_waiting or request.amount > account.posted - account.held:
+            return HoldPlacement(parked_request=_park(account, request, actor=actor))
+        hold = _hold_create(
+            account,
+            amount=request.amount,
+            reference=request.reference,
+            idempotency_key=request.idempotency_key,
+            expires_at=request.expires_at or now + hold_ttl(),
+        )
+        _emit(
+            account,
+            "hold_placed",
+            events.hold_data(hold),
+            actor=actor,
+            object_type="ledger.Hold",
+            object_id=hold.pk,
+        )
+        return HoldPlacement(hold=hold)
+
+    return _atomic(run)
+
+
+def _batch_requests_valid(requests: Iterable[HoldRequest | Mapping], now: datetime) -> list[HoldRequest]:
+    valid: list[HoldRequest] = []
+    for index, raw in enumerate(requests):
+        get = raw.get if isinstance(raw, Mapping) else functools.partial(getattr, raw)
+        prefix = f"requests[{index}]"
+        valid.append(
+            HoldRequest(
+                amount=_amount_valid(get("amount", None), field=f"{prefix}.amount"),
+                reference=_reference_valid(get("reference", None), f"{prefix}.reference"),
+                idempotency_key=_key_valid(get("idempotency_key", None), f"{prefix}.idempotency_key"),
+                expires_at=_expiry_valid(get("expires_at", None), now),
+            )
+        )
+    if not valid or len(valid) > max_batch_holds():
+        raise BatchInvalid()
+    if len({r.idempotency_key for r in valid}) != len(valid):
+        raise BatchInvalid(details=[ErrorDetail("requests", "batch_invalid", "idempotency keys repeat")])
+    return valid
+
+
+def holds_place_batch(
+    *, account_id: int, requests: list[HoldRequest | Mapping], actor: str = SYSTEM_ACTOR
+) -> list[HoldPlacement]:
+    """A whole dispatch under one lock and one transaction: one hold row per request, in order.
+
+    Requests are placed in the given order while they fit and nothing older waits; from
+    the first that does not fit on, the rest park (the FIFO rule of `hold_place`).
+    Repeated keys return their first result. One event (`ledger.holds_batch_placed`) and
+    one audit record cover the batch; "parked" handlers are told per parked reference.
+    """
+    now = timezone.now()
+    batch = _batch_requests_valid(requests, now)
+
+    def run() -> list[HoldPlacement]:
+        account = account_lock(account_id)
+        holds, parked, queue_waiting = _placement_probe(account, [r.idempotency_key for r in batch])
+        if queue_waiting:
+            _wake(account, actor=actor)
+            queue_waiting = ParkedRequest.objects.filter(
+                account=account, state=ParkedRequest.State.PARKED
+            ).exists()
+        results: list[HoldPlacement | None] = [None] * len(batch)
+        new_holds: list[tuple[int, Hold]] = []
+        new_parked: list[tuple[int, ParkedRequest]] = []
+        available = account.posted - account.held
+        blocked = queue_waiting
+        for index, request in enumerate(batch):
+            repeat = _placement_repeat(request, holds, parked)
+            if repeat is not None:
+                results[index] = repeat
+                continue
+            fields = {
+                "account": account,
+                "amount": request.amount,
+                "reference": request.reference,
+                "idempotency_key": request.idempotency_key,
+            }
+            if not blocked and request.amount <= available:
+                available -= request.amount
+                new_holds.append((index, Hold(**fields, expires_at=request.expires_at or now + hold_ttl())))
+            else:
+                blocked = True
+                new_parked.append((index, ParkedRequest(**fields, expires_at=request.expires_at)))
+        Hold.objects.bulk_create([hold for _, hold in new_holds])
+        ParkedRequest.objects.bulk_create([p for _, p in new_parked])
+        account.held += sum(hold.amount for _, hold in new_holds)
+        for index, hold in new_holds:
+            results[index] = HoldPlacement(hold=hold)
+        for index, parked_request in new_parked:
+            results[index] = HoldPlacement(parked_request=parked_request)
+            funds_notify(
+                parked_request.reference,
+                FundsEvent(
+                    PARKED,
+                    account_id=account.pk,
+                    amount=parked_request.amount,
+                    parked_request_id=parked_request.pk,
+                ),
+            )
+        if new_holds or new_parked:
+            _emit(
+                account,
+                "holds_batch_placed",
+                {
+                    "holds": [
+                        {"hold_id": h.pk, "reference": h.reference, "amount": h.amount} for _, h in new_holds
+                    ],
+                    "parked": [
+                        {"parked_request_id": p.pk, "reference": p.reference, "amount": p.amount}
+                        for _, p in new_parked
+                    ],
+                },
+                actor=actor,
+                object_type="ledger.Account",
+                object_id=account.pk,
+            )
+        return results  # type: ignore[return-value]
+
+    return _atomic(run)
+
+
+def parked_wake(*, account_id: int, actor: str = SYSTEM_ACTOR) -> list[HoldPlacement]:
+    """Place what now fits from the account's queue, oldest first (ops' "wake now", the sweep)."""
+
+    def run() -> list[HoldPlacement]:
+        return _wake(account_lock(account_id), actor=actor)
+
+    return _atomic(run)
+
+
+def parked_cancel(*, parked_request_id: int, reason: str, actor: str) -> ParkedRequest:
+    """Take a request out of the queue without placing it."""
+    _note_valid(reason, "reason")
+    account_id = (
+        ParkedRequest.objects.filter(pk=parked_request_id).values_list("account_id", flat=True).first()
+    )
+    if account_id is None:
+        raise ParkedRequestNotFound()
+
+    def run() -> ParkedRequest:
+        account = account_lock(account_id)
+        parked = ParkedRequest.objects.get(pk=parked_request_id)
+        if parked.state != ParkedRequest.State.PARKED:
+            raise ParkedRequestAlreadyResolved()
+        _parked_cancel(account, parked, reason=reason, actor=actor)
+        # The head of the queue may have been blocking smaller requests behind it.
+        _wake(account, actor=actor)
+        return parked
+
+    return _atomic(run)
+
+
+def _parked_cancel(account: Account, parked: ParkedRequest, *, reason: str, actor: str) -> None:
+    parked.state = ParkedRequest.State.CANCELLED
+    parked.cancel_reason = reason
+    parked.resolved_at = timezone.now()
+    parked.save(update_fields=["state", "cancel_reason", "resolved_at"])
+    _emit(
+        account,
+        "parked_cancelled",
+        {**events.parked_data(parked), "reason": reason},
+        actor=actor,
+        object_type="ledger.ParkedRequest",
+        object_id=parked.pk,
+        note=reason,
+    )
+
+
+# --- holds: capture, release, expire ----------------------------------------------------------
+
+
+def _hold_account_id(hold_id: int) -> int:
+    account_id = Hold.objects.filter(pk=hold_id).values_list("account_id", flat=True).first()
+    if account_id is None:
+        raise HoldNotFound()
+    return account_id
+
+
+def hold_capture(
+    *, hold_id: int, amount: int | None = None, idempotency_key: str, actor: str = SYSTEM_ACTOR
+) -> Hold:
+    """Post the hold as a CAPTURE entry: all of it, or `amount` (the rest returns to available)."""
+    if amount is not None:
+        _amount_valid(amount)
+    _key_valid(idempotency_key)
+    account_id = _hold_account_id(hold_id)
+    entry_key = f"capture:{idempotency_key}"
+
+    def run() -> Hold:
+        account = account_lock(account_id)
+        hold = Hold.objects.get(pk=hold_id)
+        wanted = hold.amount if amount is None else amount
+        first = Entry.objects.filter(account=account, idempotency_key=entry_key).first()
+        if first is not None:
+            if first.hold_id != hold.pk or -first.amount != wanted:
+                raise IdempotencyConflict()
+            return hold
+        if hold.state != Hold.State.PENDING:
+            raise HoldAlreadyResolved()
+        if wanted > hold.amount:
+            raise CaptureExceedsHold(
+                details=[
+                    ErrorDetail(
+                        "amount", "capture_exceeds_hold", f"the hold is {hold.amount}, capture {wanted}"
+                    )
+                ]
+            )
+        now = timezone.now()
+        before = events.hold_data(hold)
+        _hold_resolve(account, hold, state=Hold.State.CAPTURED, now=now, captured=wanted)
+        entry = _entry_post(
+            account,
+            kind=Entry.Kind.CAPTURE,
+            amount=-wanted,
+            reference=hold.reference,
+            idempotency_key=entry_key,
+            hold=hold,
+        )
+        _emit(
+            account,
+            "hold_captured",
+            {**events.hold_data(hold), **events.entry_data(entry)},
+            actor=actor,
+            object_type="ledger.Hold",
+            object_id=hold.pk,
+            before=before,
+        )
+        if wanted < hold.amount:
+            _wake(account, actor=actor)
+        return hold
+
+    return _atomic(run)
+
+
+def hold_release(*, hold_id: int, reason: str = "", actor: str = SYSTEM_ACTOR) -> Hold:
+    """Void a pending hold: its amount returns to available; parked requests wake."""
+    account_id = _hold_account_id(hold_id)
+
+    def run() -> Hold:
+        account = account_lock(account_id)
+        hold = Hold.objects.get(pk=hold_id)
+        if hold.state != Hold.State.PENDING:
+            raise HoldAlreadyResolved()
+        _hold_release(account, hold, reason=reason, actor=actor)
+        _wake(account, actor=actor)
+        return hold
+
+    return _atomic(run)
+
+
+def _hold_release(account: Account, hold: Hold, *, reason: str, actor: str) -> None:
+    before = events.hold_data(hold)
+    _hold_resolve(account, hold, state=Hold.State.RELEASED, now=timezone.now())
+    _emit(
+        account,
+        "hold_released",
+        {**events.hold_data(hold), "reason": reason},
+        actor=actor,
+        object_type="ledger.Hold",
+        object_id=hold.pk,
+        before=before,
+        note=reason,
+    )
+
+
+def hold_release_by_reference(
+    *, account_id: int, reference: str, reason: str = "", actor: str = SYSTEM_ACTOR
+) -> ReferenceRelease:
+    """Release the PENDING hold(s) and cancel the PARKED request(s) for `reference`; no-op if none."""
+    _reference_valid(reference)
+
+    def run() -> ReferenceRelease:
+        account = account_lock(account_id)
+        holds = list(Hold.objects.filter(account=account, reference=reference, state=Hold.State.PENDING))
+        parked = list(
+            ParkedRequest.objects.filter(
+                account=account, reference=reference, state=ParkedRequest.State.PARKED
+            )
+        )
+        for hold in holds:
+            _hold_release(account, hold, reason=reason, actor=actor)
+        for parked_request in parked:
+            _parked_cancel(account, parked_request, reason=reason or "released by reference", actor=actor)
+        if holds or parked:
+            _wake(account, actor=actor)
+        return ReferenceRelease(holds=holds, parked_requests=parked)
+
+    return _atomic(run)
+
+
+def hold_expire(*, now: datetime | None = None, limit: int = 5000) -> int:
+    """Sweep: expire PENDING holds past their expiry, one transaction per account; returns the count."""
+    now = now or timezone.now()
+    account_ids = sorted(
+        set(
+            Hold.objects.filter(state=Hold.State.PENDING, expires_at__lte=now)
+            .order_by("expires_at")
+            .values_list("account_id", flat=True)[:limit]
+        )
+    )
+    expired = 0
+    for account_id in account_ids:
+        expired += _atomic(functools.partial(_account_holds_expire, account_id, now))
+    return expired
+
+
+def _account_holds_expire(account_id: int, now: datetime) -> int:
+    try:
+        account = account_lock(account_id)
+    except AccountNotFound:
+        return 0
+    holds = list(
+        Hold.objects.filter(account=account, state=Hold.State.PENDING, expires_at__lte=now).order_by("id")
+    )
+    for hold in holds:
+        before = events.hold_data(hold)
+        _hold_resolve(account, hold, state=Hold.State.EXPIRED, now=now)
+        _emit(
+            account,
+            "hold_expired",
+            events.hold_data(hold),
+            actor=SYSTEM_ACTOR,
+            object_type="ledger.Hold",
+            object_id=hold.pk,
+            before=before,
+        )
+    if holds:
+        _wake(account, actor=SYSTEM_ACTOR)
+    return len(holds)
+
+
+# --- credits and corrections --------------------------------------------------------------------
+
+
+def refund_post(
+    *, account_id: int, amount: int, reference: str, idempotency_key: str, actor: str = SYSTEM_ACTOR
+) -> Entry:
+    """Credit the account with a refund the insurer confirmed (a deletion); wakes parked requests."""
+    _amount_valid(amount)
+    _reference_valid(reference)
+    _key_valid(idempotency_key)
+    entry_key = f"refund:{idempotency_key}"
+
+    def run() -> Entry:
+        account = account_lock(account_id)
+        first = Entry.objects.filter(account=account, idempotency_key=entry_key).first()
+        if first is not None:
+            if (first.amount, first.reference) != (amount, reference):
+                raise IdempotencyConflict()
+            return first
+        entry = _entry_post(
+            account, kind=Entry.Kind.REFUND, amount=amount, reference=reference, idempotency_key=entry_key
+        )
+        _emit(
+            account,
+            "refund_posted",
+            events.entry_data(entry),
+            actor=actor,
+            object_type="ledger.Entry",
+            object_id=entry.pk,
+        )
+        _wake(account, actor=actor)
+        return entry
+
+    return _atomic(run)
+
+
+def adjustment_request(
+    *, account_id: int, amount: int, reason: str, idempotency_key: str, requested_by
+) -> Adjustment:
+    """Ask for a correcting entry (signed amount); a different finance approver approves it."""
+    _amount_valid(amount, signed=True)
+    _note_valid(reason, "reason")
+    _key_valid(idempotency_key)
+
+    def run() -> Adjustment:
+        account = account_lock(account_id)
+        first = Adjustment.objects.filter(account=account, idempotency_key=idempotency_key).first()
+        if first is not None:
+            if (first.amount, first.reason, first.requested_by_id) != (amount, reason, requested_by.pk):
+                raise IdempotencyConflict()
+            return first
+        adjustment = Adjustment.objects.create(
+            account=account,
+            amount=amount,
+            reason=reason,
+            idempotency_key=idempotency_key,
+            requested_by=requested_by,
+        )
+        _emit(
+            account,
+            "adjustment_requested",
+            events.adjustment_data(adjustment),
+            actor=_principal(requested_by),
+            object_type="ledger.Adjustment",
+            object_id=adjustment.pk,
+            note=reason,
+        )
+        return adjustment
+
+    return _atomic(run)
+
+
+def _adjustment_account_id(adjustment_id: int) -> int:
+    account_id = Adjustment.objects.filter(pk=adjustment_id).values_list("account_id", flat=True).first()
+    if account_id is None:
+        raise AdjustmentNotFound()
+    return account_id
+
+
+def adjustment_approve(*, adjustment_id: int, approver) -> Adjustment:
+    """Post the adjustment as an ADJUSTMENT entry (maker ≠ checker; a debit needs the money)."""
+    _approver_valid(approver, "ledger.approve_adjustment")
+    account_id = _adjustment_account_id(adjustment_id)
+
+    def run() -> Adjustment:
+        account = account_lock(account_id)
+        adjustment = Adjustment.objects.get(pk=adjustment_id)
+        if adjustment.state != Adjustment.State.PENDING:
+            raise AdjustmentAlreadyDecided()
+        if adjustment.requested_by_id == approver.pk:
+            raise MakerCannotApprove()
+        if adjustment.amount < 0 and -adjustment.amount > account.posted - account.held:
+            raise InsufficientFunds()
+        before = events.adjustment_data(adjustment)
+        entry = _entry_post(
+            account,
+            kind=Entry.Kind.ADJUSTMENT,
+            amount=adjustment.amount,
+            reference=f"adjustment:{adjustment.pk}",
+            idempotency_key=f"adjustment:{adjustment.pk}",
+            memo=adjustment.reason[:500],
+        )
+        adjustment.state = Adjustment.State.APPROVED
+        adjustment.entry = entry
+        adjustment.decided_by = approver
+        adjustment.decided_at = timezone.now()
+        adjustment.save(update_fields=["state", "entry", "decided_by", "decided_at"])
+        _emit(
+            account,
+            "adjustment_approved",
+            {**events.adjustment_data(adjustment), **events.entry_data(entry)},
+            actor=_principal(approver),
+            object_type="ledger.Adjustment",
+            object_id=adjustment.pk,
+            before=before,
+        )
+        if adjustment.amount > 0:
+            _wake(account, actor=_principal(approver))
+        return adjustment
+
+    return _atomic(run)
+
+
+def adjustment_reject(*, adjustment_id: int, approver, note: str) -> Adjustment:
+    _approver_valid(approver, "ledger.approve_adjustment")
+    _note_valid(note)
+    account_id = _adjustment_account_id(adjustment_id)
+
+    def run() -> Adjustment:
+        account = account_lock(account_id)
+        adjustment = Adjustment.objects.get(pk=adjustment_id)
+        if adjustment.state != Adjustment.State.PENDING:
+            raise AdjustmentAlreadyDecided()
+        if adjustment.requested_by_id == approver.pk:
+            raise MakerCannotApprove()
+        before = events.adjustment_data(adjustment)
+        adjustment.state = Adjustment.State.REJECTED
+        adjustment.decided_by = approver
+        adjustment.decision_note = note
+        adjustment.decided_at = timezone.now()
+        adjustment.save(update_fields=["state", "decided_by", "decision_note", "decided_at"])
+        _emit(
+            account,
+            "adjustment_rejected",
+            {**events.adjustment_data(adjustment), "note": note},
+            actor=_principal(approver),
+            object_type="ledger.Adjustment",
+            object_id=adjustment.pk,
+            before=before,
+            note=note,
+        )
+        return adjustment
+
+    return _atomic(run)
