@@ -7,20 +7,18 @@
   lock see everything committed before it. (FOR NO KEY UPDATE, not FOR UPDATE: we never
   change the key, and it does not block other transactions inserting rows that
   reference the account.)
-- `sweeper_lock`: a Redis lock so that one periodic sweeper runs at a time. It is an
-  optimisation only: if Redis is down the sweep runs anyway, and the row locks keep it
-  correct when two sweeps overlap.
+- `sweeper_lock`: a Redis lock (`ems.redis_lock`) so that one periodic sweeper runs at a
+  time. It is an optimisation only: if Redis is down the sweep runs anyway, and the row
+  locks keep it correct when two sweeps overlap.
 """
 
 import contextlib
-import uuid
 from collections.abc import Iterable, Iterator
 
-import redis
 import structlog
-from django.conf import settings
 from django.db import transaction
 
+from ems.redis_lock import LockBackendUnavailable, LockNotAcquired, lock_acquire, lock_release
 from ledger.errors import AccountNotFound
 from ledger.models import Account
 
@@ -59,33 +57,26 @@ def _require_transaction() -> None:
 
 
 @contextlib.contextmanager
-def sweeper_lock(name: str, *, ttl_seconds: int = 300) -> Iterator[bool]:
+def sweeper_lock(name: str, *, ttl_seconds: float = 300) -> Iterator[bool]:
     """Yield True if this process should sweep: it holds the lock, or Redis is unreachable.
 
-    Yields False only when Redis answers and another sweeper holds the lock.
+    Yields False only when Redis answers and another sweeper holds the lock. A sweep is
+    safe without the lock (every change is made under the account row lock and re-checks
+    state), so a Redis outage only costs duplicate work, never money.
     """
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    token = uuid.uuid4().hex
-    key = f"ems:ledger:sweeper:{name}"
     try:
-        acquired = bool(client.set(key, token, nx=True, ex=ttl_seconds))
-    except redis.RedisError:
+        lock = lock_acquire(f"ledger:{name}", timeout=ttl_seconds, blocking_timeout=0)
+    except LockNotAcquired:
+        yield False
+        return
+    except LockBackendUnavailable:
         log.warning("ledger.sweeper_lock_unavailable", sweeper=name)
-        client.close()
         yield True
         return
     try:
-        yield acquired
+        yield True
     finally:
-        if acquired:
-            try:
-                # Delete only our own token: after a TTL expiry another sweeper may own it.
-                client.eval(
-                    _UNLOCK_SCRIPT,
-                    1,
-                    key,
-                    token,
-                )
-            except redis.RedisError:
-                log.warning("ledger.sweeper_unlock_failed", sweeper=name)
-        client.close()
+        try:
+            lock_release(lock)
+        except LockBackendUnavailable:
+            log.warning("ledger.sweeper_unlock_failed", sweeper=name)  # the key expires by itself

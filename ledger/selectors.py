@@ -91,6 +91,10 @@ def account_balances(*, caller: Caller) -> list[AccountBalance]:
 
 def account_for_caller(*, caller: Caller, account_id: int | None) -> Account:
     """The caller's account with this id (404 for another employer's), or their only account."""
+    if account_id is not None and (isinstance(account_id, bool) or not isinstance(account_id, int)):
+        raise ValidationFailed(
+            details=[ErrorDetail("account_id", "invalid", "account_id must be an integer")]
+        )
     accounts = scoped(Account.objects.all(), caller)
     if account_id is None:
         only = list(accounts.order_by("pk")[:2])

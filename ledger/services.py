@@ -157,7 +157,7 @@ def _atomic(fn: Callable[[], T]) -> T:
 # --- validation ------------------------------------------------------------------------
 
 
-def _amount_valid(amount: Any, *, field: str = "amount", signed: bool = False) -> int:
+def amount_valid(amount: Any, *, field: str = "amount", signed: bool = False) -> int:
     if isinstance(amount, bool) or not isinstance(amount, int):
         reason = "must be a whole number of minor units"
     elif amount == 0:
@@ -371,7 +371,7 @@ def account_topup(
     *, account_id: int, amount: int, payment_reference: str, idempotency_key: str, requested_by: str
 ) -> TopUp:
     """Record money the employer says it paid: a PENDING top-up awaiting a finance approver."""
-    _amount_valid(amount)
+    amount_valid(amount)
     _reference_valid(payment_reference, "payment_reference")
     _key_valid(idempotency_key)
     _text_valid(requested_by, field="requested_by", max_length=100, error=ReferenceInvalid)
@@ -616,7 +616,7 @@ def hold_place(
     """Reserve `amount` for `reference`; park the request if it does not fit (or others wait)."""
     now = timezone.now()
     request = HoldRequest(
-        amount=_amount_valid(amount),
+        amount=amount_valid(amount),
         reference=_reference_valid(reference),
         idempotency_key=_key_valid(idempotency_key),
         expires_at=_expiry_valid(expires_at, now),
@@ -662,7 +662,7 @@ def _batch_requests_valid(requests: Iterable[HoldRequest | Mapping], now: dateti
         prefix = f"requests[{index}]"
         valid.append(
             HoldRequest(
-                amount=_amount_valid(get("amount", None), field=f"{prefix}.amount"),
+                amount=amount_valid(get("amount", None), field=f"{prefix}.amount"),
                 reference=_reference_valid(get("reference", None), f"{prefix}.reference"),
                 idempotency_key=_key_valid(get("idempotency_key", None), f"{prefix}.idempotency_key"),
                 expires_at=_expiry_valid(get("expires_at", None), now),
@@ -818,7 +818,7 @@ def hold_capture(
 ) -> Hold:
     """Post the hold as a CAPTURE entry: all of it, or `amount` (the rest returns to available)."""
     if amount is not None:
-        _amount_valid(amount)
+        amount_valid(amount)
     _key_valid(idempotency_key)
     account_id = _hold_account_id(hold_id)
     entry_key = f"capture:{idempotency_key}"
@@ -973,7 +973,7 @@ def refund_post(
     *, account_id: int, amount: int, reference: str, idempotency_key: str, actor: str = SYSTEM_ACTOR
 ) -> Entry:
     """Credit the account with a refund the insurer confirmed (a deletion); wakes parked requests."""
-    _amount_valid(amount)
+    amount_valid(amount)
     _reference_valid(reference)
     _key_valid(idempotency_key)
     entry_key = f"refund:{idempotency_key}"
@@ -1006,7 +1006,7 @@ def adjustment_request(
     *, account_id: int, amount: int, reason: str, idempotency_key: str, requested_by
 ) -> Adjustment:
     """Ask for a correcting entry (signed amount); a different finance approver approves it."""
-    _amount_valid(amount, signed=True)
+    amount_valid(amount, signed=True)
     _note_valid(reason, "reason")
     _key_valid(idempotency_key)
 

@@ -1,3 +1,11 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from ledger.api import BalanceView, HistoryView, TopUpView
+
+app_name = "ledger"
+
+urlpatterns = [
+    path("balance", BalanceView.as_view(), name="balance"),
+    path("topup", TopUpView.as_view(), name="topup"),
+    path("history", HistoryView.as_view(), name="history"),
+]

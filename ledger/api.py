@@ -1,0 +1,103 @@
+"""The ledger API (`/api/v1/ledger/`): thin views over ledger.selectors and ledger.services.
+
+Callers: an employer's API client (bearer token) or its HR user (portal session). Every
+read is scoped to the caller's employer by the selectors; another employer's account is
+a 404, exactly like a missing one.
+"""
+
+import re
+import uuid
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ems.auth import BearerTokenAuthentication, IsEmployerClient, SessionCallerAuthentication
+from ems.idempotency import idempotent
+from ems.pagination import EmsPagination
+from ledger import selectors, services
+from ledger.serializers import (
+    BalanceResponseSerializer,
+    HistoryPageSerializer,
+    HistoryQuerySerializer,
+    HistoryRowSerializer,
+    TopUpRequestSerializer,
+    TopUpSerializer,
+)
+
+_DIGITS = re.compile(r"^[0-9]{1,19}$")
+
+
+class LedgerView(APIView):
+    authentication_classes = [BearerTokenAuthentication, SessionCallerAuthentication]
+    permission_classes = [IsEmployerClient]
+
+
+def _integer(value):
+    """Form posts send strings: accept plain digits; anything else goes to the service as is."""
+    if isinstance(value, str) and _DIGITS.match(value):
+        return int(value)
+    return value
+
+
+class BalanceView(LedgerView):
+    @extend_schema(
+        operation_id="ledger_balance",
+        summary="Balances of the caller's accounts",
+        responses=BalanceResponseSerializer,
+    )
+    def get(self, request):
+        balances = selectors.account_balances(caller=request.caller)
+        return Response({"accounts": BalanceResponseSerializer({"accounts": balances}).data["accounts"]})
+
+
+class TopUpView(LedgerView):
+    @extend_schema(
+        operation_id="ledger_topup",
+        summary="Report a payment to the insurer: a pending top-up for a finance approver",
+        request=TopUpRequestSerializer,
+        responses={202: TopUpSerializer},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="repeats with the same body replay the first response",
+            )
+        ],
+    )
+    @idempotent("ledger.topup")
+    def post(self, request):
+        data = request.data
+        account_id = _integer(data.get("account_id"))
+        account = selectors.account_for_caller(caller=request.caller, account_id=account_id)
+        topup = services.account_topup(
+            account_id=account.pk,
+            amount=_integer(data.get("amount")),
+            payment_reference=data.get("payment_reference"),
+            idempotency_key=getattr(request, "idempotency_key", None) or f"api:{uuid.uuid4()}",
+            requested_by=request.caller.principal,
+        )
+        return Response(TopUpSerializer(topup).data, status=status.HTTP_202_ACCEPTED)
+
+
+class HistoryView(LedgerView):
+    @extend_schema(
+        operation_id="ledger_history",
+        summary="Entries and holds, newest first, with the running balance on each entry",
+        parameters=[
+            HistoryQuerySerializer,
+            OpenApiParameter("page", int),
+            OpenApiParameter("page_size", int),
+        ],
+        responses=HistoryPageSerializer,
+    )
+    def get(self, request):
+        query = HistoryQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        rows = selectors.history(caller=request.caller, **query.validated_data)
+        paginator = EmsPagination()
+        page = paginator.paginate_queryset(rows, request, view=self)
+        items = HistoryRowSerializer([selectors.history_row(row) for row in page], many=True).data
+        return paginator.get_paginated_response(items)

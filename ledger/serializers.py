@@ -1,0 +1,80 @@
+"""Shapes of the ledger API: what it renders, and the documented request bodies.
+
+Amounts are integer minor units (paise/cents) with the account's `currency`.
+"""
+
+from rest_framework import serializers
+
+from ledger.selectors import HISTORY_KINDS
+
+
+class AccountBalanceSerializer(serializers.Serializer):
+    account_id = serializers.IntegerField()
+    insurer_id = serializers.IntegerField()
+    insurer_code = serializers.CharField()
+    insurer_name = serializers.CharField()
+    currency = serializers.CharField()
+    posted = serializers.IntegerField(help_text="sum of the account's entries (minor units)")
+    held = serializers.IntegerField(help_text="sum of its pending holds")
+    available = serializers.IntegerField(help_text="posted - held; never below zero")
+    low_balance_threshold = serializers.IntegerField()
+    below_threshold = serializers.BooleanField()
+    parked_count = serializers.IntegerField(help_text="requests waiting for funds")
+    parked_amount = serializers.IntegerField(help_text="their total amount")
+
+
+class BalanceResponseSerializer(serializers.Serializer):
+    accounts = AccountBalanceSerializer(many=True)
+
+
+class TopUpRequestSerializer(serializers.Serializer):
+    """Documented body of POST topup (validated by the service, so errors carry ledger codes)."""
+
+    account_id = serializers.IntegerField(
+        required=False, help_text="needed only when the employer has more than one account"
+    )
+    amount = serializers.IntegerField(min_value=1, help_text="minor units (paise), an integer")
+    payment_reference = serializers.CharField(max_length=100, help_text="the bank transfer's reference (UTR)")
+
+
+class TopUpSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    account_id = serializers.IntegerField()
+    currency = serializers.CharField(source="account.currency")
+    amount = serializers.IntegerField()
+    payment_reference = serializers.CharField()
+    state = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class HistoryQuerySerializer(serializers.Serializer):
+    account_id = serializers.IntegerField(required=False, min_value=1)
+    kind = serializers.ChoiceField(choices=HISTORY_KINDS, required=False)
+    date_from = serializers.DateField(required=False)
+    date_to = serializers.DateField(required=False)
+
+
+class HistoryRowSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["entry", "hold"])
+    id = serializers.IntegerField()
+    account_id = serializers.IntegerField()
+    currency = serializers.CharField()
+    kind = serializers.ChoiceField(choices=HISTORY_KINDS)
+    amount = serializers.IntegerField(help_text="entries: signed (credit > 0); holds: the amount reserved")
+    state = serializers.CharField(help_text="holds: PENDING, CAPTURED, RELEASED or EXPIRED; entries: empty")
+    captured_amount = serializers.IntegerField(allow_null=True)
+    reference = serializers.CharField()
+    balance_after = serializers.IntegerField(
+        allow_null=True, help_text="entries: the posted balance after this entry (running balance)"
+    )
+    created_at = serializers.DateTimeField()
+    resolved_at = serializers.DateTimeField(allow_null=True)
+    expires_at = serializers.DateTimeField(allow_null=True)
+
+
+class HistoryPageSerializer(serializers.Serializer):
+    items = HistoryRowSerializer(many=True)
+    page = serializers.IntegerField()
+    page_size = serializers.IntegerField()
+    total = serializers.IntegerField()
+    links = serializers.DictField(child=serializers.CharField(allow_null=True))
