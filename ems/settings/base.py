@@ -215,3 +215,14 @@ structured_logging.configure()
 # `endorsements`; the platform reaches it by name, never by import).
 EMS_API_CLIENT_MODEL = "endorsements.ApiClient"
 IDEMPOTENCY_STALE_SECONDS = env.int("IDEMPOTENCY_STALE_SECONDS", default=120)
+
+# --- ledger periodic tasks -----------------------------------------------------------
+# Owned by the ledger (issue 3). Beat syncs these entries into django-celery-beat.
+LEDGER_MAX_AMOUNT = env.int("LEDGER_MAX_AMOUNT", default=10**12)  # minor units per movement
+LEDGER_HOLD_TTL = timedelta(hours=env.int("LEDGER_HOLD_TTL_HOURS", default=15 * 24))
+LEDGER_MAX_BATCH_HOLDS = env.int("LEDGER_MAX_BATCH_HOLDS", default=10_000)
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "ledger-hold-expiry-sweep": {"task": "ledger.hold_expiry_sweep", "schedule": 60.0},
+    "ledger-parked-sweep": {"task": "ledger.parked_sweep", "schedule": 300.0},
+}
