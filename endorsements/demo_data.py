@@ -12,9 +12,9 @@ How it works
   print working credentials without storing anything in clear: passwords are re-set and
   client secret hashes re-written only when they no longer match (e.g. SECRET_KEY
   changed, or someone revoked the demo client). Webhook secrets are printed as stored.
-- Ledger accounts are created per employer × insurer; they are funded with an opening
-  top-up through the ledger's services when those exist (maker `system:seed_demo`, approved
-  by the demo finance approver), once per account (idempotency key `demo-opening-topup`).
+- Ledger accounts are opened per employer × insurer and funded through the ledger's
+  services only: an opening top-up (maker `system:seed_demo`) approved by the demo finance
+  approver (`ops.finance`), once per account (idempotency key `demo-opening-topup`).
 """
 
 import base64
@@ -43,7 +43,8 @@ from endorsements.models import (
     Relation,
 )
 from insurers.models import Insurer
-from ledger.models import Account
+from ledger import services as ledger_services
+from ledger.models import Account, TopUp
 
 SEED_ACTOR = "system:seed_demo"
 OPENING_TOPUP_KEY = "demo-opening-topup"
@@ -182,7 +183,12 @@ class DemoSeedResult:
     payload: dict  # the DESIGN.md `seed_demo --json` shape
     created: dict[str, int] = field(default_factory=dict)  # rows created by this run, by kind
     totals: dict[str, int] = field(default_factory=dict)  # demo rows in the database, by kind
-    accounts_funded: bool = False
+
+
+CREATED_KINDS = (
+    "insurers", "employers", "policies", "plans", "plan_rates",
+    "members", "coverages", "accounts", "topups", "users",
+)  # fmt: skip
 
 
 def sandbox_urls() -> dict[str, str]:
@@ -201,35 +207,15 @@ def policy_year(today: datetime.date) -> tuple[datetime.date, datetime.date]:
 def demo_seed(*, today: datetime.date | None = None) -> DemoSeedResult:
     """Create (or find) all demo data; see the module docstring."""
     today = today or timezone.localdate()
-    result = DemoSeedResult(
-        payload={},
-        created=dict.fromkeys(
-            (
-                "insurers",
-                "employers",
-                "policies",
-                "plans",
-                "plan_rates",
-                "members",
-                "coverages",
-                "accounts",
-                "users",
-            ),
-            0,
-        ),
-    )
+    result = DemoSeedResult(payload={}, created=dict.fromkeys(CREATED_KINDS, 0))
     with transaction.atomic():
         insurers = _insurers_ensure(result)
         groups = {
             name: Group.objects.get_or_create(name=name)[0] for spec in OPS_USERS for name in spec.groups
         }
         ops_payload = [_ops_user_ensure(spec, groups, result) for spec in OPS_USERS]
-        employers_payload = []
-        for spec in EMPLOYERS:
-            employers_payload.append(_employer_ensure(spec, insurers, today, result))
-        result.accounts_funded = _accounts_fund(
-            approver=get_user_model().objects.get(username="ops.finance"), result=result
-        )
+        employers_payload = [_employer_ensure(spec, insurers, today, result) for spec in EMPLOYERS]
+        _accounts_fund(approver=get_user_model().objects.get(username="ops.finance"), result=result)
     result.payload = {
         "insurers": [
             {
@@ -343,12 +329,14 @@ def _employer_ensure(spec: EmployerSpec, insurers: dict[str, Insurer], today: da
         result.created["policies"] += created
         plans = [_plan_ensure(policy, plan, result) for plan in PLANS]
         policies.append((policy, plans))
-        _, created = Account.objects.get_or_create(
-            employer=employer,
-            insurer=insurers[insurer_code],
-            defaults={"low_balance_threshold": LOW_BALANCE_THRESHOLD},
-        )
-        result.created["accounts"] += created
+        if not Account.objects.filter(employer=employer, insurer=insurers[insurer_code]).exists():
+            ledger_services.account_open(
+                employer_id=employer.pk,
+                insurer_id=insurers[insurer_code].pk,
+                low_balance_threshold=LOW_BALANCE_THRESHOLD,
+                actor=SEED_ACTOR,
+            )
+            result.created["accounts"] += 1
 
     _members_ensure(spec, employer, policies, result)
 
@@ -582,10 +570,21 @@ def _members_ensure(
 # --- money --------------------------------------------------------------------------------
 
 
-def _accounts_fund(*, approver, result: DemoSeedResult) -> bool:
-    """Fund each demo account once with an opening top-up through the ledger's services.
+def _accounts_fund(*, approver, result: DemoSeedResult) -> None:
+    """Fund each demo account once: an opening top-up, approved by the demo finance approver.
 
-    The ledger's services (`account_topup`, `topup_approve`) are not written yet: until
-    they are, accounts are created unfunded and this returns False.
+    The top-up's idempotency key makes a re-run find it instead of paying twice; a top-up
+    already decided (approved, or rejected by someone) is left as it is.
     """
-    return False
+    accounts = Account.objects.filter(employer__code__in=[spec.code for spec in EMPLOYERS]).order_by("pk")
+    for account_id in accounts.values_list("pk", flat=True):
+        topup = ledger_services.account_topup(
+            account_id=account_id,
+            amount=OPENING_BALANCE,
+            payment_reference=f"DEMO-OPENING-{account_id}",
+            idempotency_key=OPENING_TOPUP_KEY,
+            requested_by=SEED_ACTOR,
+        )
+        if topup.state == TopUp.State.PENDING:
+            ledger_services.topup_approve(topup_id=topup.pk, approver=approver)
+            result.created["topups"] += 1

@@ -9,7 +9,13 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db.models import F
 
-from endorsements.demo_data import annual_premium_minor, demo_seed, policy_year
+from endorsements.demo_data import (
+    LOW_BALANCE_THRESHOLD,
+    OPENING_BALANCE,
+    annual_premium_minor,
+    demo_seed,
+    policy_year,
+)
 from endorsements.identity import api_client_revoke
 from endorsements.models import (
     ApiClient,
@@ -136,6 +142,7 @@ def test_the_second_run_reports_nothing_created():
     second = demo_seed()
     assert first.created["members"] == first.totals["members"]
     assert first.created["coverages"] == first.totals["members"]
+    assert first.created["topups"] == first.totals["accounts"] == 6
     assert set(second.created.values()) == {0}
     assert second.totals == first.totals
 
@@ -221,14 +228,26 @@ def test_policies_run_over_the_indian_financial_year_containing_today():
     assert policy_year(datetime.date(2026, 3, 31)) == (datetime.date(2025, 4, 1), datetime.date(2026, 3, 31))
 
 
-def test_one_account_per_employer_and_insurer():
-    result = demo_seed()
+def test_each_employer_insurer_account_is_funded_once_through_the_ledger():
+    # when: seeding twice
+    demo_seed()
+    demo_seed()
+    # then: one account per employer × insurer, each with one approved opening top-up
     pairs = set(Policy.objects.values_list("employer_id", "insurer_id"))
     assert set(Account.objects.values_list("employer_id", "insurer_id")) == pairs
     assert len(pairs) == 6
-    if not result.accounts_funded:
-        assert Entry.objects.count() == 0
-        assert set(Account.objects.values_list("posted", "held")) == {(0, 0)}
+    assert set(Account.objects.values_list("posted", "held", "low_balance_threshold")) == {
+        (OPENING_BALANCE, 0, LOW_BALANCE_THRESHOLD)
+    }
+    assert OPENING_BALANCE == 2_500_000_000  # ₹2,50,00,000 in paise
+    assert Entry.objects.count() == 6
+    assert set(Entry.objects.values_list("kind", "amount", "balance_after")) == {
+        ("TOPUP", OPENING_BALANCE, OPENING_BALANCE)
+    }
+    finance = get_user_model().objects.get(username="ops.finance")
+    assert set(TopUp.objects.values_list("state", "requested_by", "decided_by", "idempotency_key")) == {
+        ("APPROVED", "system:seed_demo", finance.pk, "demo-opening-topup")
+    }
 
 
 def test_hr_users_are_linked_non_staff_and_clients_act_for_their_employer(client):

@@ -32,8 +32,6 @@ class Command(BaseCommand):
             f"Demo data: {totals}.",
             f"Created by this run: {created}.",
         ]
-        if not result.accounts_funded:
-            lines.append("Ledger accounts exist but are not funded (no ledger top-up service yet).")
         lines.append("")
         lines.append("Operations (admin, /admin/):")
         for user in result.payload["ops_users"]:
