@@ -327,6 +327,14 @@ class EndorsementBatch(models.Model):
     rejected_count = models.PositiveIntegerField(default=0)
     duplicate_count = models.PositiveIntegerField(default=0)
     progress = models.PositiveSmallIntegerField(default=0)
+    rows_expected = models.PositiveIntegerField(
+        default=0, help_text="upper bound on data rows, from line endings; the progress denominator"
+    )
+    rows_parsed = models.PositiveIntegerField(
+        default=0, help_text="data rows read and committed so far (a re-run resumes after them)"
+    )
+    parsed_at = models.DateTimeField(null=True, blank=True, help_text="the whole file has been read")
+    failure_code = models.CharField(max_length=64, blank=True)
     failure_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -385,6 +393,11 @@ class EndorsementRequest(models.Model):
     )
     tax_amount = models.BigIntegerField(null=True, blank=True)
     content_hash = models.CharField(max_length=64, db_index=True)
+    member_key = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="who the request is about (employee code, relation, dependant); supersede matches on it",
+    )
     idempotency_key = models.CharField(max_length=255, blank=True)
     source = models.CharField(max_length=8, choices=Source.choices)
     batch = models.ForeignKey(
@@ -428,6 +441,7 @@ class EndorsementRequest(models.Model):
             models.Index(fields=["employer", "state"], name="endorsement_state_idx"),
             models.Index(fields=["employer", "-received_at"], name="endorsement_recent_idx"),
             models.Index(fields=["batch", "row_number"], name="endorsement_batch_row_idx"),
+            models.Index(fields=["employer", "policy", "member_key"], name="endorsement_member_key_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(attempts__gte=0), name="endorsement_attempts_non_negative"),

@@ -1,0 +1,104 @@
+"""Set-based writes for intake: COPY-class inserts and one-statement updates.
+
+On PostgreSQL, rows go in with psycopg's `COPY ... FROM STDIN` on the Django connection
+(so they join the caller's transaction), and per-row updates are COPYed into a temporary
+table and applied with one `UPDATE ... FROM`. Ids for rows that other rows point at are
+taken from the table's sequence up front (`ids_reserve`), so nothing needs to be read
+back. On any other database (SQLite for `make run`) the same calls fall back to
+`bulk_create` / `bulk_update` in batches.
+
+Callers pass plain tuples in the order of `columns` (database column names), already
+converted to the values the column stores (JSON columns as `str` of JSON).
+"""
+
+from collections.abc import Iterable, Sequence
+
+from django.db import connection, models
+
+_BATCH = 1000
+
+
+def is_postgresql() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def ids_reserve(model: type[models.Model], count: int) -> list[int]:
+    """`count` fresh primary keys from the table's identity sequence (PostgreSQL only)."""
+    if count == 0:
+        return []
+    table = model._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            [table, count],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def rows_insert(model: type[models.Model], columns: Sequence[str], rows: Iterable[tuple]) -> None:
+    """Insert rows (tuples in `columns` order) in the current transaction."""
+    if is_postgresql():
+        table = connection.ops.quote_name(model._meta.db_table)
+        names = ", ".join(connection.ops.quote_name(c) for c in columns)
+        with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    by_column = {f.column: f for f in model._meta.concrete_fields}
+    attnames = [by_column[c].attname for c in columns]
+    json_columns = {c for c in columns if isinstance(by_column[c], models.JSONField)}
+    batch: list[models.Model] = []
+    for row in rows:
+        values = {}
+        for column, attname, value in zip(columns, attnames, row, strict=True):
+            if column in json_columns and isinstance(value, str):
+                import json
+
+                value = json.loads(value)
+            values[attname] = value
+        batch.append(model(**values))
+        if len(batch) >= _BATCH:
+            model.objects.bulk_create(batch)
+            batch = []
+    if batch:
+        model.objects.bulk_create(batch)
+
+
+def rows_update(model: type[models.Model], columns: Sequence[str], rows: Sequence[tuple]) -> None:
+    """Per-row updates: each tuple is (id, value for columns[0], value for columns[1], ...)."""
+    if not rows:
+        return
+    if is_postgresql():
+        table = connection.ops.quote_name(model._meta.db_table)
+        fields = {f.column: f for f in model._meta.concrete_fields}
+        types = [fields[c].db_type(connection) for c in columns]
+        staging = "endorsement_update_staging"
+        definitions = ", ".join(
+            f"{connection.ops.quote_name(c)} {t}" for c, t in zip(columns, types, strict=True)
+        )
+        assignments = ", ".join(
+            f"{connection.ops.quote_name(c)} = s.{connection.ops.quote_name(c)}" for c in columns
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} (id bigint, {definitions})")
+            cursor.execute(f"TRUNCATE {staging}")
+            names = ", ".join(["id", *(connection.ops.quote_name(c) for c in columns)])
+            with cursor.cursor.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(f"UPDATE {table} AS t SET {assignments} FROM {staging} AS s WHERE t.id = s.id")
+            cursor.execute(f"DROP TABLE {staging}")
+        return
+    by_column = {f.column: f for f in model._meta.concrete_fields}
+    attnames = [by_column[c].attname for c in columns]
+    objects = []
+    for row in rows:
+        instance = model(pk=row[0])
+        for attname, column, value in zip(attnames, columns, row[1:], strict=True):
+            if isinstance(by_column[column], models.JSONField) and isinstance(value, str):
+                import json
+
+                value = json.loads(value)
+            setattr(instance, attname, value)
+        objects.append(instance)
+    model.objects.bulk_update(objects, attnames, batch_size=200)

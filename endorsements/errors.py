@@ -1,0 +1,86 @@
+"""Errors raised by endorsement intake, validation and transitions.
+
+Each class has a stable `code` and its HTTP status; `ems.api_errors` renders them in the
+error envelope. Per-row problems inside a file are not exceptions: they are `RowIssue`s
+(`endorsements.validation`) stored as `BatchRowError` rows.
+"""
+
+from ems.errors import Conflict, EmsError, NotFound, PayloadTooLarge, ValidationFailed
+
+
+class EndorsementInvalid(ValidationFailed):
+    code = "endorsement_invalid"
+    message = "The endorsement is invalid."
+
+
+class EndorsementNotFound(NotFound):
+    code = "endorsement_not_found"
+    message = "No endorsement with this tracking id."
+
+
+class BatchNotFound(NotFound):
+    code = "batch_not_found"
+    message = "No batch with this id."
+
+
+class IllegalTransition(Conflict):
+    code = "illegal_transition"
+    message = "This state change is not allowed."
+
+
+class UploadTooLarge(PayloadTooLarge):
+    code = "upload_too_large"
+    message = "The file is larger than the upload limit."
+
+
+class UploadError(EmsError):
+    """A whole-file problem found before anything is written."""
+
+    status = 422
+    code = "upload_invalid"
+    message = "The file cannot be read."
+
+
+class UploadEmpty(UploadError):
+    code = "file_empty"
+    message = "The file is empty."
+
+
+class UploadNoRows(UploadError):
+    code = "file_no_rows"
+    message = "The file has a header but no data rows."
+
+
+class UploadNotText(UploadError):
+    code = "file_not_text"
+    message = "The file is not a text file (it looks binary)."
+
+
+class UploadEncodingUnsupported(UploadError):
+    code = "file_encoding_unsupported"
+    message = "The file is UTF-16; save it as UTF-8 CSV."
+
+
+class UploadHeaderInvalid(UploadError):
+    code = "header_invalid"
+    message = "The header row is not valid."
+
+
+class UploadTooManyRows(UploadError):
+    code = "too_many_rows"
+    message = "The file has more rows than the limit."
+
+
+class UploadJsonInvalid(UploadError):
+    code = "json_invalid"
+    message = "The JSON body is not valid."
+
+
+class UploadJsonNotArray(UploadError):
+    code = "json_not_array"
+    message = "The JSON body must be an array of row objects."
+
+
+class UploadFormatUnknown(UploadError):
+    code = "file_format_unknown"
+    message = "The file format must be CSV or JSON."

@@ -1,0 +1,123 @@
+"""The events endorsements emit on `ems.endorsements` (keyed by tracking id), and how they are queued.
+
+Every state change emits `endorsement.<new state in lower case>`:
+`{"tracking_id", "endorsement_type", "from_state", "to_state", "reason", ...changes}`.
+A batch emits `batch.received`, `batch.completed` and `batch.failed` keyed by `batch:<id>`.
+
+`events_queue` writes many events into the outbox in the caller's transaction: with
+`COPY` on PostgreSQL (a 100,000-row file emits 200,000 events), else through
+`ems.outbox.events_bulk_emit`.
+"""
+
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.utils import timezone
+
+from ems.models import OutboxEvent
+from ems.outbox import TOPIC_ENDORSEMENTS, events_bulk_emit
+from endorsements import bulk_writes
+
+
+def state_event_type(state: str) -> str:
+    return f"endorsement.{state.lower()}"
+
+
+@dataclass
+class QueuedEvent:
+    key: str
+    event_type: str
+    employer_id: int | None
+    data: dict = field(default_factory=dict)
+
+
+def transition_event(
+    *,
+    tracking_id: str,
+    employer_id: int,
+    endorsement_type: str,
+    from_state: str,
+    to_state: str,
+    reason: str = "",
+    changes: dict | None = None,
+) -> QueuedEvent:
+    data = {
+        "tracking_id": tracking_id,
+        "endorsement_type": endorsement_type,
+        "from_state": from_state,
+        "to_state": to_state,
+        "reason": reason,
+    }
+    if changes:
+        data.update(changes)
+    return QueuedEvent(
+        key=tracking_id, event_type=state_event_type(to_state), employer_id=employer_id, data=data
+    )
+
+
+def batch_event(*, batch, event_type: str, data: dict) -> QueuedEvent:
+    return QueuedEvent(
+        key=f"batch:{batch.pk}", event_type=event_type, employer_id=batch.employer_id, data=data
+    )
+
+
+_OUTBOX_COLUMNS = (
+    "event_id",
+    "sink",
+    "destination",
+    "key",
+    "payload",
+    "created_at",
+    "attempts",
+    "last_error",
+)
+
+
+def events_queue(events: Iterable[QueuedEvent]) -> None:
+    """Write the events to the outbox, inside the current transaction."""
+    if transaction.get_autocommit():
+        raise RuntimeError("outbox rows must be written inside the transaction that made the change")
+    if not bulk_writes.is_postgresql():
+        events_bulk_emit(
+            [
+                {
+                    "topic": TOPIC_ENDORSEMENTS,
+                    "key": e.key,
+                    "event_type": e.event_type,
+                    "employer_id": e.employer_id,
+                    "data": e.data,
+                }
+                for e in events
+            ]
+        )
+        return
+    now = timezone.now()
+    occurred_at = now.isoformat()
+    encoder = DjangoJSONEncoder()
+
+    def rows():
+        for event in events:
+            event_id = uuid.uuid4()
+            payload = {
+                "event_id": str(event_id),
+                "type": event.event_type,
+                "occurred_at": occurred_at,
+                "employer_id": event.employer_id,
+                "data": event.data,
+            }
+            yield (
+                event_id,
+                OutboxEvent.Sink.KAFKA,
+                TOPIC_ENDORSEMENTS,
+                event.key,
+                json.dumps(payload, default=encoder.default, separators=(",", ":")),
+                now,
+                0,
+                "",
+            )
+
+    bulk_writes.rows_insert(OutboxEvent, _OUTBOX_COLUMNS, rows())

@@ -1,0 +1,310 @@
+"""Upload files: storing them, checking them whole, and streaming their rows.
+
+How it works
+- `upload_store` copies an upload (a Django UploadedFile or any file-like object) to
+  MEDIA_ROOT/uploads/ in 64 KiB pieces, computing its SHA-256 and size as it goes and
+  refusing it (UploadTooLarge, 413) as soon as it passes UPLOAD_MAX_BYTES — so memory is
+  bounded whatever arrives. It also counts line endings: an upper bound on the rows.
+- `upload_check` refuses, before anything is written to the database, what no row of the
+  file could survive: empty, binary, UTF-16, a bad CSV header (missing, unknown or
+  duplicate columns), a header with no rows, JSON that is not an array, or more rows than
+  UPLOAD_MAX_ROWS. It reads only the first kilobytes, except to count rows exactly when
+  the cheap bound passes the limit, and to check a JSON file's syntax in one streaming pass.
+- `csv_records` / `json_records` yield `(row_number, cells, issues)` one at a time:
+  a streaming `csv.reader` over a UTF-8 decoder (BOM dropped; bytes that are not UTF-8
+  become an `encoding_invalid` issue on their row only; CRLF, LF or CR line ends) or an
+  incremental JSON array decoder. Row numbers are what a spreadsheet shows: the header is
+  row 1, so the first data row is row 2 (for JSON, the first element is row 1).
+"""
+
+import codecs
+import csv
+import hashlib
+import io
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+from ems.errors import ErrorDetail
+from endorsements.errors import (
+    UploadEmpty,
+    UploadEncodingUnsupported,
+    UploadHeaderInvalid,
+    UploadJsonInvalid,
+    UploadJsonNotArray,
+    UploadNoRows,
+    UploadNotText,
+    UploadTooLarge,
+    UploadTooManyRows,
+)
+from endorsements.validation import COLUMN_SET, HEADER_REQUIRED, RowIssue
+
+PIECE = 64 * 1024
+csv.field_size_limit(1024 * 1024)
+
+
+@dataclass(frozen=True)
+class StoredUpload:
+    path: Path
+    relative_path: str
+    sha256: str
+    size: int
+    row_bound: int  # at least the number of records in the file
+    head: bytes
+
+
+def media_path(relative: str | Path) -> Path:
+    return Path(str(settings.MEDIA_ROOT)) / relative
+
+
+def _pieces(upload) -> Iterator[bytes]:
+    if hasattr(upload, "chunks"):
+        yield from upload.chunks(PIECE)
+        return
+    while True:
+        piece = upload.read(PIECE)
+        if not piece:
+            return
+        yield piece if isinstance(piece, bytes) else piece.encode()
+
+
+def upload_store(*, upload, employer_id: int, file_format: str) -> StoredUpload:
+    limit = settings.UPLOAD_MAX_BYTES
+    relative = Path("uploads") / str(employer_id) / f"{uuid.uuid4().hex}.{file_format.lower()}"
+    path = media_path(relative)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
+    endings = 0
+    head = b""
+    try:
+        with open(path, "wb") as out:
+            for piece in _pieces(upload):
+                size += len(piece)
+                if size > limit:
+                    raise UploadTooLarge(f"The file is larger than the limit of {limit} bytes.")
+                digest.update(piece)
+                endings += piece.count(b"\n") + piece.count(b"\r")
+                if len(head) < PIECE:
+                    head += piece[: PIECE - len(head)]
+                out.write(piece)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return StoredUpload(
+        path=path,
+        relative_path=str(relative),
+        sha256=digest.hexdigest(),
+        size=size,
+        row_bound=endings + 1,
+        head=head,
+    )
+
+
+def upload_discard(stored: StoredUpload) -> None:
+    stored.path.unlink(missing_ok=True)
+
+
+# --- whole-file checks --------------------------------------------------------------------
+
+
+def _text_check(head: bytes) -> None:
+    body = head.removeprefix(codecs.BOM_UTF8)
+    if not body.strip():
+        raise UploadEmpty()
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise UploadEncodingUnsupported()
+    sample = body[:4096]
+    if b"\x00" in sample:
+        # UTF-16 without a BOM has a zero byte in every other position.
+        if sample[1::2].count(0) > len(sample) // 4 or sample[0::2].count(0) > len(sample) // 4:
+            raise UploadEncodingUnsupported("The file looks like UTF-16 (no BOM); save it as UTF-8 CSV.")
+        raise UploadNotText()
+    controls = sum(1 for byte in sample if byte < 32 and byte not in (9, 10, 13))
+    if controls > len(sample) // 20:
+        raise UploadNotText()
+
+
+def _header_columns(header: list[str]) -> list[str]:
+    """Canonical column names for a header row, or UploadHeaderInvalid naming every problem."""
+    names = [cell.strip().lower() for cell in header]
+    details: list[ErrorDetail] = []
+    seen: set[str] = set()
+    for position, name in enumerate(names, start=1):
+        if not name:
+            details.append(
+                ErrorDetail(f"column {position}", "column_empty", f"Column {position} has no name.")
+            )
+        elif name not in COLUMN_SET:
+            details.append(ErrorDetail(name, "column_unknown", f"Unknown column {header[position - 1]!r}."))
+        elif name in seen:
+            details.append(ErrorDetail(name, "column_duplicate", f"Column {name!r} appears more than once."))
+        seen.add(name)
+    for name in HEADER_REQUIRED:
+        if name not in seen:
+            details.append(ErrorDetail(name, "column_missing", f"Required column {name!r} is missing."))
+    if details:
+        raise UploadHeaderInvalid(details=details)
+    return names
+
+
+def _text_stream(path: Path) -> io.TextIOWrapper:
+    return io.TextIOWrapper(
+        open(path, "rb"), encoding="utf-8-sig", errors="surrogateescape", newline="", write_through=False
+    )
+
+
+def _is_blank(cells: list[str]) -> bool:
+    return not any(cell.strip() for cell in cells)
+
+
+def upload_check(*, stored: StoredUpload, file_format: str) -> int:
+    """Refuse a file no row could survive. Returns the row bound used for progress."""
+    _text_check(stored.head)
+    limit = settings.UPLOAD_MAX_ROWS
+    if file_format == "JSON":
+        return _json_check(stored.path, limit)
+    with _text_stream(stored.path) as text:
+        reader = csv.reader(text)
+        header = next(reader, None)
+        if header is None or _is_blank(header):
+            raise UploadEmpty("The file has no header row.")
+        _header_columns(header)
+        if not any(not _is_blank(cells) for cells in _first(reader, 1000)):
+            raise UploadNoRows()
+    bound = stored.row_bound
+    if bound - 1 > limit:
+        with _text_stream(stored.path) as text:
+            rows = sum(1 for cells in csv.reader(text) if not _is_blank(cells)) - 1
+        if rows > limit:
+            raise UploadTooManyRows(f"The file has {rows} rows; the limit is {limit}.")
+        bound = rows + 1
+    return max(bound - 1, 1)
+
+
+def _first(reader, count: int):
+    for index, cells in enumerate(reader):
+        if index >= count:
+            return
+        yield cells
+
+
+# --- streaming rows ------------------------------------------------------------------------
+
+
+def csv_records(path: Path) -> Iterator[tuple[int, dict | None, list[RowIssue], dict]]:
+    """(row number, cells by column, issues, raw cells) for each non-blank data row."""
+    with _text_stream(path) as text:
+        reader = csv.reader(text)
+        columns = _header_columns(next(reader))
+        width = len(columns)
+        for row_number, cells in enumerate(reader, start=2):
+            if len(cells) == width:
+                if _is_blank(cells):
+                    continue
+                record = dict(zip(columns, cells, strict=True))
+                yield row_number, record, [], record
+                continue
+            if not cells or _is_blank(cells):
+                continue
+            raw = dict(zip(columns, cells, strict=False))
+            if len(cells) > width:
+                raw["_extra"] = " | ".join(cells[width:])
+            issue = RowIssue(
+                "",
+                "row_ragged",
+                f"The row has {len(cells)} cells; the header has {width}.",
+            )
+            yield row_number, None, [issue], raw
+
+
+def _json_elements(path: Path) -> Iterator[tuple[int, object]]:
+    """Decode a JSON array element by element from a file, in bounded memory."""
+    decoder = json.JSONDecoder()
+    with open(path, encoding="utf-8-sig", errors="strict") as text:
+        buffer = ""
+        position = 0
+        eof = False
+
+        def fill() -> bool:
+            nonlocal buffer, position, eof
+            piece = text.read(PIECE)
+            if not piece:
+                eof = True
+                return False
+            buffer = buffer[position:] + piece
+            position = 0
+            return True
+
+        def skip_space() -> None:
+            nonlocal position
+            while True:
+                while position < len(buffer) and buffer[position] in " \t\r\n":
+                    position += 1
+                if position < len(buffer) or not fill():
+                    return
+
+        skip_space()
+        if position >= len(buffer) or buffer[position] != "[":
+            raise UploadJsonNotArray()
+        position += 1
+        index = 0
+        expect_value = True
+        while True:
+            skip_space()
+            if position >= len(buffer):
+                raise UploadJsonInvalid("The JSON array is not closed.")
+            char = buffer[position]
+            if char == "]":
+                if expect_value and index > 0:
+                    raise UploadJsonInvalid(f"A value is missing after element {index}.")
+                return
+            if not expect_value:
+                if char != ",":
+                    raise UploadJsonInvalid(f"Expected ',' or ']' after element {index}.")
+                position += 1
+                expect_value = True
+                continue
+            while True:
+                try:
+                    value, end = decoder.raw_decode(buffer, position)
+                except json.JSONDecodeError as error:
+                    if not eof and fill():
+                        continue
+                    raise UploadJsonInvalid(f"Element {index + 1} is not valid JSON: {error.msg}.") from None
+                if end == len(buffer) and not eof and fill():
+                    # A number may continue in the next piece: decode again with more text.
+                    continue
+                break
+            position = end
+            index += 1
+            expect_value = False
+            yield index, value
+
+
+def _json_check(path: Path, limit: int) -> int:
+    count = 0
+    try:
+        for count, _value in _json_elements(path):  # noqa: B007
+            if count > limit:
+                raise UploadTooManyRows(f"The array has more than {limit} elements; the limit is {limit}.")
+    except UnicodeDecodeError as error:
+        raise UploadJsonInvalid(f"The JSON is not UTF-8 (byte 0x{error.object[error.start]:02X}).") from None
+    if count == 0:
+        raise UploadNoRows("The JSON array is empty.")
+    return count
+
+
+def json_records(path: Path) -> Iterator[tuple[int, dict | None, list[RowIssue], dict]]:
+    for row_number, value in _json_elements(path):
+        if not isinstance(value, dict):
+            issue = RowIssue("", "row_not_object", "Each element must be an object of column: value.")
+            yield row_number, None, [issue], {"_value": json.dumps(value)[:500]}
+            continue
+        cells = {str(key).strip().lower(): item for key, item in value.items()}
+        raw = {key: item if isinstance(item, str) else json.dumps(item) for key, item in cells.items()}
+        yield row_number, cells, [], raw

@@ -1,0 +1,99 @@
+"""Reads with rules: every query is scoped to the caller's employer through `ems.tenancy.scoped`."""
+
+from datetime import date, datetime
+
+from django.db.models import Prefetch, QuerySet
+
+from ems.tenancy import Caller, scoped
+from endorsements.errors import BatchNotFound, EndorsementNotFound
+from endorsements.models import BatchRowError, EndorsementBatch, EndorsementRequest, EndorsementTransition
+
+_LIST_FIELDS = (
+    "pk",
+    "tracking_id",
+    "employer_id",
+    "policy_id",
+    "type",
+    "member_data",
+    "effective_date",
+    "premium_amount",
+    "tax_amount",
+    "source",
+    "batch_id",
+    "row_number",
+    "state",
+    "rejection_reasons",
+    "superseded_by__tracking_id",
+    "received_at",
+    "validated_at",
+    "fund_locked_at",
+    "sent_at",
+    "confirmed_at",
+    "activated_at",
+    "closed_at",
+    "updated_at",
+)
+
+
+def endorsement_list(
+    *,
+    caller: Caller,
+    state: str | None = None,
+    type: str | None = None,  # noqa: A002 - the API's filter name
+    batch_id: int | None = None,
+    employee_code: str | None = None,
+    effective_from: date | None = None,
+    effective_to: date | None = None,
+    created_from: datetime | date | None = None,
+    created_to: datetime | date | None = None,
+) -> QuerySet[EndorsementRequest]:
+    """The caller's endorsements, newest first, filtered."""
+    queryset = scoped(EndorsementRequest.objects.all(), caller)
+    if state:
+        queryset = queryset.filter(state=state)
+    if type:
+        queryset = queryset.filter(type=type)
+    if batch_id is not None:
+        queryset = queryset.filter(batch_id=batch_id)
+    if employee_code:
+        queryset = queryset.filter(member_data__employee_code=employee_code)
+    if effective_from:
+        queryset = queryset.filter(effective_date__gte=effective_from)
+    if effective_to:
+        queryset = queryset.filter(effective_date__lte=effective_to)
+    if created_from:
+        lookup = "received_at__date__gte" if not isinstance(created_from, datetime) else "received_at__gte"
+        queryset = queryset.filter(**{lookup: created_from})
+    if created_to:
+        lookup = "received_at__date__lte" if not isinstance(created_to, datetime) else "received_at__lte"
+        queryset = queryset.filter(**{lookup: created_to})
+    return queryset.select_related("superseded_by").only(*_LIST_FIELDS).order_by("-received_at", "-id")
+
+
+def endorsement_get(*, caller: Caller, tracking_id: str) -> EndorsementRequest:
+    """One endorsement with its full state history (oldest first)."""
+    endorsement = (
+        scoped(EndorsementRequest.objects.all(), caller)
+        .select_related("superseded_by", "policy")
+        .prefetch_related(
+            Prefetch("transitions", queryset=EndorsementTransition.objects.order_by("at", "id"))
+        )
+        .filter(tracking_id=tracking_id)
+        .first()
+    )
+    if endorsement is None:
+        raise EndorsementNotFound()
+    return endorsement
+
+
+def batch_get(*, caller: Caller, batch_id: int) -> EndorsementBatch:
+    batch = scoped(EndorsementBatch.objects.all(), caller).filter(pk=batch_id).first()
+    if batch is None:
+        raise BatchNotFound()
+    return batch
+
+
+def batch_errors(*, caller: Caller, batch_id: int) -> QuerySet[BatchRowError]:
+    """The batch's per-row errors in row order (raises BatchNotFound outside the caller's scope)."""
+    batch = batch_get(caller=caller, batch_id=batch_id)
+    return BatchRowError.objects.filter(batch_id=batch.pk).order_by("row_number", "id")

@@ -1,0 +1,120 @@
+"""API shapes for endorsements and batches. Input is checked by `validation.row_parse`, so the
+input serializers here describe the body for the OpenAPI schema and parse list filters only."""
+
+from django.urls import reverse
+from rest_framework import serializers
+
+from endorsements.models import EndorsementBatch, EndorsementState, EndorsementType
+
+
+class EndorsementInputSerializer(serializers.Serializer):
+    """One endorsement, as the columns of the upload file (DESIGN.md, "The HR upload file")."""
+
+    action = serializers.ChoiceField(choices=EndorsementType.choices)
+    employee_code = serializers.CharField(max_length=64)
+    relation = serializers.ChoiceField(choices=["SELF", "SPOUSE", "CHILD", "PARENT", "PARENT_IN_LAW"])
+    first_name = serializers.CharField(required=False)
+    last_name = serializers.CharField(required=False)
+    date_of_birth = serializers.DateField(required=False)
+    gender = serializers.ChoiceField(choices=["M", "F", "X"], required=False)
+    email = serializers.EmailField(required=False)
+    phone = serializers.CharField(required=False, help_text="E.164, e.g. +919812345678")
+    date_of_joining = serializers.DateField(required=False)
+    event_date = serializers.DateField(required=False)
+    effective_date = serializers.DateField()
+    policy_number = serializers.CharField()
+    plan_code = serializers.CharField(required=False)
+    sum_insured = serializers.IntegerField(required=False, help_text="whole currency units")
+
+
+class EndorsementListFilterSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=EndorsementState.choices, required=False)
+    type = serializers.ChoiceField(choices=EndorsementType.choices, required=False)
+    batch = serializers.IntegerField(required=False, min_value=1)
+    employee_code = serializers.CharField(required=False, max_length=64)
+    effective_from = serializers.DateField(required=False)
+    effective_to = serializers.DateField(required=False)
+    created_from = serializers.DateField(required=False)
+    created_to = serializers.DateField(required=False)
+
+
+class ReasonSerializer(serializers.Serializer):
+    field = serializers.CharField()
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class TransitionSerializer(serializers.Serializer):
+    from_state = serializers.CharField()
+    to_state = serializers.CharField()
+    actor = serializers.CharField()
+    reason = serializers.CharField()
+    at = serializers.DateTimeField()
+
+
+class EndorsementSerializer(serializers.Serializer):
+    tracking_id = serializers.CharField()
+    type = serializers.CharField()
+    state = serializers.CharField()
+    source = serializers.CharField()
+    employee_code = serializers.SerializerMethodField()
+    relation = serializers.SerializerMethodField()
+    policy_number = serializers.SerializerMethodField()
+    effective_date = serializers.DateField()
+    premium_amount = serializers.IntegerField(
+        allow_null=True, help_text="signed minor units including tax: debit > 0, refund < 0"
+    )
+    tax_amount = serializers.IntegerField(allow_null=True, help_text="minor units")
+    rejection_reasons = ReasonSerializer(many=True)
+    superseded_by = serializers.SerializerMethodField()
+    batch_id = serializers.IntegerField(allow_null=True)
+    row_number = serializers.IntegerField(allow_null=True)
+    member_data = serializers.JSONField()
+    received_at = serializers.DateTimeField()
+    validated_at = serializers.DateTimeField(allow_null=True)
+    fund_locked_at = serializers.DateTimeField(allow_null=True)
+    sent_at = serializers.DateTimeField(allow_null=True)
+    confirmed_at = serializers.DateTimeField(allow_null=True)
+    activated_at = serializers.DateTimeField(allow_null=True)
+    closed_at = serializers.DateTimeField(allow_null=True)
+
+    def get_employee_code(self, obj) -> str:
+        return obj.member_data.get("employee_code", "")
+
+    def get_relation(self, obj) -> str:
+        return obj.member_data.get("relation", "")
+
+    def get_policy_number(self, obj) -> str:
+        return obj.member_data.get("policy_number", "")
+
+    def get_superseded_by(self, obj) -> str | None:
+        return obj.superseded_by.tracking_id if obj.superseded_by_id else None
+
+
+class EndorsementDetailSerializer(EndorsementSerializer):
+    transitions = TransitionSerializer(many=True, source="transitions.all")
+
+
+class BatchSerializer(serializers.Serializer):
+    batch_id = serializers.IntegerField(source="pk")
+    state = serializers.ChoiceField(choices=EndorsementBatch.State.choices)
+    file_name = serializers.CharField()
+    file_format = serializers.CharField()
+    file_bytes = serializers.IntegerField()
+    rows_total = serializers.IntegerField()
+    accepted_count = serializers.IntegerField()
+    rejected_count = serializers.IntegerField()
+    duplicate_count = serializers.IntegerField()
+    progress = serializers.IntegerField(help_text="0-100")
+    failure_code = serializers.CharField()
+    failure_reason = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    completed_at = serializers.DateTimeField(allow_null=True)
+    links = serializers.SerializerMethodField()
+
+    def get_links(self, obj) -> dict:
+        return {
+            "self": reverse("endorsements:batch-detail", args=[obj.pk]),
+            "errors": reverse("endorsements:batch-errors", args=[obj.pk]),
+            "endorsements": reverse("endorsements:endorsement-list") + f"?batch={obj.pk}",
+        }

@@ -1,0 +1,32 @@
+"""Celery tasks for intake: thin, take ids, safe to run twice (the services skip done work)."""
+
+from celery import shared_task
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def batch_process_task(batch_id: int) -> None:
+    from endorsements.services import batch_process
+
+    batch_process(batch_id=batch_id)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def batch_chunk_validate_task(batch_id: int, row_from: int, row_to: int) -> dict:
+    from endorsements.services import batch_chunk_validate
+
+    return batch_chunk_validate(batch_id=batch_id, row_from=row_from, row_to=row_to)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def endorsement_validate_task(endorsement_id: int) -> dict:
+    from endorsements.services import endorsements_validate
+
+    return endorsements_validate(endorsement_ids=[endorsement_id])
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def endorsements_received_sweep_task(older_than_seconds: int = 300) -> int:
+    """Beat sweep: validate requests left RECEIVED by a lost task message."""
+    from endorsements.services import endorsements_received_sweep
+
+    return endorsements_received_sweep(older_than_seconds=older_than_seconds)

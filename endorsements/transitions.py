@@ -1,0 +1,280 @@
+"""The endorsement state machine: one transition table and one function that applies it.
+
+`endorsement_transition` moves one endorsement, or many at once (a validated chunk of a
+file), to a new state. In one transaction it locks the rows (pk order, `locks.py`),
+refuses the whole call if any move is illegal (`IllegalTransition`, nothing written),
+sets the state, the state's timestamp and any per-row changes (premium, reasons, ...),
+records an `EndorsementTransition` per row, queues an `endorsement.<state>` event per row
+on `ems.endorsements` (keyed by tracking id) and an audit record, and schedules what
+follows with `transaction.on_commit`: the follow-ups registered for the new state (other
+stages register theirs with `follow_up_register`) and, for a single endorsement, a
+websocket hint to the employer.
+
+Creation is not a transition: intake writes the first `"" -> RECEIVED` record itself.
+"""
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from ems.audit import audit_record
+from ems.errors import ErrorDetail
+from ems.notifications import notify_employer
+from endorsements import bulk_writes
+from endorsements.errors import IllegalTransition
+from endorsements.events import events_queue, transition_event
+from endorsements.locks import endorsements_lock
+from endorsements.models import EndorsementRequest, EndorsementState, EndorsementTransition
+
+S = EndorsementState
+
+# from state -> the states it may move to.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    S.RECEIVED: frozenset({S.VALIDATED, S.REJECTED, S.CANCELLED, S.SUPERSEDED}),
+    S.VALIDATED: frozenset(
+        {S.FUND_LOCKED, S.ON_HOLD_FUNDS, S.ON_HOLD_REVIEW, S.SENT, S.CANCELLED, S.SUPERSEDED}
+    ),
+    S.ON_HOLD_FUNDS: frozenset({S.FUND_LOCKED, S.CANCELLED, S.SUPERSEDED}),
+    S.ON_HOLD_REVIEW: frozenset({S.VALIDATED, S.REJECTED, S.CANCELLED, S.SUPERSEDED}),
+    S.FUND_LOCKED: frozenset({S.SENT, S.CANCELLED, S.SUPERSEDED}),
+    S.SENT: frozenset({S.CONFIRMED, S.INSURER_REJECTED, S.FAILED}),
+    S.FAILED: frozenset({S.SENT, S.CANCELLED}),
+    S.CONFIRMED: frozenset({S.ACTIVE}),
+    S.ACTIVE: frozenset(),
+    S.REJECTED: frozenset(),
+    S.INSURER_REJECTED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.SUPERSEDED: frozenset(),
+}
+
+# The timestamp column each state sets when it is reached.
+STATE_TIMESTAMPS: dict[str, str] = {
+    S.VALIDATED: "validated_at",
+    S.FUND_LOCKED: "fund_locked_at",
+    S.SENT: "sent_at",
+    S.CONFIRMED: "confirmed_at",
+    S.ACTIVE: "activated_at",
+    S.REJECTED: "closed_at",
+    S.INSURER_REJECTED: "closed_at",
+    S.CANCELLED: "closed_at",
+    S.SUPERSEDED: "closed_at",
+    S.FAILED: "closed_at",
+}
+
+# Not yet sent to the insurer: a newer request for the same member replaces these.
+UNSENT_STATES = frozenset({S.VALIDATED, S.ON_HOLD_FUNDS, S.ON_HOLD_REVIEW, S.FUND_LOCKED})
+# Dead ends that free their content: a new request with the same content is not a duplicate.
+CLOSED_WITHOUT_EFFECT = frozenset({S.REJECTED, S.CANCELLED, S.SUPERSEDED, S.INSURER_REJECTED})
+LIVE_STATES = frozenset(S.values) - CLOSED_WITHOUT_EFFECT
+
+# One audit document per endorsement up to this many in one call; above it, one document
+# for the whole group (a 100,000-row file would otherwise write 100,000 audit documents).
+AUDIT_PER_ROW_LIMIT = 100
+
+_FOLLOW_UPS: dict[str, list[Callable[[list[int]], None]]] = {}
+
+# Columns a caller may change together with the state.
+CHANGEABLE = frozenset(
+    {
+        "premium_amount",
+        "tax_amount",
+        "rejection_reasons",
+        "member_id",
+        "member_key",
+        "policy_id",
+        "superseded_by_id",
+        "last_error",
+        "insurer_reference",
+        "attempts",
+    }
+)
+
+
+def follow_up_register(state: str, handler: Callable[[list[int]], None]) -> None:
+    """Call `handler(endorsement_ids)` after commit whenever endorsements reach `state`."""
+    handlers = _FOLLOW_UPS.setdefault(state, [])
+    if handler not in handlers:
+        handlers.append(handler)
+
+
+def is_legal(from_state: str, to_state: str) -> bool:
+    return to_state in TRANSITIONS.get(from_state, frozenset())
+
+
+def endorsement_transition(
+    *,
+    to_state: str,
+    actor: str,
+    endorsement: EndorsementRequest | None = None,
+    endorsements: Sequence[EndorsementRequest] = (),
+    reason: str = "",
+    changes: Mapping[int, Mapping[str, Any]] | None = None,
+    follow_up: bool = True,
+) -> list[EndorsementRequest]:
+    """Move endorsements to `to_state`; all or nothing. Returns them, updated in memory.
+
+    `changes` maps an endorsement id to extra column values (see `CHANGEABLE`) stored
+    with the move; `reason` is recorded on the transition and in the event.
+    """
+    items = [endorsement] if endorsement is not None else list(endorsements)
+    if not items:
+        return []
+    if to_state not in TRANSITIONS:
+        raise IllegalTransition(f"Unknown state {to_state!r}.")
+    changes = changes or {}
+    unknown = {name for values in changes.values() for name in values} - CHANGEABLE
+    if unknown:
+        raise ValueError(f"cannot change {sorted(unknown)} in a transition")
+    with transaction.atomic():
+        current = endorsements_lock(e.pk for e in items)
+        illegal = [
+            ErrorDetail(
+                field=e.tracking_id,
+                code="illegal_transition",
+                message=f"{current.get(e.pk, 'missing')} -> {to_state} is not allowed.",
+            )
+            for e in items
+            if not is_legal(current.get(e.pk, ""), to_state)
+        ]
+        if illegal:
+            if len(items) == 1:
+                raise IllegalTransition(illegal[0].message, details=illegal)
+            raise IllegalTransition(
+                f"{len(illegal)} of {len(items)} endorsements cannot move to {to_state}.",
+                details=illegal[:50],
+            )
+        now = timezone.now()
+        _state_write(items, to_state=to_state, now=now, changes=changes)
+        from_states = {e.pk: current[e.pk] for e in items}
+        _history_write(items, from_states=from_states, to_state=to_state, actor=actor, reason=reason, now=now)
+        events_queue(
+            transition_event(
+                tracking_id=e.tracking_id,
+                employer_id=e.employer_id,
+                endorsement_type=e.type,
+                from_state=from_states[e.pk],
+                to_state=to_state,
+                reason=reason or _reason_text(changes.get(e.pk)),
+                changes=_event_changes(changes.get(e.pk)),
+            )
+            for e in items
+        )
+        _audit_write(items, from_states=from_states, to_state=to_state, actor=actor, reason=reason)
+        for e in items:
+            e.state = to_state
+            timestamp = STATE_TIMESTAMPS.get(to_state)
+            if timestamp:
+                setattr(e, timestamp, now)
+            for name, value in changes.get(e.pk, {}).items():
+                setattr(e, name, value)
+        ids = [e.pk for e in items]
+        if follow_up:
+            for handler in _FOLLOW_UPS.get(to_state, []):
+                transaction.on_commit(partial(handler, ids))
+        if len(items) == 1:
+            e = items[0]
+            notify_employer(
+                e.employer_id,
+                "endorsement.updated",
+                {"tracking_id": e.tracking_id, "state": to_state, "from_state": from_states[e.pk]},
+            )
+    return items
+
+
+def _state_write(items, *, to_state: str, now, changes: Mapping[int, Mapping[str, Any]]) -> None:
+    fields = {"state": to_state, "updated_at": now}
+    timestamp = STATE_TIMESTAMPS.get(to_state)
+    if timestamp:
+        fields[timestamp] = now
+    plain = [e.pk for e in items if not changes.get(e.pk)]
+    if plain:
+        EndorsementRequest.objects.filter(pk__in=plain).update(**fields)
+    changed = [e for e in items if changes.get(e.pk)]
+    if not changed:
+        return
+    names = sorted({name for e in changed for name in changes[e.pk]})
+    if len(changed) <= 20:
+        for e in changed:
+            EndorsementRequest.objects.filter(pk=e.pk).update(**fields, **changes[e.pk])
+        return
+    # Many rows with per-row values: one set-based update (COPY into a staging table).
+    model_fields = {f.attname: f for f in EndorsementRequest._meta.concrete_fields}
+    columns = [model_fields[n].column for n in names]
+    state_columns = [model_fields[n].column for n in fields]
+    rows = []
+    for e in changed:
+        values = changes[e.pk]
+        row = [e.pk]
+        for name in names:
+            value = values.get(name, getattr(e, name))
+            if name == "rejection_reasons":
+                value = json.dumps(value)
+            row.append(value)
+        row.extend(fields.values())
+        rows.append(tuple(row))
+    bulk_writes.rows_update(EndorsementRequest, [*columns, *state_columns], rows)
+
+
+_HISTORY_COLUMNS = ("endorsement_id", "from_state", "to_state", "actor", "reason", "at")
+
+
+def _history_write(items, *, from_states, to_state: str, actor: str, reason: str, now) -> None:
+    actor = actor[:100]
+    reason = reason[:500]
+    bulk_writes.rows_insert(
+        EndorsementTransition,
+        _HISTORY_COLUMNS,
+        ((e.pk, from_states[e.pk], to_state, actor, reason, now) for e in items),
+    )
+
+
+def _reason_text(values: Mapping[str, Any] | None) -> str:
+    if not values or not values.get("rejection_reasons"):
+        return ""
+    return "; ".join(r.get("code", "") for r in values["rejection_reasons"])[:500]
+
+
+def _event_changes(values: Mapping[str, Any] | None) -> dict:
+    if not values:
+        return {}
+    out = {}
+    for name in ("premium_amount", "tax_amount", "rejection_reasons", "insurer_reference", "last_error"):
+        if name in values:
+            out[name] = values[name]
+    if "superseded_by_id" in values and values["superseded_by_id"] is not None:
+        out["superseded_by_id"] = values["superseded_by_id"]
+    return out
+
+
+def _audit_write(items, *, from_states, to_state: str, actor: str, reason: str) -> None:
+    if len(items) <= AUDIT_PER_ROW_LIMIT:
+        for e in items:
+            audit_record(
+                actor=actor,
+                action=f"endorsement.{to_state.lower()}",
+                object_type="endorsement",
+                object_id=e.tracking_id,
+                employer_id=e.employer_id,
+                before={"state": from_states[e.pk]},
+                after={"state": to_state},
+                note=reason,
+            )
+        return
+    by_employer: dict[int, list[str]] = {}
+    for e in items:
+        by_employer.setdefault(e.employer_id, []).append(e.tracking_id)
+    for employer_id, tracking_ids in by_employer.items():
+        audit_record(
+            actor=actor,
+            action=f"endorsement.{to_state.lower()}",
+            object_type="endorsement_group",
+            object_id=f"{tracking_ids[0]}..{tracking_ids[-1]}",
+            employer_id=employer_id,
+            before={"states": sorted(set(from_states.values()))},
+            after={"state": to_state, "tracking_ids": tracking_ids},
+            note=reason,
+        )
