@@ -45,6 +45,7 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "ledger.wake_parked",
         "insurers.reset_circuit",
         "reconciliation.run_reconciliation",
+        "ems.retry_outboxevent",
     ),
     FINANCE_APPROVER: _VIEW_EVERYTHING
     + (

@@ -55,6 +55,7 @@ OPERATOR_EXTRA = {
     "ledger.wake_parked",
     "insurers.reset_circuit",
     "reconciliation.run_reconciliation",
+    "ems.retry_outboxevent",
 }
 FINANCE_EXTRA = {"ledger.approve_topup", "ledger.approve_adjustment"}
 

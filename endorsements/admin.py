@@ -1,0 +1,562 @@
+"""Admin for employers, their people and policies, and the endorsement pipeline.
+
+Thin, as STYLE.md asks: columns, filters, search; heavy columns annotated in
+`get_queryset`; large foreign keys as autocomplete or raw ids. Rows that only services may
+write (members, coverages, endorsement requests, batches and their errors and history) are
+read-only here; ops actions on them (retry, cancel, approve) call services and are gated by
+permissions. API clients never show their secret hash: a new client's secret is shown once
+after adding it, and "revoke" goes through `endorsements.identity`.
+"""
+
+from django.contrib import admin, messages
+from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+from django.urls import reverse
+from django.utils.html import format_html
+
+from endorsements.identity import api_client_create, api_client_revoke
+from endorsements.models import (
+    ApiClient,
+    BatchRowError,
+    Coverage,
+    Employer,
+    EmployerMembership,
+    EndorsementBatch,
+    EndorsementRequest,
+    EndorsementTransition,
+    Member,
+    Plan,
+    PlanRate,
+    Policy,
+)
+
+
+def money_display(minor: int | None, currency: str = "INR") -> str:
+    """Integer minor units as a two-decimal figure with grouping: 123456 -> '₹1,234.56'."""
+    if minor is None:
+        return "—"
+    symbol = "₹" if currency == "INR" else f"{currency} "
+    sign = "-" if minor < 0 else ""
+    whole, fraction = divmod(abs(minor), 100)
+    return f"{sign}{symbol}{whole:,}.{fraction:02d}"
+
+
+def count_subquery(model, parent_field: str, **filters) -> Coalesce:
+    """COUNT of `model` rows per parent as a correlated subquery (no row multiplication)."""
+    rows = (
+        model.objects.filter(**{parent_field: OuterRef("pk")}, **filters)
+        .order_by()
+        .values(parent_field)
+        .annotate(total=Count("pk"))
+        .values("total")
+    )
+    return Coalesce(Subquery(rows, output_field=IntegerField()), 0)
+
+
+def actor_of(request) -> str:
+    return f"user:{request.user.pk}"
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Viewable by whoever has the view permission; written only by services."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ServiceManagedAdmin(admin.ModelAdmin):
+    """Rows moved only by services: the change form is read-only, but the change
+    permission still gates the changelist actions that call those services."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        if obj is not None:
+            return False
+        return super().has_change_permission(request)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+# --- employers and identities ---------------------------------------------------------
+
+
+@admin.register(Employer)
+class EmployerAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "contact_name", "contact_email", "employees", "policy_count", "is_active")
+    list_filter = ("is_active",)
+    search_fields = ("code", "name", "contact_email")
+    readonly_fields = ("created_at",)
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                employee_total=count_subquery(Member, "employer", relation="SELF"),
+                policy_total=count_subquery(Policy, "employer"),
+            )
+        )
+
+    @admin.display(description="employees", ordering="employee_total")
+    def employees(self, obj: Employer) -> int:
+        return obj.employee_total
+
+    @admin.display(description="policies", ordering="policy_total")
+    def policy_count(self, obj: Employer) -> int:
+        return obj.policy_total
+
+
+@admin.register(EmployerMembership)
+class EmployerMembershipAdmin(admin.ModelAdmin):
+    list_display = ("user", "employer", "created_at")
+    list_select_related = ("user", "employer")
+    list_filter = ("employer",)
+    search_fields = ("user__username", "user__email", "employer__code", "employer__name")
+    raw_id_fields = ("user",)
+    autocomplete_fields = ("employer",)
+    readonly_fields = ("created_at",)
+
+
+@admin.register(ApiClient)
+class ApiClientAdmin(admin.ModelAdmin):
+    list_display = ("name", "client_id", "employer", "is_active", "created_at", "last_token_at", "revoked_at")
+    list_select_related = ("employer",)
+    list_filter = ("is_active", "employer")
+    search_fields = ("name", "client_id", "employer__code", "employer__name")
+    autocomplete_fields = ("employer",)
+    actions = ("revoke",)
+    # secret_hash is in no form, no column and no read-only field
+    add_fields = ("employer", "name")
+    change_fields = (
+        "employer",
+        "name",
+        "client_id",
+        "is_active",
+        "created_at",
+        "last_token_at",
+        "revoked_at",
+    )
+
+    def get_fields(self, request, obj=None):
+        return self.add_fields if obj is None else self.change_fields
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return ("employer", "client_id", "is_active", "created_at", "last_token_at", "revoked_at")
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # revoke instead: batches and audit records keep pointing at the client
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        client, secret = api_client_create(employer=obj.employer, name=obj.name, actor=actor_of(request))
+        # the admin goes on with `obj` (change message, redirect): make it the saved row
+        obj.__dict__.update(
+            {field.attname: getattr(client, field.attname) for field in ApiClient._meta.concrete_fields}
+        )
+        obj._state.adding = False
+        obj._state.db = client._state.db
+        messages.warning(
+            request,
+            format_html(
+                "Client secret for <code>{}</code>: <code>{}</code> — copy it now; it is stored hashed "
+                "and will not be shown again.",
+                client.client_id,
+                secret,
+            ),
+        )
+
+    @admin.action(
+        description="Revoke selected API clients (their tokens stop working at once)", permissions=["change"]
+    )
+    def revoke(self, request, queryset):
+        revoked = sum(api_client_revoke(client=client, actor=actor_of(request)) for client in queryset)
+        self.message_user(request, f"Revoked {revoked} API client(s).", messages.SUCCESS)
+
+
+# --- policies and rate cards ------------------------------------------------------------
+
+
+class PlanInline(admin.TabularInline):
+    model = Plan
+    extra = 0
+    fields = ("code", "name", "sum_insured_options", "age_limits")
+    show_change_link = True
+
+
+@admin.register(Policy)
+class PolicyAdmin(admin.ModelAdmin):
+    list_display = (
+        "number",
+        "employer",
+        "insurer",
+        "start_date",
+        "end_date",
+        "pro_rata_method",
+        "refund_method",
+        "tax_rate",
+        "plan_count",
+        "is_active",
+    )
+    list_select_related = ("employer", "insurer")
+    list_filter = ("is_active", "insurer", "pro_rata_method", "refund_method")
+    search_fields = ("number", "employer__code", "employer__name", "insurer__code")
+    autocomplete_fields = ("employer", "insurer")
+    date_hierarchy = "start_date"
+    readonly_fields = ("created_at",)
+    inlines = (PlanInline,)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(plan_total=count_subquery(Plan, "policy"))
+
+    @admin.display(description="tax", ordering="tax_rate_bps")
+    def tax_rate(self, obj: Policy) -> str:
+        return f"{obj.tax_rate_bps / 100:.2f}%"
+
+    @admin.display(description="plans", ordering="plan_total")
+    def plan_count(self, obj: Policy) -> int:
+        return obj.plan_total
+
+
+class PlanRateInline(admin.TabularInline):
+    model = PlanRate
+    extra = 0
+    fields = ("relation", "age_from", "age_to", "sum_insured", "annual_premium")
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "policy", "employer", "sum_insured_options", "rate_count")
+    list_select_related = ("policy", "policy__employer")
+    list_filter = ("policy__insurer",)
+    search_fields = ("code", "name", "policy__number", "policy__employer__code")
+    autocomplete_fields = ("policy",)
+    inlines = (PlanRateInline,)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(rate_total=count_subquery(PlanRate, "plan"))
+
+    @admin.display(description="employer", ordering="policy__employer__code")
+    def employer(self, obj: Plan) -> str:
+        return obj.policy.employer.code
+
+    @admin.display(description="rate cells", ordering="rate_total")
+    def rate_count(self, obj: Plan) -> int:
+        return obj.rate_total
+
+
+@admin.register(PlanRate)
+class PlanRateAdmin(admin.ModelAdmin):
+    list_display = ("plan", "relation", "age_band", "sum_insured", "premium")
+    list_select_related = ("plan", "plan__policy")
+    list_filter = ("relation",)
+    search_fields = ("plan__code", "plan__policy__number")
+    raw_id_fields = ("plan",)
+
+    @admin.display(description="age band", ordering="age_from")
+    def age_band(self, obj: PlanRate) -> str:
+        return f"{obj.age_from}–{obj.age_to}"
+
+    @admin.display(description="annual premium (before tax)", ordering="annual_premium")
+    def premium(self, obj: PlanRate) -> str:
+        return money_display(obj.annual_premium, obj.plan.policy.currency)
+
+
+# --- members and coverage (written by the endorsement pipeline) -------------------------
+
+
+@admin.register(Member)
+class MemberAdmin(ReadOnlyAdmin):
+    list_display = (
+        "employee_code",
+        "full_name",
+        "relation",
+        "employer",
+        "date_of_birth",
+        "gender",
+        "date_of_joining",
+        "open_coverages",
+    )
+    list_select_related = ("employer",)
+    list_filter = ("relation", "gender", "employer")
+    search_fields = ("employee_code", "first_name", "last_name", "email")
+    raw_id_fields = ("primary",)
+    autocomplete_fields = ("employer",)
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                open_coverage_total=count_subquery(
+                    Coverage, "member", status__in=[Coverage.Status.PENDING, Coverage.Status.ACTIVE]
+                )
+            )
+        )
+
+    @admin.display(description="name", ordering="first_name")
+    def full_name(self, obj: Member) -> str:
+        return f"{obj.first_name} {obj.last_name}".strip()
+
+    @admin.display(description="open coverages", ordering="open_coverage_total")
+    def open_coverages(self, obj: Member) -> int:
+        return obj.open_coverage_total
+
+
+@admin.register(Coverage)
+class CoverageAdmin(ReadOnlyAdmin):
+    list_display = (
+        "member",
+        "employer",
+        "policy",
+        "plan_code",
+        "sum_insured",
+        "start_date",
+        "end_date",
+        "status",
+        "insurer_member_id",
+    )
+    list_select_related = ("member", "member__employer", "policy", "plan")
+    list_filter = ("status", "policy__insurer")
+    search_fields = ("member__employee_code", "member__first_name", "policy__number", "insurer_member_id")
+    raw_id_fields = ("member",)
+    autocomplete_fields = ("policy", "plan")
+    date_hierarchy = "start_date"
+
+    @admin.display(description="employer", ordering="member__employer__code")
+    def employer(self, obj: Coverage) -> str:
+        return obj.member.employer.code
+
+    @admin.display(description="plan", ordering="plan__code")
+    def plan_code(self, obj: Coverage) -> str:
+        return obj.plan.code
+
+
+# --- the endorsement pipeline -----------------------------------------------------------
+
+
+class BatchRowErrorInline(ReadOnlyInline):
+    model = BatchRowError
+    fields = ("row_number", "column", "code", "message")
+    readonly_fields = fields
+    verbose_name_plural = "row errors (first 100; see the row errors list for all)"
+    shown = 100
+
+
+@admin.register(EndorsementBatch)
+class EndorsementBatchAdmin(ServiceManagedAdmin):
+    list_display = (
+        "id",
+        "employer",
+        "file_name",
+        "source",
+        "file_format",
+        "state",
+        "rows_total",
+        "accepted_count",
+        "rejected_count",
+        "duplicate_count",
+        "progress_percent",
+        "created_at",
+        "completed_at",
+    )
+    list_select_related = ("employer",)
+    list_filter = ("state", "source", "file_format", "employer")
+    search_fields = ("=id", "file_name", "file_sha256", "employer__code")
+    date_hierarchy = "created_at"
+    inlines = (BatchRowErrorInline,)
+    readonly_fields = (
+        "employer",
+        "uploaded_by",
+        "api_client",
+        "source",
+        "file_name",
+        "file_format",
+        "file_path",
+        "file_sha256",
+        "file_bytes",
+        "state",
+        "rows_total",
+        "accepted_count",
+        "rejected_count",
+        "duplicate_count",
+        "progress",
+        "failure_reason",
+        "created_at",
+        "completed_at",
+        "row_errors_link",
+    )
+
+    def get_formset_kwargs(self, request, obj, inline, prefix):
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        if isinstance(inline, BatchRowErrorInline) and obj is not None:
+            first = BatchRowError.objects.filter(batch=obj).order_by("row_number", "id").values("pk")
+            kwargs["queryset"] = kwargs["queryset"].filter(pk__in=first[: inline.shown])
+        return kwargs
+
+    @admin.display(description="progress", ordering="progress")
+    def progress_percent(self, obj: EndorsementBatch) -> str:
+        return f"{obj.progress}%"
+
+    @admin.display(description="row errors")
+    def row_errors_link(self, obj: EndorsementBatch) -> str:
+        url = reverse("admin:endorsements_batchrowerror_changelist") + f"?batch__id__exact={obj.pk}"
+        return format_html('<a href="{}">{} row error(s)</a>', url, obj.row_errors.count())
+
+
+@admin.register(BatchRowError)
+class BatchRowErrorAdmin(ReadOnlyAdmin):
+    list_display = ("batch", "row_number", "column", "code", "message")
+    list_select_related = ("batch",)
+    list_filter = ("code",)
+    search_fields = ("=batch__id", "code", "message", "column")
+    raw_id_fields = ("batch",)
+
+
+class EndorsementTransitionInline(ReadOnlyInline):
+    model = EndorsementTransition
+    fields = ("at", "from_state", "to_state", "actor", "reason")
+    readonly_fields = fields
+    ordering = ("at", "id")
+
+
+@admin.register(EndorsementRequest)
+class EndorsementRequestAdmin(ServiceManagedAdmin):
+    """State and money change only through the orchestrator's services; retry/cancel/approve
+    actions arrive with those services (endorsements/transitions.py)."""
+
+    list_display = (
+        "tracking_id",
+        "employer",
+        "type",
+        "state",
+        "employee_code",
+        "policy",
+        "effective_date",
+        "premium",
+        "attempts",
+        "source",
+        "received_at",
+    )
+    list_select_related = ("employer", "policy", "member")
+    list_filter = ("state", "type", "source", "employer")
+    search_fields = (
+        "=tracking_id",
+        "insurer_reference",
+        "idempotency_key",
+        "member__employee_code",
+        "=batch__id",
+    )
+    date_hierarchy = "received_at"
+    raw_id_fields = ("member", "batch", "superseded_by")
+    inlines = (EndorsementTransitionInline,)
+    readonly_fields = (
+        "tracking_id",
+        "employer",
+        "policy",
+        "member",
+        "type",
+        "member_data",
+        "effective_date",
+        "premium_display",
+        "tax_display",
+        "content_hash",
+        "idempotency_key",
+        "source",
+        "batch",
+        "row_number",
+        "state",
+        "rejection_reasons",
+        "attempts",
+        "last_error",
+        "insurer_reference",
+        "superseded_by",
+        "received_at",
+        "validated_at",
+        "fund_locked_at",
+        "sent_at",
+        "confirmed_at",
+        "activated_at",
+        "closed_at",
+        "updated_at",
+    )
+    fieldsets = (
+        (None, {"fields": ("tracking_id", "employer", "type", "state", "source", "batch", "row_number")}),
+        ("Member", {"fields": ("member", "member_data", "policy", "effective_date")}),
+        ("Money", {"fields": ("premium_display", "tax_display")}),
+        ("Checks", {"fields": ("content_hash", "idempotency_key", "rejection_reasons", "superseded_by")}),
+        ("Delivery", {"fields": ("attempts", "last_error", "insurer_reference")}),
+        (
+            "Timeline",
+            {
+                "fields": (
+                    "received_at",
+                    "validated_at",
+                    "fund_locked_at",
+                    "sent_at",
+                    "confirmed_at",
+                    "activated_at",
+                    "closed_at",
+                    "updated_at",
+                )
+            },
+        ),
+    )
+
+    @admin.display(description="employee", ordering="member__employee_code")
+    def employee_code(self, obj: EndorsementRequest) -> str:
+        if obj.member_id is not None:
+            return obj.member.employee_code
+        return str(obj.member_data.get("employee_code", "")) if isinstance(obj.member_data, dict) else ""
+
+    @staticmethod
+    def currency_of(obj: EndorsementRequest) -> str:
+        return obj.policy.currency if obj.policy_id is not None else "INR"
+
+    @admin.display(description="premium incl. tax", ordering="premium_amount")
+    def premium(self, obj: EndorsementRequest) -> str:
+        return money_display(obj.premium_amount, self.currency_of(obj))
+
+    @admin.display(description="premium incl. tax")
+    def premium_display(self, obj: EndorsementRequest) -> str:
+        return money_display(obj.premium_amount, self.currency_of(obj))
+
+    @admin.display(description="tax")
+    def tax_display(self, obj: EndorsementRequest) -> str:
+        return money_display(obj.tax_amount, self.currency_of(obj))
+
+
+@admin.register(EndorsementTransition)
+class EndorsementTransitionAdmin(ReadOnlyAdmin):
+    list_display = ("endorsement", "from_state", "to_state", "actor", "reason", "at")
+    list_select_related = ("endorsement",)
+    list_filter = ("to_state",)
+    search_fields = ("=endorsement__tracking_id", "actor")
+    date_hierarchy = "at"
+    raw_id_fields = ("endorsement",)
