@@ -76,7 +76,8 @@ def test_an_account_opens_empty(db):
 def test_a_raw_entry_moves_posted_with_it_and_stamps_the_running_balance(funded):
     # posted == sum(entries) holds by construction: the insert itself moves posted
     raw(
-        "INSERT INTO ledger_entry (account_id, kind, amount, reference, idempotency_key, memo, created_at)"
+        "INSERT INTO ledger_entry (account_id, kind, amount, reference, idempotency_key, memo,"
+        " created_at)"
         " VALUES (%s, 'TOPUP', 700, 'raw', 'raw-1', '', now())",
         (funded.pk,),
     )
@@ -102,13 +103,15 @@ def test_a_debit_beyond_available_is_refused(funded):
     # available is 50,000: an adjustment entry of -60,000 would leave posted below held
     before = snapshot(funded)
     refused(
-        "INSERT INTO ledger_entry (account_id, kind, amount, reference, idempotency_key, memo, created_at)"
+        "INSERT INTO ledger_entry (account_id, kind, amount, reference, idempotency_key, memo,"
+        " created_at)"
         " VALUES (%s, 'ADJUSTMENT', -60000, 'raw', 'raw-3', '', now())",
         (funded.pk,),
     )
     # and so is a hold bigger than available
     refused(
-        "INSERT INTO ledger_hold (account_id, reference, amount, state, idempotency_key, expires_at, created_at)"
+        "INSERT INTO ledger_hold (account_id, reference, amount, state, idempotency_key, expires_at,"
+        " created_at)"
         " VALUES (%s, 'raw', 50001, 'PENDING', 'raw-h', now() + interval '1 day', now())",
         (funded.pk,),
     )
@@ -117,7 +120,8 @@ def test_a_debit_beyond_available_is_refused(funded):
 
 def test_a_raw_pending_hold_moves_held_with_it(funded):
     raw(
-        "INSERT INTO ledger_hold (account_id, reference, amount, state, idempotency_key, expires_at, created_at)"
+        "INSERT INTO ledger_hold (account_id, reference, amount, state, idempotency_key, expires_at,"
+        " created_at)"
         " VALUES (%s, 'raw', 5000, 'PENDING', 'raw-h2', now() + interval '1 day', now())",
         (funded.pk,),
     )
@@ -160,7 +164,8 @@ def test_a_raw_release_takes_the_hold_out_of_held(funded):
 def test_a_capture_without_its_entry_is_refused_at_commit(funded):
     before = snapshot(funded)
     message = refused(
-        "UPDATE ledger_hold SET state = 'CAPTURED', captured_amount = amount, resolved_at = now() WHERE id = %s",
+        "UPDATE ledger_hold SET state = 'CAPTURED', captured_amount = amount, resolved_at = now()"
+        " WHERE id = %s",
         (funded.pending_hold_id,),
         immediate=True,
     )
@@ -171,7 +176,8 @@ def test_a_capture_without_its_entry_is_refused_at_commit(funded):
 def test_a_capture_entry_needs_its_hold_captured_for_the_same_amount(funded):
     before = snapshot(funded)
     message = refused(
-        "INSERT INTO ledger_entry (account_id, kind, amount, reference, idempotency_key, memo, hold_id, created_at)"
+        "INSERT INTO ledger_entry (account_id, kind, amount, reference, idempotency_key, memo, hold_id,"
+        " created_at)"
         " VALUES (%s, 'CAPTURE', -30000, 'R1', 'raw-c', '', %s, now())",
         (funded.pk, funded.pending_hold_id),
     )

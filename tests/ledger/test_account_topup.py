@@ -1,0 +1,158 @@
+"""ledger.services.account_topup, topup_approve and topup_reject."""
+
+import pytest
+
+from ems.models import OutboxEvent
+from ledger import services
+from ledger.errors import (
+    AccountNotFound,
+    AmountInvalid,
+    ApproverNotPermitted,
+    IdempotencyConflict,
+    IdempotencyKeyInvalid,
+    MakerCannotApprove,
+    NoteRequired,
+    ReferenceInvalid,
+    TopUpAlreadyDecided,
+    TopUpNotFound,
+)
+from ledger.models import TopUp
+from tests.factories import UserFactory
+from tests.ledger.conftest import balances, ledger_events, snapshot
+
+pytestmark = pytest.mark.django_db
+
+
+def topup(account, **overrides):
+    arguments = {
+        "account_id": account.pk,
+        "amount": 500_000,
+        "payment_reference": "UTR-1",
+        "idempotency_key": "k-1",
+        "requested_by": "client:hris",
+    }
+    return services.account_topup(**{**arguments, **overrides})
+
+
+def test_a_topup_is_pending_and_moves_no_money(account):
+    created = topup(account)
+    assert (created.state, created.amount, created.requested_by) == ("PENDING", 500_000, "client:hris")
+    assert balances(account) == (0, 0, 0)
+    assert ledger_events(account) == ["ledger.topup_requested"]
+    audit = OutboxEvent.objects.get(destination="audit_logs")
+    assert (audit.payload["action"], audit.payload["actor"]) == ("ledger.topup_requested", "client:hris")
+
+
+def test_the_same_key_returns_the_first_topup(account):
+    first = topup(account)
+    assert topup(account).pk == first.pk
+    assert TopUp.objects.count() == 1
+    assert ledger_events(account) == ["ledger.topup_requested"]
+
+
+def test_the_same_key_with_different_data_is_refused(account):
+    topup(account)
+    before = snapshot(account)
+    with pytest.raises(IdempotencyConflict) as error:
+        topup(account, amount=500_001)
+    assert (error.value.code, error.value.status) == ("idempotency_conflict", 422)
+    assert snapshot(account) == before
+
+
+@pytest.mark.parametrize("amount", [0, -100, 1.5, "100", True, None, 10**12 + 1, 2**63])
+def test_bad_amounts_are_refused(account, amount):
+    before = snapshot(account)
+    with pytest.raises(AmountInvalid) as error:
+        topup(account, amount=amount)
+    assert (error.value.code, error.value.status) == ("amount_invalid", 422)
+    assert error.value.details[0].field == "amount"
+    assert snapshot(account) == before
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error_class"),
+    [
+        ({"payment_reference": ""}, ReferenceInvalid),
+        ({"payment_reference": "x" * 101}, ReferenceInvalid),
+        ({"idempotency_key": " "}, IdempotencyKeyInvalid),
+        ({"idempotency_key": "k" * 256}, IdempotencyKeyInvalid),
+    ],
+)
+def test_bad_references_and_keys_are_refused(account, overrides, error_class):
+    before = snapshot(account)
+    with pytest.raises(error_class) as error:
+        topup(account, **overrides)
+    assert error.value.status == 422
+    assert snapshot(account) == before
+
+
+def test_an_unknown_account_is_404(db):
+    with pytest.raises(AccountNotFound) as error:
+        services.account_topup(
+            account_id=999_999, amount=1, payment_reference="x", idempotency_key="k", requested_by="client:x"
+        )
+    assert (error.value.code, error.value.status) == ("account_not_found", 404)
+    assert OutboxEvent.objects.count() == 0
+
+
+def test_approve_posts_a_topup_entry(account, approver):
+    created = topup(account)
+    approved = services.topup_approve(topup_id=created.pk, approver=approver)
+    assert (approved.state, approved.decided_by, approved.entry.kind) == ("APPROVED", approver, "TOPUP")
+    assert (approved.entry.amount, approved.entry.balance_after) == (500_000, 500_000)
+    assert balances(account) == (500_000, 0, 500_000)
+    assert ledger_events(account) == ["ledger.topup_requested", "ledger.topup_approved"]
+
+
+def test_the_maker_cannot_approve_their_own_topup(account, approver):
+    created = topup(account, requested_by=f"user:{approver.pk}")
+    before = snapshot(account)
+    with pytest.raises(MakerCannotApprove) as error:
+        services.topup_approve(topup_id=created.pk, approver=approver)
+    assert (error.value.code, error.value.status) == ("maker_cannot_approve", 403)
+    with pytest.raises(MakerCannotApprove):
+        services.topup_reject(topup_id=created.pk, approver=approver, note="no")
+    assert snapshot(account) == before
+
+
+def test_a_user_without_the_permission_cannot_approve(account):
+    created = topup(account)
+    before = snapshot(account)
+    with pytest.raises(ApproverNotPermitted) as error:
+        services.topup_approve(topup_id=created.pk, approver=UserFactory(is_staff=True))
+    assert (error.value.code, error.value.status) == ("approver_not_permitted", 403)
+    assert snapshot(account) == before
+
+
+def test_a_decided_topup_cannot_be_decided_again(account, approver):
+    created = topup(account)
+    services.topup_approve(topup_id=created.pk, approver=approver)
+    before = snapshot(account)
+    with pytest.raises(TopUpAlreadyDecided) as error:
+        services.topup_approve(topup_id=created.pk, approver=approver)
+    assert (error.value.code, error.value.status) == ("topup_already_decided", 409)
+    with pytest.raises(TopUpAlreadyDecided):
+        services.topup_reject(topup_id=created.pk, approver=approver, note="late")
+    assert snapshot(account) == before
+
+
+def test_reject_records_the_note_and_posts_nothing(account, approver):
+    created = topup(account)
+    rejected = services.topup_reject(topup_id=created.pk, approver=approver, note="no such transfer")
+    assert (rejected.state, rejected.decision_note, rejected.entry) == ("REJECTED", "no such transfer", None)
+    assert balances(account) == (0, 0, 0)
+    assert ledger_events(account) == ["ledger.topup_requested", "ledger.topup_rejected"]
+
+
+def test_reject_needs_a_note(account, approver):
+    created = topup(account)
+    before = snapshot(account)
+    with pytest.raises(NoteRequired):
+        services.topup_reject(topup_id=created.pk, approver=approver, note="")
+    assert snapshot(account) == before
+
+
+def test_an_unknown_topup_is_404(approver):
+    with pytest.raises(TopUpNotFound) as error:
+        services.topup_approve(topup_id=424242, approver=approver)
+    assert (error.value.code, error.value.status) == ("topup_not_found", 404)
