@@ -8,7 +8,7 @@ from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 
 from endorsements.models import EndorsementState, EndorsementType
-from ledger.models import Entry
+from ledger.selectors import HISTORY_KINDS
 
 
 class PortalAuthenticationForm(AuthenticationForm):
@@ -42,17 +42,29 @@ class BatchUploadForm(forms.Form):
         return upload
 
 
-def _choices(enum, *, empty_label: str) -> list[tuple[str, str]]:
-    return [("", empty_label), *((value, value) for value in enum.values)]
+def _choices(values, *, empty_label: str) -> list[tuple[str, str]]:
+    return [("", empty_label), *((value, value) for value in values)]
 
 
 class _FilterForm(forms.Form):
-    """A GET filter form: every field optional; `filters()` gives the selector's keywords."""
+    """A GET filter form: every field optional; `filters()` gives the selector's keywords.
 
-    def filters(self) -> dict:
-        if not self.is_valid():
+    `selector_names` maps a field to the selector's keyword where the two differ.
+    """
+
+    selector_names: dict[str, str] = {}
+
+    def filters(self) -> dict | None:
+        """The selector's keyword arguments; {} when unfiltered, None when the filters are invalid."""
+        if not self.is_bound:
             return {}
-        return {name: value for name, value in self.cleaned_data.items() if value not in (None, "")}
+        if not self.is_valid():
+            return None
+        return {
+            self.selector_names.get(name, name): value
+            for name, value in self.cleaned_data.items()
+            if value not in (None, "")
+        }
 
     def clean(self):
         cleaned = super().clean()
@@ -64,9 +76,12 @@ class _FilterForm(forms.Form):
 
 class EndorsementFilterForm(_FilterForm):
     ranges = (("effective_from", "effective_to"), ("created_from", "created_to"))
+    selector_names = {"batch": "batch_id"}
 
-    state = forms.ChoiceField(required=False, choices=_choices(EndorsementState, empty_label="Any state"))
-    type = forms.ChoiceField(required=False, choices=_choices(EndorsementType, empty_label="Any type"))
+    state = forms.ChoiceField(
+        required=False, choices=_choices(EndorsementState.values, empty_label="Any state")
+    )
+    type = forms.ChoiceField(required=False, choices=_choices(EndorsementType.values, empty_label="Any type"))
     employee_code = forms.CharField(required=False, max_length=64, label="Employee code")
     batch = forms.IntegerField(required=False, min_value=1, label="Batch number")
     effective_from = forms.DateField(
@@ -90,7 +105,7 @@ class HistoryFilterForm(_FilterForm):
     ranges = (("date_from", "date_to"),)
 
     account_id = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, label="Account")
-    kind = forms.ChoiceField(required=False, choices=_choices(Entry.Kind, empty_label="Any kind"))
+    kind = forms.ChoiceField(required=False, choices=_choices(HISTORY_KINDS, empty_label="Any kind"))
     date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
 

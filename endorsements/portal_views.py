@@ -27,49 +27,15 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from ems.errors import EmsError, NotFound, PermissionDenied
 from ems.tenancy import caller_for_user
+from endorsements import selectors as endorsement_selectors
+from endorsements import services as endorsement_services
 from endorsements.models import EmployerMembership
 from endorsements.portal_forms import BatchUploadForm, EndorsementFilterForm, HistoryFilterForm
+from endorsements.validation import COLUMNS
+from ledger import selectors as ledger_selectors
 
 TEMPLATE_FILE_NAME = "endorsements-template.csv"
-
-# The upload file's columns, in the order of DESIGN.md "The HR upload file".
-UPLOAD_COLUMNS = (
-    "action",
-    "employee_code",
-    "relation",
-    "first_name",
-    "last_name",
-    "date_of_birth",
-    "gender",
-    "email",
-    "phone",
-    "date_of_joining",
-    "event_date",
-    "effective_date",
-    "policy_number",
-    "plan_code",
-    "sum_insured",
-)
-
 FINAL_BATCH_STATES = ("COMPLETED", "FAILED")
-
-
-def _intake_services():
-    from endorsements import services
-
-    return services
-
-
-def _intake_selectors():
-    from endorsements import selectors
-
-    return selectors
-
-
-def _ledger_selectors():
-    from ledger import selectors
-
-    return selectors
 
 
 def money(amount: int | None) -> str:
@@ -128,7 +94,7 @@ def upload(request):
         if form.is_valid():
             upload_file = form.cleaned_data["file"]
             try:
-                batch = _intake_services().batch_submit(
+                batch = endorsement_services.batch_submit(
                     caller=request.caller,
                     upload=upload_file,
                     file_name=upload_file.name,
@@ -146,7 +112,7 @@ def upload(request):
     context = {
         "section": "upload",
         "form": form,
-        "columns": UPLOAD_COLUMNS,
+        "columns": COLUMNS,
         "max_megabytes": settings.UPLOAD_MAX_BYTES // (1024 * 1024),
         "max_rows": f"{settings.UPLOAD_MAX_ROWS:,}",
     }
@@ -157,7 +123,7 @@ def upload(request):
 @require_GET
 def template_csv(request):
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\r\n").writerow(UPLOAD_COLUMNS)
+    csv.writer(buffer, lineterminator="\r\n").writerow(COLUMNS)
     response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{TEMPLATE_FILE_NAME}"'
     return response
@@ -167,9 +133,9 @@ def template_csv(request):
 
 
 def batch_payload(batch) -> dict:
-    """The batch's counts as the progress bar reads them (the websocket sends the same)."""
+    """The batch's counts in the shape of the websocket's `batch.progress` data (plus the failure)."""
     return {
-        "id": batch.pk,
+        "batch_id": batch.pk,
         "state": batch.state,
         "progress": batch.progress,
         "rows_total": batch.rows_total,
@@ -183,9 +149,8 @@ def batch_payload(batch) -> dict:
 @portal_page
 @require_GET
 def batch_detail(request, batch_id: int):
-    selectors = _intake_selectors()
-    batch = selectors.batch_get(caller=request.caller, batch_id=batch_id)
-    errors = _page(request, selectors.batch_errors(caller=request.caller, batch_id=batch_id))
+    batch = endorsement_selectors.batch_get(caller=request.caller, batch_id=batch_id)
+    errors = _page(request, endorsement_selectors.batch_errors(caller=request.caller, batch_id=batch_id))
     context = {
         "section": "upload",
         "batch": batch,
@@ -198,16 +163,16 @@ def batch_detail(request, batch_id: int):
 @portal_page
 @require_GET
 def batch_status(request, batch_id: int):
-    batch = _intake_selectors().batch_get(caller=request.caller, batch_id=batch_id)
+    batch = endorsement_selectors.batch_get(caller=request.caller, batch_id=batch_id)
     return JsonResponse(batch_payload(batch))
 
 
 @portal_page
 @require_GET
 def batch_errors_csv(request, batch_id: int):
-    batch = _intake_selectors().batch_get(caller=request.caller, batch_id=batch_id)
+    batch = endorsement_selectors.batch_get(caller=request.caller, batch_id=batch_id)
     response = StreamingHttpResponse(
-        _intake_services().batch_error_report_csv(batch=batch),
+        endorsement_services.batch_error_report_csv(batch=batch),
         content_type="text/csv; charset=utf-8",
     )
     response["Content-Disposition"] = f'attachment; filename="batch-{batch.pk}-errors.csv"'
@@ -221,10 +186,12 @@ def batch_errors_csv(request, batch_id: int):
 @require_GET
 def endorsement_list(request):
     form = EndorsementFilterForm(request.GET or None)
-    endorsements = _intake_selectors().endorsement_list(caller=request.caller, **form.filters())
-    page = _page(request, endorsements)
-    for endorsement in page:
-        endorsement.premium_display = money(endorsement.premium_amount)
+    filters = form.filters()
+    page = None
+    if filters is not None:
+        page = _page(request, endorsement_selectors.endorsement_list(caller=request.caller, **filters))
+        for endorsement in page:
+            endorsement.premium_display = money(endorsement.premium_amount)
     context = {"section": "endorsements", "form": form, "page": page}
     return render(request, "portal/endorsement_list.html", context)
 
@@ -232,7 +199,7 @@ def endorsement_list(request):
 @portal_page
 @require_GET
 def endorsement_detail(request, tracking_id: str):
-    endorsement = _intake_selectors().endorsement_get(caller=request.caller, tracking_id=tracking_id)
+    endorsement = endorsement_selectors.endorsement_get(caller=request.caller, tracking_id=tracking_id)
     context = {
         "section": "endorsements",
         "endorsement": endorsement,
@@ -241,7 +208,7 @@ def endorsement_detail(request, tracking_id: str):
         "transitions": endorsement.transitions.all(),
         "member_fields": [
             (column, endorsement.member_data[column])
-            for column in UPLOAD_COLUMNS
+            for column in COLUMNS
             if endorsement.member_data.get(column) not in (None, "")
         ],
     }
@@ -251,20 +218,58 @@ def endorsement_detail(request, tracking_id: str):
 # --- The Endorsement Account ----------------------------------------------------------
 
 
+def _account_label(account) -> str:
+    return f"{account.insurer_name} ({account.currency})"
+
+
 @portal_page
 @require_GET
 def balance(request):
-    accounts = _ledger_selectors().account_balances(caller=request.caller)
-    context = {"section": "balance", "accounts": accounts}
-    return render(request, "portal/balance.html", context)
+    accounts = [
+        {
+            "account_id": account.account_id,
+            "label": _account_label(account),
+            "insurer_code": account.insurer_code,
+            "currency": account.currency,
+            "posted": money(account.posted),
+            "held": money(account.held),
+            "available": money(account.available),
+            "threshold": money(account.low_balance_threshold),
+            "below_threshold": account.below_threshold,
+            "parked_count": account.parked_count,
+            "parked_amount": money(account.parked_amount),
+        }
+        for account in ledger_selectors.account_balances(caller=request.caller)
+    ]
+    return render(request, "portal/balance.html", {"section": "balance", "accounts": accounts})
 
 
 @portal_page
 @require_GET
 def history(request):
-    selectors = _ledger_selectors()
-    accounts = selectors.account_balances(caller=request.caller)
-    form = HistoryFilterForm(request.GET or None, accounts=[])
-    page = _page(request, selectors.history(caller=request.caller, **form.filters()))
-    context = {"section": "history", "form": form, "page": page, "accounts": accounts}
+    accounts = {
+        account.account_id: _account_label(account)
+        for account in ledger_selectors.account_balances(caller=request.caller)
+    }
+    form = HistoryFilterForm(request.GET or None, accounts=list(accounts.items()))
+    filters = form.filters()
+    page = None
+    if filters is not None:
+        page = _page(request, ledger_selectors.history(caller=request.caller, **filters))
+        page.object_list = [_history_row(row, accounts) for row in page.object_list]
+    context = {"section": "history", "form": form, "page": page, "has_accounts": bool(accounts)}
     return render(request, "portal/history.html", context)
+
+
+def _history_row(row: dict, accounts: dict[int, str]) -> dict:
+    row = ledger_selectors.history_row(row)
+    is_hold = row["type"] == "hold"
+    return {
+        **row,
+        "is_hold": is_hold,
+        "account": accounts.get(row["account_id"], row["account_id"]),
+        "amount_display": money(row["amount"]),
+        "captured_display": money(row["captured_amount"]),
+        "balance_display": money(row["balance_after"]),
+        "is_endorsement": str(row["reference"]).startswith("END-"),
+    }

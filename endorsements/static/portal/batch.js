@@ -49,8 +49,7 @@
     if (finished || !batch) {
       return;
     }
-    var id = batch.id !== undefined ? batch.id : batch.batch_id;
-    if (String(id) !== batchId) {
+    if (String(batch.batch_id) !== batchId) {
       return;
     }
     var progress = Math.max(0, Math.min(100, Number(batch.progress) || 0));

@@ -1,0 +1,205 @@
+"""The portal's batch pages: upload through the form, progress, the error table and report."""
+
+import datetime
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from endorsements.models import BatchRowError, EndorsementBatch, EndorsementRequest
+from tests.factories import EmployerFactory, PlanFactory, PlanRateFactory, PolicyFactory, hr_user_create
+
+pytestmark = pytest.mark.django_db
+
+HEADER = (
+    "action,employee_code,relation,first_name,last_name,date_of_birth,gender,email,phone,"
+    "date_of_joining,event_date,effective_date,policy_number,plan_code,sum_insured"
+)
+
+
+@pytest.fixture
+def hr(client):
+    employer = EmployerFactory()
+    client.force_login(hr_user_create(employer=employer))
+    client.employer = employer
+    return client
+
+
+def batch_create(employer, **fields) -> EndorsementBatch:
+    values = {
+        "employer": employer,
+        "source": "CSV",
+        "file_format": "CSV",
+        "file_name": "people.csv",
+        "state": EndorsementBatch.State.PROCESSING,
+        "rows_total": 0,
+        "progress": 40,
+    }
+    values.update(fields)
+    return EndorsementBatch.objects.create(**values)
+
+
+def completed_batch(employer, *, errors: int = 2) -> EndorsementBatch:
+    batch = batch_create(
+        employer,
+        state=EndorsementBatch.State.COMPLETED,
+        rows_total=errors + 1,
+        accepted_count=1,
+        rejected_count=errors,
+        progress=100,
+    )
+    BatchRowError.objects.bulk_create(
+        BatchRowError(
+            batch=batch,
+            row_number=row,
+            column="effective_date",
+            code="date_invalid",
+            message="effective_date must be a real date as YYYY-MM-DD.",
+            raw={"action": "ADD", "employee_code": f"E{row}", "first_name": '=HYPERLINK("x")'},
+        )
+        for row in range(3, 3 + errors)
+    )
+    return batch
+
+
+def test_a_batch_in_progress_shows_the_live_progress_bar(hr):
+    batch = batch_create(hr.employer, rows_total=10, accepted_count=3, rejected_count=1)
+    response = hr.get(f"/portal/batches/{batch.pk}/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert '<progress id="batch-progress-bar" max="100" value="40">40%</progress>' in html
+    assert 'role="status" aria-live="polite"' in html
+    assert f'data-status-url="/portal/batches/{batch.pk}/status"' in html
+    assert 'data-socket-path="/ws/notifications/"' in html
+    assert "/static/portal/batch.js" in html
+    assert "The rows with errors will be listed here when processing finishes." in html
+    assert "Download the error report" not in html
+
+
+def test_the_status_endpoint_gives_the_counts_the_websocket_sends(hr):
+    batch = batch_create(hr.employer, rows_total=10, accepted_count=3, rejected_count=1, duplicate_count=2)
+    response = hr.get(f"/portal/batches/{batch.pk}/status")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert "no-cache" in response["Cache-Control"]
+    assert response.json() == {
+        "batch_id": batch.pk,
+        "state": "PROCESSING",
+        "progress": 40,
+        "rows_total": 10,
+        "accepted_count": 3,
+        "rejected_count": 1,
+        "duplicate_count": 2,
+        "failure_reason": "",
+    }
+
+
+def test_a_completed_batch_lists_its_row_errors_with_the_report_link(hr):
+    batch = completed_batch(hr.employer, errors=2)
+    response = hr.get(f"/portal/batches/{batch.pk}/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "/static/portal/batch.js" not in html
+    assert f'href="/portal/batches/{batch.pk}/errors.csv" download' in html
+    assert '<caption id="errors-caption">2 errors</caption>' in html
+    assert html.count("<code>date_invalid</code>") == 2
+    assert '<td class="num">3</td>' in html and '<td class="num">4</td>' in html
+    assert f'href="/portal/endorsements/?batch={batch.pk}"' in html
+
+
+def test_the_error_report_downloads_as_csv_with_formulas_escaped(hr):
+    batch = completed_batch(hr.employer, errors=1)
+    response = hr.get(f"/portal/batches/{batch.pk}/errors.csv")
+    assert response.status_code == 200
+    assert response.streaming
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"] == f'attachment; filename="batch-{batch.pk}-errors.csv"'
+    lines = b"".join(response.streaming_content).decode().split("\r\n")
+    assert lines[0] == f"row_number,{HEADER},errors"
+    assert lines[1] == (
+        '3,ADD,E3,,"\'=HYPERLINK(""x"")",,,,,,,,,,,,'
+        "effective_date: date_invalid: effective_date must be a real date as YYYY-MM-DD."
+    )
+    assert lines[2:] == [""]
+
+
+def test_another_employers_batch_is_not_found(hr):
+    theirs = completed_batch(EmployerFactory())
+    for path in ("/", "/status", "/errors.csv"):
+        assert hr.get(f"/portal/batches/{theirs.pk}{path}").status_code == 404, path
+    assert hr.get("/portal/batches/999999/").status_code == 404
+
+
+def test_the_error_table_is_paginated_with_bounded_queries(hr, settings, django_assert_max_num_queries):
+    settings.PORTAL_PAGE_SIZE = 2
+    small = completed_batch(hr.employer, errors=3)
+    large = completed_batch(hr.employer, errors=30)
+    # session, user, membership+employer, batch, batch (batch_errors checks scope), count, page
+    with django_assert_max_num_queries(7):
+        first = hr.get(f"/portal/batches/{small.pk}/")
+    with django_assert_max_num_queries(7):
+        last = hr.get(f"/portal/batches/{large.pk}/?page=15")
+    assert "page 1 of 2" in first.content.decode()
+    html = last.content.decode()
+    assert "30 errors, page 15 of 15" in html
+    assert '<td class="num">31</td>' in html and '<td class="num">32</td>' in html
+    assert '<a href="?page=14" rel="prev">Previous</a>' in html
+
+
+# --- uploading through the portal ----------------------------------------------------------
+
+
+@pytest.fixture
+def policy(hr):
+    today = datetime.date.today()
+    policy = PolicyFactory(
+        employer=hr.employer,
+        number="POL-PORTAL",
+        start_date=today - datetime.timedelta(days=100),
+        end_date=today + datetime.timedelta(days=264),
+    )
+    plan = PlanFactory(policy=policy, code="GOLD", sum_insured_options=[500000])
+    PlanRateFactory(plan=plan, relation="SELF", age_from=18, age_to=65, sum_insured=500000)
+    return policy
+
+
+def upload_file(rows: list[str], name: str = "people.csv") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, ("\r\n".join([HEADER, *rows]) + "\r\n").encode(), content_type="text/csv")
+
+
+def test_uploading_a_file_accepts_good_rows_and_reports_bad_ones(
+    hr, policy, django_capture_on_commit_callbacks
+):
+    # given a file with one good row and two bad ones
+    today = datetime.date.today().isoformat()
+    rows = [
+        f"ADD,E100,SELF,Asha,Rao,1990-01-15,F,asha@example.com,+919812345678,{today},,{today},POL-PORTAL,GOLD,500000",
+        f"ADD,E101,SELF,Ravi,Kumar,1988-02-30,M,,,{today},,{today},POL-PORTAL,GOLD,500000",
+        f"ADD,E102,SELF,,Iyer,1991-03-03,F,,,{today},,{today},POL-PORTAL,GOLD,500000",
+    ]
+    # when the HR user uploads it (processing runs eagerly once the upload commits)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = hr.post("/portal/", {"file": upload_file(rows)})
+    # then they are taken to the batch, which accepted one row and reported two
+    batch = EndorsementBatch.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/portal/batches/{batch.pk}/"
+    batch.refresh_from_db()
+    assert (batch.employer_id, batch.file_name, batch.source) == (hr.employer.pk, "people.csv", "CSV")
+    assert (batch.state, batch.rows_total, batch.accepted_count, batch.rejected_count) == (
+        "COMPLETED",
+        3,
+        1,
+        2,
+    )
+    assert list(EndorsementRequest.objects.values_list("member_data__employee_code", flat=True)) == ["E100"]
+    page = hr.get(response["Location"]).content.decode()
+    assert '<caption id="errors-caption">2 errors</caption>' in page
+    assert '<td class="num">3</td>' in page and '<td class="num">4</td>' in page
+
+
+def test_a_file_the_service_refuses_shows_its_message_and_stores_nothing(hr):
+    response = hr.post("/portal/", {"file": upload_file([])})
+    assert response.status_code == 422
+    assert "The file has a header but no data rows." in response.content.decode()
+    assert EndorsementBatch.objects.count() == 0
+    assert EndorsementRequest.objects.count() == 0

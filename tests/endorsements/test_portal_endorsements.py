@@ -1,0 +1,145 @@
+"""The portal's endorsement pages: the filtered, paginated list and each one's timeline."""
+
+import datetime
+
+import pytest
+
+from endorsements.models import EndorsementBatch, EndorsementRequest, EndorsementTransition
+from tests.factories import EmployerFactory, hr_user_create
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def hr(client):
+    employer = EmployerFactory()
+    client.force_login(hr_user_create(employer=employer))
+    client.employer = employer
+    return client
+
+
+def endorsement_create(employer, *, code: str, **fields) -> EndorsementRequest:
+    values = {
+        "employer": employer,
+        "type": "ADD",
+        "source": "API",
+        "state": "VALIDATED",
+        "member_data": {"employee_code": code, "relation": "SELF", "first_name": "Asha", "last_name": "Rao"},
+        "effective_date": datetime.date(2026, 5, 1),
+        "premium_amount": 708_000,
+        "tax_amount": 108_000,
+        "content_hash": f"hash-{code}",
+    }
+    values.update(fields)
+    return EndorsementRequest.objects.create(**values)
+
+
+def test_the_list_shows_only_the_employers_endorsements(hr):
+    mine = endorsement_create(hr.employer, code="E1")
+    theirs = endorsement_create(EmployerFactory(), code="E2")
+    response = hr.get("/portal/endorsements/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert f'href="/portal/endorsements/{mine.tracking_id}/"' in html
+    assert theirs.tracking_id not in html
+    assert '<caption id="results-caption">1 endorsement</caption>' in html
+    assert '<td class="num">7,080.00</td>' in html
+
+
+def test_the_list_filters_by_state_type_employee_and_batch(hr):
+    batch = EndorsementBatch.objects.create(employer=hr.employer, source="CSV", file_format="CSV")
+    wanted = endorsement_create(
+        hr.employer, code="E7", type="DELETE", state="REJECTED", batch=batch, row_number=2
+    )
+    endorsement_create(hr.employer, code="E7", type="DELETE", state="VALIDATED", batch=batch)
+    endorsement_create(hr.employer, code="E8", type="DELETE", state="REJECTED", batch=batch)
+    endorsement_create(hr.employer, code="E7", type="ADD", state="REJECTED", batch=batch)
+    endorsement_create(hr.employer, code="E7", type="DELETE", state="REJECTED")
+    response = hr.get(
+        "/portal/endorsements/",
+        {"state": "REJECTED", "type": "DELETE", "employee_code": " E7 ", "batch": batch.pk},
+    )
+    html = response.content.decode()
+    assert '<caption id="results-caption">1 endorsement</caption>' in html
+    assert wanted.tracking_id in html
+    assert '<option value="REJECTED" selected>REJECTED</option>' in html
+
+
+def test_the_list_filters_by_effective_and_received_dates(hr):
+    may = endorsement_create(hr.employer, code="E1", effective_date=datetime.date(2026, 5, 1))
+    june = endorsement_create(hr.employer, code="E2", effective_date=datetime.date(2026, 6, 1))
+    response = hr.get("/portal/endorsements/", {"effective_from": "2026-05-15", "effective_to": "2026-06-30"})
+    html = response.content.decode()
+    assert june.tracking_id in html and may.tracking_id not in html
+    today = datetime.date.today().isoformat()
+    assert hr.get("/portal/endorsements/", {"created_from": today}).context["page"].paginator.count == 2
+
+
+def test_invalid_filters_are_explained_and_list_nothing(hr):
+    endorsement_create(hr.employer, code="E1")
+    response = hr.get(
+        "/portal/endorsements/",
+        {
+            "state": "NOPE",
+            "effective_from": "2026-13-01",
+            "created_from": "2026-06-02",
+            "created_to": "2026-06-01",
+        },
+    )
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "Select a valid choice. NOPE is not one of the available choices." in html
+    assert "Enter a valid date." in html
+    assert "The end date is before the start date." in html
+    assert "Correct the filters above to see endorsements." in html
+    assert response.context["page"] is None
+
+
+def test_the_list_is_paginated_with_bounded_queries(hr, settings, django_assert_max_num_queries):
+    settings.PORTAL_PAGE_SIZE = 10
+    for number in range(25):
+        endorsement_create(hr.employer, code=f"E{number:03d}")
+    # session, user, membership+employer, count, page
+    with django_assert_max_num_queries(5):
+        response = hr.get("/portal/endorsements/", {"type": "ADD", "page": 3})
+    html = response.content.decode()
+    assert "25 endorsements, page 3 of 3" in html
+    assert html.count('href="/portal/endorsements/END-') == 5
+    assert '<a href="?type=ADD&amp;page=2" rel="prev">Previous</a>' in html
+
+
+def test_an_endorsement_shows_its_timeline_and_reasons(hr):
+    endorsement = endorsement_create(
+        hr.employer,
+        code="E9",
+        state="REJECTED",
+        premium_amount=None,
+        tax_amount=None,
+        rejection_reasons=[
+            {"field": "date_of_birth", "code": "age_out_of_range", "message": "Too old for the plan."}
+        ],
+    )
+    EndorsementTransition.objects.create(
+        endorsement=endorsement, from_state="", to_state="RECEIVED", actor="client:x"
+    )
+    EndorsementTransition.objects.create(
+        endorsement=endorsement,
+        from_state="RECEIVED",
+        to_state="REJECTED",
+        actor="system:validation",
+        reason="age",
+    )
+    response = hr.get(f"/portal/endorsements/{endorsement.tracking_id}/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert html.index("<strong>RECEIVED</strong>") < html.index("<strong>REJECTED</strong>")
+    assert "by system:validation" in html
+    assert "<code>date_of_birth</code>: Too old for the plan." in html
+    assert "not priced yet" in html
+    assert '<tr><th scope="row"><code>employee_code</code></th><td>E9</td></tr>' in html
+
+
+def test_another_employers_endorsement_is_not_found(hr):
+    theirs = endorsement_create(EmployerFactory(), code="E1")
+    assert hr.get(f"/portal/endorsements/{theirs.tracking_id}/").status_code == 404
+    assert hr.get("/portal/endorsements/END-NOPE/").status_code == 404
