@@ -38,6 +38,16 @@ def account_lock(account_id: int) -> Account:
     return account
 
 
+def account_lock_by(**related) -> Account | None:
+    """Lock the account of a related row in one round trip, e.g. `account_lock_by(holds__id=7)`.
+
+    Only the account row is locked (`OF self`); None if no such row. The related row's
+    `account_id` never changes (triggers), so the join cannot pick a stale account.
+    """
+    _require_transaction()
+    return Account.objects.select_for_update(no_key=True, of=("self",)).filter(**related).first()
+
+
 def accounts_lock(account_ids: Iterable[int]) -> dict[int, Account]:
     """Lock several account rows in pk order (so two lockers never deadlock)."""
     _require_transaction()

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import structlog
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from ems.audit import audit_record
@@ -68,7 +69,7 @@ from ledger.errors import (
     TopUpNotFound,
 )
 from ledger.handlers import PARKED, PLACED, FundsEvent, funds_notify
-from ledger.locks import account_lock
+from ledger.locks import account_lock, account_lock_by
 from ledger.models import Account, Adjustment, Entry, Hold, ParkedRequest, TopUp
 
 log = structlog.get_logger(__name__)
@@ -502,6 +503,13 @@ def _placement_probe(
     account: Account, keys: list[str]
 ) -> tuple[dict[str, Hold], dict[str, ParkedRequest], bool]:
     """Holds and parked requests already made with these keys, and whether the queue is non-empty."""
+    if len(keys) == 1:
+        # The hot path (one hold_place): one round trip; rows are loaded only for a repeat.
+        with connection.cursor() as cursor:
+            cursor.execute(_PROBE_SQL, [account.pk, keys[0], account.pk, keys[0], account.pk])
+            hold_id, parked_id, queue_waiting = cursor.fetchone()
+        if hold_id is None and parked_id is None:
+            return {}, {}, bool(queue_waiting)
     holds = {h.idempotency_key: h for h in Hold.objects.filter(account=account, idempotency_key__in=keys)}
     parked = {
         p.idempotency_key: p
@@ -511,6 +519,14 @@ def _placement_probe(
     }
     queue_waiting = ParkedRequest.objects.filter(account=account, state=ParkedRequest.State.PARKED).exists()
     return holds, parked, queue_waiting
+
+
+_PROBE_SQL = """
+SELECT
+    (SELECT id FROM ledger_hold WHERE account_id = %s AND idempotency_key = %s),
+    (SELECT id FROM ledger_parkedrequest WHERE account_id = %s AND idempotency_key = %s),
+    EXISTS (SELECT 1 FROM ledger_parkedrequest WHERE account_id = %s AND state = 'PARKED')
+"""
 
 
 def _placement_repeat(
@@ -820,16 +836,25 @@ def hold_capture(
     if amount is not None:
         amount_valid(amount)
     _key_valid(idempotency_key)
-    account_id = _hold_account_id(hold_id)
     entry_key = f"capture:{idempotency_key}"
 
     def run() -> Hold:
-        account = account_lock(account_id)
-        hold = Hold.objects.get(pk=hold_id)
+        account = account_lock_by(holds__id=hold_id)
+        if account is None:
+            raise HoldNotFound()
+        # the hold and any entry already made with this key, in one round trip
+        first = Entry.objects.filter(account_id=OuterRef("account_id"), idempotency_key=entry_key)
+        hold = (
+            Hold.objects.filter(pk=hold_id)
+            .annotate(
+                first_hold_id=Subquery(first.values("hold_id")[:1]),
+                first_amount=Subquery(first.values("amount")[:1]),
+            )
+            .get()
+        )
         wanted = hold.amount if amount is None else amount
-        first = Entry.objects.filter(account=account, idempotency_key=entry_key).first()
-        if first is not None:
-            if first.hold_id != hold.pk or -first.amount != wanted:
+        if hold.first_amount is not None:
+            if hold.first_hold_id != hold.pk or -hold.first_amount != wanted:
                 raise IdempotencyConflict()
             return hold
         if hold.state != Hold.State.PENDING:
