@@ -43,13 +43,15 @@ def event_emit(*, topic: str, key: str, event_type: str, employer_id: int | None
     _require_transaction()
     event_id = uuid.uuid4()
     payload = event_envelope(event_type=event_type, employer_id=employer_id, data=data, event_id=event_id)
-    return OutboxEvent.objects.create(
+    row = OutboxEvent.objects.create(
         event_id=event_id,
         sink=OutboxEvent.Sink.KAFKA,
         destination=topic,
         key=str(key),
         payload=payload,
     )
+    _relay_after_commit()
+    return row
 
 
 def document_emit(*, collection: str, document: dict) -> OutboxEvent:
@@ -57,12 +59,14 @@ def document_emit(*, collection: str, document: dict) -> OutboxEvent:
     _require_transaction()
     event_id = uuid.uuid4()
     document = {**_json_safe(document), "event_id": str(event_id)}
-    return OutboxEvent.objects.create(
+    row = OutboxEvent.objects.create(
         event_id=event_id,
         sink=OutboxEvent.Sink.MONGO,
         destination=collection,
         payload=document,
     )
+    _relay_after_commit()
+    return row
 
 
 def events_bulk_emit(rows: list[dict]) -> None:
@@ -87,6 +91,17 @@ def events_bulk_emit(rows: list[dict]) -> None:
             )
         )
     OutboxEvent.objects.bulk_create(objects, batch_size=1000)
+    _relay_after_commit()
+
+
+def _relay_after_commit() -> None:
+    # A hint to relay soon; beat and `relay_outbox --loop` deliver the rows regardless.
+    def kick() -> None:
+        from ems.outbox_relay import relay_soon
+
+        relay_soon()
+
+    transaction.on_commit(kick, robust=True)
 
 
 def _require_transaction() -> None:

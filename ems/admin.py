@@ -1,0 +1,245 @@
+"""Admin for the platform: the outbox and idempotency records (read-only) and the audit trail.
+
+- Outbox events: read-only for everyone, superusers included (rows change only through
+  the relay). The "Retry now" action clears the backoff of the selected rows' sinks
+  through `ems.outbox_relay.outbox_backoff_clear`; it needs `ems.retry_outboxevent`.
+  The list page says which sinks are backing off and whether the Kafka relay is off.
+- Idempotency records: read-only.
+- Audit trail (`/admin/ems/audit-trail/`): audit records read from MongoDB through
+  `ems.audit_reader`, filtered by actor, action, object, employer and date; it needs
+  `ems.view_audit_trail`. The default admin site has no hook for extra pages, so
+  `_audit_trail_install` wraps its `get_urls` (the page) and `get_app_list` (the link in
+  the index and the sidebar). If MongoDB is unreachable the page says so (503).
+"""
+
+import datetime
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import QueryDict
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from pymongo.errors import PyMongoError
+
+from ems import clients
+from ems.audit_reader import audit_search
+from ems.models import IdempotencyRecord, OutboxEvent
+from ems.outbox_relay import SINKS, backoff_remaining, outbox_backoff_clear
+
+AUDIT_TRAIL_PERMISSION = "ems.view_audit_trail"
+OUTBOX_RETRY_PERMISSION = "ems.retry_outboxevent"
+AUDIT_PAGE_SIZE = 50
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Nobody adds, edits or deletes these rows here, superusers included."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class DeliveredFilter(admin.SimpleListFilter):
+    title = "delivered"
+    parameter_name = "delivered"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "Delivered"), ("no", "Pending"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(delivered_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(delivered_at__isnull=True)
+        return queryset
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(ReadOnlyAdmin):
+    list_display = ("id", "sink", "destination", "key", "created_at", "delivered_at", "attempts", "error")
+    list_filter = ("sink", DeliveredFilter)
+    search_fields = ("=key", "=destination")
+    ordering = ("-id",)
+    list_per_page = 100
+    show_full_result_count = False
+    actions = ["retry_now"]
+    fields = (
+        "event_id",
+        "sink",
+        "destination",
+        "key",
+        "created_at",
+        "delivered_at",
+        "attempts",
+        "last_error",
+        "payload",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="last error")
+    def error(self, obj: OutboxEvent) -> str:
+        return obj.last_error[:80]
+
+    def has_retry_permission(self, request) -> bool:
+        return request.user.has_perm(OUTBOX_RETRY_PERMISSION)
+
+    @admin.action(
+        description="Retry now: clear the backoff of the selected rows' sinks", permissions=["retry"]
+    )
+    def retry_now(self, request, queryset) -> None:
+        sinks = set(queryset.order_by().values_list("sink", flat=True).distinct())
+        cleared = outbox_backoff_clear(sinks=sinks, actor=request.user.get_username())
+        self.message_user(
+            request,
+            f"Backoff cleared for {', '.join(cleared)}; the next relay run tries now.",
+            messages.SUCCESS,
+        )
+
+    def changelist_view(self, request, extra_context=None):
+        if request.method == "GET":
+            for sink in SINKS:
+                if sink == OutboxEvent.Sink.KAFKA and not clients.kafka_enabled():
+                    self.message_user(
+                        request,
+                        "The Kafka relay is off (KAFKA_BOOTSTRAP_SERVERS is empty): Kafka rows stay pending.",
+                        messages.INFO,
+                    )
+                    continue
+                waiting = backoff_remaining(sink)
+                if waiting > 0:
+                    self.message_user(
+                        request,
+                        f"{sink} is backing off after failures: next try in {waiting:.0f} s.",
+                        messages.WARNING,
+                    )
+        return super().changelist_view(request, extra_context)
+
+
+@admin.register(IdempotencyRecord)
+class IdempotencyRecordAdmin(ReadOnlyAdmin):
+    list_display = ("id", "caller", "scope", "key", "state", "response_status", "created_at")
+    list_filter = ("state", "scope")
+    search_fields = ("=caller", "=key")
+    ordering = ("-id",)
+    list_per_page = 100
+    show_full_result_count = False
+
+
+# --- the audit trail page ---------------------------------------------------------------
+
+
+class AuditTrailFilterForm(forms.Form):
+    actor = forms.CharField(required=False, max_length=150)
+    action = forms.CharField(required=False, max_length=100)
+    object_type = forms.CharField(required=False, max_length=100)
+    object_id = forms.CharField(required=False, max_length=100)
+    employer_id = forms.IntegerField(required=False, min_value=1)
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text="inclusive"
+    )
+    page = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+    def search_filters(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "actor": data["actor"] or None,
+            "action": data["action"] or None,
+            "object_type": data["object_type"] or None,
+            "object_id": data["object_id"] or None,
+            "employer_id": data["employer_id"],
+            "since": _day_start(data["since"]) if data["since"] else None,
+            "until": _day_start(data["until"] + datetime.timedelta(days=1)) if data["until"] else None,
+        }
+
+
+def _day_start(day: datetime.date) -> datetime.datetime:
+    return timezone.make_aware(datetime.datetime.combine(day, datetime.time.min))
+
+
+def audit_trail_view(request):
+    if not request.user.has_perm(AUDIT_TRAIL_PERMISSION):
+        raise PermissionDenied
+    form = AuditTrailFilterForm(request.GET or None)
+    records: list[dict] = []
+    error = ""
+    page = 1
+    status = 200
+    if not form.is_bound or form.is_valid():
+        filters = form.search_filters() if form.is_bound else {}
+        page = (form.cleaned_data.get("page") if form.is_bound else None) or 1
+        try:
+            records = audit_search(**filters, limit=AUDIT_PAGE_SIZE + 1, skip=(page - 1) * AUDIT_PAGE_SIZE)
+        except PyMongoError as exc:
+            status = 503
+            error = (
+                "The audit store (MongoDB) is unreachable, so the audit trail cannot be shown right now. "
+                "No record is lost: audit records wait in the outbox and are delivered when MongoDB is back. "
+                f"({type(exc).__name__})"
+            )
+    has_next = len(records) > AUDIT_PAGE_SIZE
+    context = {
+        **admin.site.each_context(request),
+        "title": "Audit trail",
+        "form": form,
+        "records": records[:AUDIT_PAGE_SIZE],
+        "error": error,
+        "page": page,
+        "previous_query": _page_query(request, page - 1) if page > 1 else "",
+        "next_query": _page_query(request, page + 1) if has_next else "",
+    }
+    return TemplateResponse(request, "admin/ems/audit_trail.html", context, status=status)
+
+
+def _page_query(request, page: int) -> str:
+    query: QueryDict = request.GET.copy()
+    query["page"] = str(page)
+    return query.urlencode()
+
+
+def _audit_trail_install(site: admin.AdminSite) -> None:
+    original_get_urls = site.get_urls
+    original_get_app_list = site.get_app_list
+
+    def get_urls():
+        page = path("ems/audit-trail/", site.admin_view(audit_trail_view), name="ems_audit_trail")
+        return [page, *original_get_urls()]
+
+    def get_app_list(request, app_label=None):
+        app_list = original_get_app_list(request, app_label)
+        if request.user.has_perm(AUDIT_TRAIL_PERMISSION):
+            for app in app_list:
+                if app["app_label"] == "ems":
+                    app["models"].append(
+                        {
+                            "model": None,
+                            "name": "Audit trail",
+                            "object_name": "AuditTrail",
+                            "perms": {"add": False, "change": False, "delete": False, "view": True},
+                            "admin_url": reverse("admin:ems_audit_trail", current_app=site.name),
+                            "add_url": None,
+                            "view_only": True,
+                        }
+                    )
+                    app["models"].sort(key=lambda model: model["name"])
+        return app_list
+
+    site.get_urls = get_urls
+    site.get_app_list = get_app_list
+
+
+_audit_trail_install(admin.site)
+
+
+def audit_trail_url(*, object_type: str, object_id: str | int) -> str:
+    """The audit trail page filtered to one object; other apps' admins link to it."""
+    query = QueryDict(mutable=True)
+    query.update({"object_type": object_type, "object_id": str(object_id)})
+    return f"{reverse('admin:ems_audit_trail')}?{query.urlencode()}"
