@@ -24,7 +24,6 @@ periodic parked sweep and the orchestrator's own sweeps re-read them.
 """
 
 from collections.abc import Callable
-from functools import partial
 
 import structlog
 from django.db import transaction
@@ -72,9 +71,13 @@ def unregister_funds_handler(handler: FundsHandler) -> None:
 def funds_notify(reference: str, event: FundsEvent) -> None:
     """Schedule every registered handler for after the current transaction commits."""
     for handler in list(_handlers):
-        transaction.on_commit(partial(_call, handler, reference, event), robust=True)
+        transaction.on_commit(_call(handler, reference, event), robust=True)
 
 
-def _call(handler: FundsHandler, reference: str, event: FundsEvent) -> None:
-    log.info("ledger.funds_handler", reference=reference, funds_event=str(event), hold_id=event.hold_id)
-    handler(reference, event)
+def _call(handler: FundsHandler, reference: str, event: FundsEvent) -> Callable[[], None]:
+    # A named function, not functools.partial: robust on_commit logs the callback's __qualname__.
+    def funds_handler_call() -> None:
+        log.info("ledger.funds_handler", reference=reference, funds_event=str(event), hold_id=event.hold_id)
+        handler(reference, event)
+
+    return funds_handler_call
