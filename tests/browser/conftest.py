@@ -6,7 +6,7 @@
   queued in Redis as in production.
 - `celery_worker`: a function that starts a real Celery worker subprocess on the same
   database and broker (stopped after the test), so a test decides when processing runs.
-- `page`: a fresh browser context and page per test; `browser` is shared by the session.
+- `browser` / `page`: Chromium and a fresh page for each test.
 
 Tests using these must be `transaction=True`, so the server process sees their data.
 """
@@ -125,6 +125,25 @@ def asgi_server(django_db_setup, django_db_blocker, tmp_path_factory):
         time.sleep(0.2)
     yield base_url
     _stop(process)
+    with django_db_blocker.unblock():
+        _wait_for_other_sessions_to_end()
+
+
+def _wait_for_other_sessions_to_end(timeout: float = 10) -> None:
+    """PostgreSQL ends a dead client's backend a moment after the process exits; the test
+    database can only be dropped once it has."""
+    from django.db import connection
+
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.1)
 
 
 @pytest.fixture
@@ -164,22 +183,23 @@ def celery_worker(tmp_path):
         process.log_file.close()
 
 
-@pytest.fixture(scope="session")
-def browser():
+@pytest.fixture
+def browser(monkeypatch):
+    """Chromium for one test. Playwright's sync API runs an event loop on this thread while
+    it lives, so Django's async-safety check is lifted for this test only (the ORM calls the
+    test makes between browser steps are plain synchronous code); a session-wide browser
+    would leave that loop, and the lifted check, over every later test."""
+    from django.db import connections
     from playwright.sync_api import sync_playwright
 
-    # Playwright's sync API keeps an event loop on this thread; the ORM calls these tests
-    # make between browser steps are plain synchronous code.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
-    if previous is None:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+        # While the loop runs, Django keeps the connections this test opened in context
+        # storage rather than the thread's: close them now, or they outlive the test.
+        connections.close_all()
 
 
 @pytest.fixture

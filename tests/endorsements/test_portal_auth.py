@@ -77,8 +77,9 @@ def test_staff_and_users_without_an_employer_cannot_log_in_to_the_portal(client,
     assert "_auth_user_id" not in client.session
 
 
-def test_a_staff_session_gets_the_forbidden_page(client):
-    client.force_login(UserFactory(is_staff=True))
+@pytest.mark.parametrize("is_staff", [True, False])
+def test_a_session_without_an_employer_gets_the_forbidden_page(client, is_staff):
+    client.force_login(UserFactory(is_staff=is_staff))
     response = client.get("/portal/")
     assert response.status_code == 403
     assert "The HR portal is not available to this account" in response.content.decode()

@@ -203,3 +203,26 @@ def test_a_file_the_service_refuses_shows_its_message_and_stores_nothing(hr):
     assert "The file has a header but no data rows." in response.content.decode()
     assert EndorsementBatch.objects.count() == 0
     assert EndorsementRequest.objects.count() == 0
+
+
+def test_a_bad_header_is_explained_column_by_column(hr):
+    content = b"action,employee_code,relation,salary,relation\r\nADD,E1,SELF,10,SELF\r\n"
+    upload = SimpleUploadedFile("people.csv", content, content_type="text/csv")
+    response = hr.post("/portal/", {"file": upload})
+    html = response.content.decode()
+    assert response.status_code == 422
+    assert "The header row is not valid." in html
+    assert "Unknown column &#x27;salary&#x27;." in html
+    assert "Column &#x27;relation&#x27; appears more than once." in html
+    assert "Required column &#x27;effective_date&#x27; is missing." in html
+    assert EndorsementBatch.objects.count() == 0
+
+
+def test_a_file_over_the_size_limit_is_refused_with_413(hr, policy, settings):
+    settings.UPLOAD_MAX_BYTES = 200
+    today = datetime.date.today().isoformat()
+    row = f"ADD,E100,SELF,Asha,Rao,1990-01-15,F,,,{today},,{today},POL-PORTAL,GOLD,500000"
+    response = hr.post("/portal/", {"file": upload_file([row, row])})
+    assert response.status_code == 413
+    assert "The file is larger than the limit of 200 bytes." in response.content.decode()
+    assert EndorsementBatch.objects.count() == 0
