@@ -143,3 +143,12 @@ def test_another_employers_endorsement_is_not_found(hr):
     theirs = endorsement_create(EmployerFactory(), code="E1")
     assert hr.get(f"/portal/endorsements/{theirs.tracking_id}/").status_code == 404
     assert hr.get("/portal/endorsements/END-NOPE/").status_code == 404
+
+
+def test_a_superseded_endorsement_links_to_its_replacement(hr, django_assert_max_num_queries):
+    newer = endorsement_create(hr.employer, code="E5")
+    older = endorsement_create(hr.employer, code="E5", state="SUPERSEDED", superseded_by=newer)
+    # session, user, membership+employer, endorsement (with its replacement), transitions
+    with django_assert_max_num_queries(5):
+        html = hr.get(f"/portal/endorsements/{older.tracking_id}/").content.decode()
+    assert f'<dt>Replaced by</dt><dd><a href="/portal/endorsements/{newer.tracking_id}/">' in html
