@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import Iterable, Iterator
 
 import structlog
-from django.db import transaction
+from django.db import connection, transaction
 
 from ems.redis_lock import LockBackendUnavailable, LockNotAcquired, lock_acquire, lock_release
 from ledger.errors import AccountNotFound
@@ -29,23 +29,45 @@ _UNLOCK_SCRIPT = (
 )
 
 
+def _account_columns(alias: str = "") -> str:
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(f'{prefix}"{field.column}"' for field in Account._meta.concrete_fields)
+
+
+# Plain SQL on the hot path: no joins (Account's Meta.ordering would add some, and FOR
+# UPDATE would then lock the employer and insurer rows too) and no query compilation.
+_LOCK_SQL = f"SELECT {_account_columns()} FROM ledger_account WHERE id = %s FOR NO KEY UPDATE"
+_LOCK_FOR_HOLD_SQL = (
+    f"SELECT {_account_columns('a')} FROM ledger_account a JOIN ledger_hold h ON h.account_id = a.id"
+    " WHERE h.id = %s FOR NO KEY UPDATE OF a"
+)
+
+
+def _account_locked(sql: str, params: list) -> Account | None:
+    _require_transaction()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return Account.from_db(connection.alias, [f.attname for f in Account._meta.concrete_fields], row)
+
+
 def account_lock(account_id: int) -> Account:
     """Lock one account row for the rest of the transaction; AccountNotFound if missing."""
-    _require_transaction()
-    account = Account.objects.select_for_update(no_key=True).filter(pk=account_id).first()
+    account = _account_locked(_LOCK_SQL, [account_id])
     if account is None:
         raise AccountNotFound()
     return account
 
 
-def account_lock_by(**related) -> Account | None:
-    """Lock the account of a related row in one round trip, e.g. `account_lock_by(holds__id=7)`.
+def account_lock_for_hold(hold_id: int) -> Account | None:
+    """Lock the account of a hold in one round trip (None if no such hold).
 
-    Only the account row is locked (`OF self`); None if no such row. The related row's
-    `account_id` never changes (triggers), so the join cannot pick a stale account.
+    Only the account row is locked (`OF a`). A hold's `account_id` never changes (triggers),
+    so the join cannot pick a stale account.
     """
-    _require_transaction()
-    return Account.objects.select_for_update(no_key=True, of=("self",)).filter(**related).first()
+    return _account_locked(_LOCK_FOR_HOLD_SQL, [hold_id])
 
 
 def accounts_lock(account_ids: Iterable[int]) -> dict[int, Account]:
@@ -54,7 +76,9 @@ def accounts_lock(account_ids: Iterable[int]) -> dict[int, Account]:
     wanted = sorted(set(account_ids))
     accounts = {
         account.pk: account
-        for account in Account.objects.select_for_update(no_key=True).filter(pk__in=wanted).order_by("pk")
+        for account in Account.objects.select_for_update(no_key=True, of=("self",))
+        .filter(pk__in=wanted)
+        .order_by("pk")
     }
     if len(accounts) != len(wanted):
         raise AccountNotFound()

@@ -38,7 +38,6 @@ from typing import Any, TypeVar
 import structlog
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from ems.audit import audit_record
@@ -69,7 +68,7 @@ from ledger.errors import (
     TopUpNotFound,
 )
 from ledger.handlers import PARKED, PLACED, FundsEvent, funds_notify
-from ledger.locks import account_lock, account_lock_by
+from ledger.locks import account_lock, account_lock_for_hold
 from ledger.models import Account, Adjustment, Entry, Hold, ParkedRequest, TopUp
 
 log = structlog.get_logger(__name__)
@@ -255,6 +254,33 @@ def _emit(
 # --- the rows (balances move by trigger; we mirror them on the locked account) -----------
 
 
+# Plain SQL for the rows every money movement writes: these run under the account lock,
+# where Django's query compilation would be most of the time the lock is held.
+_ENTRY_INSERT_SQL = (
+    "INSERT INTO ledger_entry (account_id, kind, amount, reference, idempotency_key, hold_id, memo,"
+    " balance_after, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
+)
+_HOLD_INSERT_SQL = (
+    "INSERT INTO ledger_hold (account_id, reference, amount, captured_amount, state, idempotency_key,"
+    " expires_at, created_at, resolved_at)"
+    " VALUES (%s, %s, %s, NULL, 'PENDING', %s, %s, %s, NULL) RETURNING id"
+)
+_HOLD_RESOLVE_SQL = "UPDATE ledger_hold SET state = %s, resolved_at = %s, captured_amount = %s WHERE id = %s"
+_HOLD_COLUMNS = ", ".join(f'h."{field.column}"' for field in Hold._meta.concrete_fields)
+_HOLD_ATTNAMES = [field.attname for field in Hold._meta.concrete_fields]
+# The hold, and the entry (if any) already made with this capture key, in one round trip.
+_CAPTURE_PROBE_SQL = (
+    f"SELECT {_HOLD_COLUMNS}, e.hold_id, e.amount FROM ledger_hold h"
+    " LEFT JOIN ledger_entry e ON e.account_id = h.account_id AND e.idempotency_key = %s WHERE h.id = %s"
+)
+
+
+def _saved(instance):
+    instance._state.adding = False
+    instance._state.db = connection.alias
+    return instance
+
+
 def _entry_post(
     account: Account,
     *,
@@ -265,7 +291,7 @@ def _entry_post(
     hold: Hold | None = None,
     memo: str = "",
 ) -> Entry:
-    entry = Entry.objects.create(
+    entry = Entry(
         account=account,
         kind=kind,
         amount=amount,
@@ -274,23 +300,46 @@ def _entry_post(
         hold=hold,
         memo=memo,
         balance_after=account.posted + amount,
+        created_at=timezone.now(),
     )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _ENTRY_INSERT_SQL,
+            [
+                account.pk,
+                kind,
+                amount,
+                reference,
+                idempotency_key,
+                hold.pk if hold else None,
+                memo,
+                entry.balance_after,
+                entry.created_at,
+            ],
+        )
+        entry.pk = cursor.fetchone()[0]
     account.posted += amount
-    return entry
+    return _saved(entry)
 
 
 def _hold_create(
     account: Account, *, amount: int, reference: str, idempotency_key: str, expires_at: datetime
 ) -> Hold:
-    hold = Hold.objects.create(
+    hold = Hold(
         account=account,
         amount=amount,
         reference=reference,
         idempotency_key=idempotency_key,
         expires_at=expires_at,
+        created_at=timezone.now(),
     )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _HOLD_INSERT_SQL, [account.pk, reference, amount, idempotency_key, expires_at, hold.created_at]
+        )
+        hold.pk = cursor.fetchone()[0]
     account.held += amount
-    return hold
+    return _saved(hold)
 
 
 def _hold_resolve(
@@ -299,7 +348,8 @@ def _hold_resolve(
     hold.state = state
     hold.resolved_at = now
     hold.captured_amount = captured
-    hold.save(update_fields=["state", "resolved_at", "captured_amount"])
+    with connection.cursor() as cursor:
+        cursor.execute(_HOLD_RESOLVE_SQL, [state, now, captured, hold.pk])
     account.held -= hold.amount
 
 
@@ -839,22 +889,18 @@ def hold_capture(
     entry_key = f"capture:{idempotency_key}"
 
     def run() -> Hold:
-        account = account_lock_by(holds__id=hold_id)
+        account = account_lock_for_hold(hold_id)
         if account is None:
             raise HoldNotFound()
-        # the hold and any entry already made with this key, in one round trip
-        first = Entry.objects.filter(account_id=OuterRef("account_id"), idempotency_key=entry_key)
-        hold = (
-            Hold.objects.filter(pk=hold_id)
-            .annotate(
-                first_hold_id=Subquery(first.values("hold_id")[:1]),
-                first_amount=Subquery(first.values("amount")[:1]),
-            )
-            .get()
-        )
+        with connection.cursor() as cursor:
+            cursor.execute(_CAPTURE_PROBE_SQL, [entry_key, hold_id])
+            row = cursor.fetchone()
+        hold = Hold.from_db(connection.alias, _HOLD_ATTNAMES, row[:-2])
+        hold.account = account
+        first_hold_id, first_amount = row[-2:]
         wanted = hold.amount if amount is None else amount
-        if hold.first_amount is not None:
-            if hold.first_hold_id != hold.pk or -hold.first_amount != wanted:
+        if first_amount is not None:
+            if first_hold_id != hold.pk or -first_amount != wanted:
                 raise IdempotencyConflict()
             return hold
         if hold.state != Hold.State.PENDING:
