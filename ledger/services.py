@@ -1051,11 +1051,13 @@ def refund_post(
 
     def run() -> Entry:
         account = account_lock(account_id)
-        first = Entry.objects.filter(account=account, idempotency_key=entry_key).first()
-        if first is not None:
-            if (first.amount, first.reference) != (amount, reference):
+        with connection.cursor() as cursor:
+            cursor.execute(_REFUND_PROBE_SQL, [account.pk, account.pk, entry_key])
+            first_id, first_amount, first_reference, queue_waiting = cursor.fetchone()
+        if first_id is not None:
+            if (first_amount, first_reference) != (amount, reference):
                 raise IdempotencyConflict()
-            return first
+            return Entry.objects.get(pk=first_id)
         entry = _entry_post(
             account, kind=Entry.Kind.REFUND, amount=amount, reference=reference, idempotency_key=entry_key
         )
@@ -1067,10 +1069,19 @@ def refund_post(
             object_type="ledger.Entry",
             object_id=entry.pk,
         )
-        _wake(account, actor=actor)
+        if queue_waiting:
+            _wake(account, actor=actor)
         return entry
 
     return _atomic(run)
+
+
+# Any entry already made with the refund's key, and whether the queue waits, in one round trip.
+_REFUND_PROBE_SQL = (
+    "SELECT e.id, e.amount, e.reference,"
+    " EXISTS (SELECT 1 FROM ledger_parkedrequest WHERE account_id = %s AND state = 'PARKED')"
+    " FROM (SELECT 1) AS one LEFT JOIN ledger_entry e ON e.account_id = %s AND e.idempotency_key = %s"
+)
 
 
 def adjustment_request(
