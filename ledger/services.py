@@ -553,13 +553,12 @@ def _placement_probe(
     account: Account, keys: list[str]
 ) -> tuple[dict[str, Hold], dict[str, ParkedRequest], bool]:
     """Holds and parked requests already made with these keys, and whether the queue is non-empty."""
-    if len(keys) == 1:
-        # The hot path (one hold_place): one round trip; rows are loaded only for a repeat.
-        with connection.cursor() as cursor:
-            cursor.execute(_PROBE_SQL, [account.pk, keys[0], account.pk, keys[0], account.pk])
-            hold_id, parked_id, queue_waiting = cursor.fetchone()
-        if hold_id is None and parked_id is None:
-            return {}, {}, bool(queue_waiting)
+    # One round trip; the rows are loaded only when a key was used before (a repeat).
+    with connection.cursor() as cursor:
+        cursor.execute(_PROBE_SQL, [account.pk, keys, account.pk, keys, account.pk])
+        hold_used, parked_used, queue_waiting = cursor.fetchone()
+    if not hold_used and not parked_used:
+        return {}, {}, bool(queue_waiting)
     holds = {h.idempotency_key: h for h in Hold.objects.filter(account=account, idempotency_key__in=keys)}
     parked = {
         p.idempotency_key: p
@@ -573,10 +572,43 @@ def _placement_probe(
 
 _PROBE_SQL = """
 SELECT
-    (SELECT id FROM ledger_hold WHERE account_id = %s AND idempotency_key = %s),
-    (SELECT id FROM ledger_parkedrequest WHERE account_id = %s AND idempotency_key = %s),
+    EXISTS (SELECT 1 FROM ledger_hold WHERE account_id = %s AND idempotency_key = ANY(%s)),
+    EXISTS (SELECT 1 FROM ledger_parkedrequest WHERE account_id = %s AND idempotency_key = ANY(%s)),
     EXISTS (SELECT 1 FROM ledger_parkedrequest WHERE account_id = %s AND state = 'PARKED')
 """
+
+# A dispatch's holds in one INSERT from arrays (Django's bulk_create spends longer building
+# the statement than PostgreSQL spends running it).
+_HOLDS_INSERT_SQL = """
+INSERT INTO ledger_hold (account_id, reference, amount, captured_amount, state, idempotency_key,
+                         expires_at, created_at, resolved_at)
+SELECT %s, batch.reference, batch.amount, NULL, 'PENDING', batch.idempotency_key, batch.expires_at, %s, NULL
+FROM unnest(%s::varchar[], %s::bigint[], %s::varchar[], %s::timestamptz[])
+    AS batch(reference, amount, idempotency_key, expires_at)
+RETURNING id, idempotency_key
+"""
+
+
+def _holds_insert(account: Account, holds: list[Hold], now: datetime) -> None:
+    if not holds:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _HOLDS_INSERT_SQL,
+            [
+                account.pk,
+                now,
+                [h.reference for h in holds],
+                [h.amount for h in holds],
+                [h.idempotency_key for h in holds],
+                [h.expires_at for h in holds],
+            ],
+        )
+        ids = {key: pk for pk, key in cursor.fetchall()}
+    for hold in holds:
+        hold.pk = ids[hold.idempotency_key]
+        hold.created_at = now
+        _saved(hold)
 
 
 def _placement_repeat(
@@ -784,7 +816,7 @@ def holds_place_batch(
             else:
                 blocked = True
                 new_parked.append((index, ParkedRequest(**fields, expires_at=request.expires_at)))
-        Hold.objects.bulk_create([hold for _, hold in new_holds])
+        _holds_insert(account, [hold for _, hold in new_holds], now)
         ParkedRequest.objects.bulk_create([p for _, p in new_parked])
         account.held += sum(hold.amount for _, hold in new_holds)
         for index, hold in new_holds:
