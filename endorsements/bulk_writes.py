@@ -11,6 +11,7 @@ Callers pass plain tuples in the order of `columns` (database column names), alr
 converted to the values the column stores (JSON columns as `str` of JSON).
 """
 
+import json
 from collections.abc import Iterable, Sequence
 
 from django.db import connection, models
@@ -52,8 +53,6 @@ def rows_insert(model: type[models.Model], columns: Sequence[str], rows: Iterabl
         values = {}
         for column, attname, value in zip(columns, attnames, row, strict=True):
             if column in json_columns and isinstance(value, str):
-                import json
-
                 value = json.loads(value)
             values[attname] = value
         batch.append(model(**values))
@@ -96,9 +95,23 @@ def rows_update(model: type[models.Model], columns: Sequence[str], rows: Sequenc
         instance = model(pk=row[0])
         for attname, column, value in zip(attnames, columns, row[1:], strict=True):
             if isinstance(by_column[column], models.JSONField) and isinstance(value, str):
-                import json
-
                 value = json.loads(value)
             setattr(instance, attname, value)
         objects.append(instance)
     model.objects.bulk_update(objects, attnames, batch_size=200)
+
+
+def filter_any(queryset: models.QuerySet, field_name: str, values: Iterable) -> models.QuerySet:
+    """`field IN values` for thousands of values: one array parameter on PostgreSQL."""
+    values = list(values)
+    if not is_postgresql() or len(values) <= 100:
+        return queryset.filter(**{f"{field_name}__in": values})
+    field = queryset.model._meta.get_field(field_name)
+    table = connection.ops.quote_name(queryset.model._meta.db_table)
+    column = f"{table}.{connection.ops.quote_name(field.column)}"
+    array_type = (
+        "bigint[]"
+        if isinstance(field, models.ForeignKey | models.AutoField | models.BigIntegerField)
+        else "text[]"
+    )
+    return queryset.extra(where=[f"{column} = ANY(%s::{array_type})"], params=[values])  # noqa: S610

@@ -204,7 +204,7 @@ def csv_records(path: Path) -> Iterator[tuple[int, dict | None, list[RowIssue], 
         width = len(columns)
         for row_number, cells in enumerate(reader, start=2):
             if len(cells) == width:
-                if _is_blank(cells):
+                if not cells[0] and not "".join(cells).strip():
                     continue
                 record = dict(zip(columns, cells, strict=True))
                 yield row_number, record, [], record

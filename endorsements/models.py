@@ -368,7 +368,12 @@ class BatchRowError(models.Model):
 
 class EndorsementRequest(models.Model):
     tracking_id = models.CharField(max_length=32, unique=True, default=new_tracking_id, editable=False)
-    employer = models.ForeignKey(Employer, on_delete=models.PROTECT, related_name="endorsements")
+    # Indexes cost every intake row an entry (and again on each state change), so the
+    # table keeps only those queries use: employer lookups go through the composite
+    # indexes below, batch lookups through (batch, row_number).
+    employer = models.ForeignKey(
+        Employer, on_delete=models.PROTECT, related_name="endorsements", db_index=False
+    )
     policy = models.ForeignKey(
         Policy,
         null=True,
@@ -406,6 +411,7 @@ class EndorsementRequest(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="endorsements",
+        db_index=False,
     )
     row_number = models.PositiveIntegerField(null=True, blank=True)
     state = models.CharField(
@@ -423,8 +429,9 @@ class EndorsementRequest(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="supersedes",
+        db_index=False,  # a partial index below: almost every row has none
     )
-    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    received_at = models.DateTimeField(auto_now_add=True)
     validated_at = models.DateTimeField(null=True, blank=True)
     fund_locked_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -442,6 +449,18 @@ class EndorsementRequest(models.Model):
             models.Index(fields=["employer", "-received_at"], name="endorsement_recent_idx"),
             models.Index(fields=["batch", "row_number"], name="endorsement_batch_row_idx"),
             models.Index(fields=["employer", "policy", "member_key"], name="endorsement_member_key_idx"),
+            # Deleting or superseding checks who points at a row; NULLs need no entry.
+            models.Index(
+                fields=["superseded_by"],
+                name="endorsement_superseded_by_idx",
+                condition=Q(superseded_by__isnull=False),
+            ),
+            # The sweep for requests whose validation message was lost: RECEIVED rows only.
+            models.Index(
+                fields=["received_at"],
+                name="endorsement_received_queue_idx",
+                condition=Q(state="RECEIVED"),
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(attempts__gte=0), name="endorsement_attempts_non_negative"),

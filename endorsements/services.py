@@ -59,7 +59,7 @@ from endorsements.validation import COLUMNS, content_hash, endorsements_assess, 
 
 log = structlog.get_logger(__name__)
 
-CHUNK_ROWS = 10_000
+CHUNK_ROWS = 5_000
 VALIDATION_ACTOR = "system:validation"
 
 
@@ -518,15 +518,22 @@ def _requests_create(
         ("endorsement_id", "from_state", "to_state", "actor", "reason", "at"),
         ((pk, "", received, f"batch:{batch.pk}", "", now) for pk, _, _ in created),
     )
+    # One event for the chunk, not one per row: each row's own events start at validation.
     events_queue(
-        transition_event(
-            tracking_id=tracking_id,
-            employer_id=employer_id,
-            endorsement_type=endorsement_type,
-            from_state="",
-            to_state=received,
-        )
-        for _, tracking_id, endorsement_type in created
+        [
+            batch_event(
+                batch=batch,
+                event_type="batch.rows_received",
+                data={
+                    "batch_id": batch.pk,
+                    "count": len(created),
+                    "first_tracking_id": created[0][1],
+                    "last_tracking_id": created[-1][1],
+                    "first_row": good[0][0],
+                    "last_row": good[-1][0],
+                },
+            )
+        ]
     )
     audit_record(
         actor=f"batch:{batch.pk}",

@@ -191,8 +191,8 @@ def _state_write(items, *, to_state: str, now, changes: Mapping[int, Mapping[str
     if timestamp:
         fields[timestamp] = now
     plain = [e.pk for e in items if not changes.get(e.pk)]
-    if plain:
-        EndorsementRequest.objects.filter(pk__in=plain).update(**fields)
+    for start in range(0, len(plain), 1000):
+        EndorsementRequest.objects.filter(pk__in=plain[start : start + 1000]).update(**fields)
     changed = [e for e in items if changes.get(e.pk)]
     if not changed:
         return
@@ -210,7 +210,7 @@ def _state_write(items, *, to_state: str, now, changes: Mapping[int, Mapping[str
         values = changes[e.pk]
         row = [e.pk]
         for name in names:
-            value = values.get(name, getattr(e, name))
+            value = values[name] if name in values else getattr(e, name)
             if name == "rejection_reasons":
                 value = json.dumps(value)
             row.append(value)

@@ -29,6 +29,7 @@ from typing import Any
 
 from ems.errors import ErrorDetail
 from endorsements import pricing
+from endorsements.bulk_writes import filter_any
 from endorsements.models import (
     Coverage,
     EndorsementRequest,
@@ -349,7 +350,7 @@ def _lookups_load(employer_id: int, codes: Iterable[str]) -> _Lookups:
     )
     members: dict[str, list[Member]] = {}
     member_ids = []
-    for member in Member.objects.filter(employer_id=employer_id, employee_code__in=set(codes)):
+    for member in filter_any(Member.objects.filter(employer_id=employer_id), "employee_code", set(codes)):
         members.setdefault(member.employee_code, []).append(member)
         member_ids.append(member.pk)
     open_cover = {
@@ -625,10 +626,10 @@ def endorsements_assess(
     # Live requests with the same content: the earliest one is the original.
     originals: dict[str, tuple[int, str, int | None, int | None]] = {}
     for pk, digest, tracking_id, batch_id, row_number in (
-        EndorsementRequest.objects.filter(
-            employer_id=employer_id,
-            content_hash__in={r.content_hash for r in requests},
-            state__in=LIVE_STATES,
+        filter_any(
+            EndorsementRequest.objects.filter(employer_id=employer_id, state__in=LIVE_STATES),
+            "content_hash",
+            {r.content_hash for r in requests},
         )
         .order_by("pk")
         .values_list("pk", "content_hash", "tracking_id", "batch_id", "row_number")
@@ -676,13 +677,15 @@ def endorsements_assess(
     ]
     if dependant_adds:
         self_keys = {f"{r.member_data['employee_code']}|SELF" for r in dependant_adds}
-        pending_self = set(
-            EndorsementRequest.objects.filter(
-                employer_id=employer_id, member_key__in=self_keys, type="ADD", state__in=LIVE_STATES
-            )
-            .exclude(pk__in=own_ids)
-            .values_list("policy_id", "member_key")
-        )
+        pending_self = {
+            (policy_id, key)
+            for pk, policy_id, key in filter_any(
+                EndorsementRequest.objects.filter(employer_id=employer_id, type="ADD", state__in=LIVE_STATES),
+                "member_key",
+                self_keys,
+            ).values_list("pk", "policy_id", "member_key")
+            if pk not in own_ids
+        }
         for r in dependant_adds:
             code = r.member_data["employee_code"]
             policy_id = r.policy_id
@@ -710,13 +713,18 @@ def endorsements_assess(
         if decision.state == "VALIDATED":
             groups.setdefault((decision.changes["policy_id"], decision.changes["member_key"]), []).append(pk)
     if groups:
-        existing = EndorsementRequest.objects.filter(
-            employer_id=employer_id,
-            policy_id__in={policy_id for policy_id, _ in groups},
-            member_key__in={key for _, key in groups},
-            state__in=UNSENT_STATES,
-        ).exclude(pk__in=own_ids)
+        existing = filter_any(
+            EndorsementRequest.objects.filter(
+                employer_id=employer_id,
+                policy_id__in={policy_id for policy_id, _ in groups},
+                state__in=UNSENT_STATES,
+            ),
+            "member_key",
+            {key for _, key in groups},
+        )
         for older in existing:
+            if older.pk in own_ids:
+                continue
             ids = groups.get((older.policy_id, older.member_key))
             if ids:
                 groups[(older.policy_id, older.member_key)] = sorted([*ids, older.pk])
