@@ -1,0 +1,235 @@
+"""`POST /api/v1/endorsements/` (services.endorsement_submit) and the reads beside it."""
+
+import datetime
+import hashlib
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.renderers import JSONRenderer
+from rest_framework.test import APIClient
+
+from ems.models import IdempotencyRecord, OutboxEvent
+from endorsements.models import EndorsementRequest, EndorsementTransition
+from tests.factories import EmployerFactory, api_client_create
+
+URL = "/api/v1/endorsements/"
+
+
+def post(api, body, capture, **headers):
+    with capture(execute=True):
+        return api.post(URL, body, format="json", **headers)
+
+
+def nothing_written():
+    assert EndorsementRequest.objects.count() == 0
+    assert EndorsementTransition.objects.count() == 0
+    assert OutboxEvent.objects.count() == 0
+
+
+def test_a_valid_addition_is_received_then_validated_with_its_premium(
+    api, book, django_capture_on_commit_callbacks
+):
+    # given a new joiner aged 46 on a ₹18,000 (36-65, 5 lakh) rate, effective today,
+    # with 245 of the policy's 365 days left
+    row = book.add_row(date_of_birth="1980-01-01")
+    # when
+    response = post(api, row, django_capture_on_commit_callbacks)
+    # then the answer is RECEIVED with a tracking id
+    assert response.status_code == 201
+    body = response.json()
+    assert body["state"] == "RECEIVED"
+    assert body["tracking_id"].startswith("END-") and len(body["tracking_id"]) == 30
+    assert response["Location"] == f"{URL}{body['tracking_id']}"
+    # and after commit it is VALIDATED: 1,800,000 × 245 / 365 = 1,208,219.18 -> 1,208,219;
+    # tax 217,479.42 -> 217,479; total 1,425,698
+    request = EndorsementRequest.objects.get()
+    assert request.state == "VALIDATED"
+    assert request.premium_amount == 1_425_698
+    assert request.tax_amount == 217_479
+    assert request.policy_id == book.policy.pk
+    assert request.member_key == "E1001|SELF"
+    assert list(request.transitions.values_list("from_state", "to_state")) == [
+        ("", "RECEIVED"),
+        ("RECEIVED", "VALIDATED"),
+    ]
+    events = list(
+        OutboxEvent.objects.filter(destination="ems.endorsements")
+        .order_by("id")
+        .values_list("key", "payload")
+    )
+    assert [(key, payload["type"]) for key, payload in events] == [
+        (request.tracking_id, "endorsement.received"),
+        (request.tracking_id, "endorsement.validated"),
+    ]
+    assert events[1][1]["data"]["premium_amount"] == 1_425_698
+    assert OutboxEvent.objects.filter(destination="audit_logs").count() == 2
+
+
+def test_the_detail_shows_the_full_state_history(api, book, django_capture_on_commit_callbacks):
+    tracking_id = post(api, book.add_row(), django_capture_on_commit_callbacks).json()["tracking_id"]
+    response = api.get(f"{URL}{tracking_id}")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["state"] == "VALIDATED"
+    assert [(t["from_state"], t["to_state"], t["actor"]) for t in body["transitions"]] == [
+        ("", "RECEIVED", f"client:{api.api_client.client_id}"),
+        ("RECEIVED", "VALIDATED", "system:validation"),
+    ]
+
+
+def test_the_same_idempotency_key_and_body_replays_the_first_answer(
+    api, book, django_capture_on_commit_callbacks
+):
+    row = book.add_row()
+    first = post(api, row, django_capture_on_commit_callbacks, HTTP_IDEMPOTENCY_KEY="k-1")
+    again = post(api, row, django_capture_on_commit_callbacks, HTTP_IDEMPOTENCY_KEY="k-1")
+    assert first.status_code == again.status_code == 201
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert EndorsementRequest.objects.count() == 1
+    assert EndorsementRequest.objects.get().idempotency_key == "k-1"
+
+
+def test_the_same_idempotency_key_with_another_body_is_refused(api, book, django_capture_on_commit_callbacks):
+    post(api, book.add_row(), django_capture_on_commit_callbacks, HTTP_IDEMPOTENCY_KEY="k-2")
+    outbox = OutboxEvent.objects.count()
+    response = post(
+        api, book.add_row(employee_code="E2"), django_capture_on_commit_callbacks, HTTP_IDEMPOTENCY_KEY="k-2"
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "idempotency_key_reused"
+    assert EndorsementRequest.objects.count() == 1
+    assert OutboxEvent.objects.count() == outbox
+
+
+def test_a_key_still_in_flight_is_refused_with_409(api, book, django_capture_on_commit_callbacks):
+    # given the same body is being processed under this key right now
+    row = book.add_row()
+    digest = hashlib.sha256(b"POST" + URL.encode() + JSONRenderer().render(row)).hexdigest()
+    IdempotencyRecord.objects.create(
+        caller=f"client:{api.api_client.client_id}",
+        scope="endorsements.create",
+        key="k-3",
+        request_hash=digest,
+    )
+    # when it is sent again
+    response = post(api, row, django_capture_on_commit_callbacks, HTTP_IDEMPOTENCY_KEY="k-3")
+    # then
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "idempotency_in_flight"
+    nothing_written()
+
+
+def test_a_bad_body_is_refused_field_by_field_and_nothing_is_written(
+    api, book, django_capture_on_commit_callbacks
+):
+    row = book.add_row(date_of_birth="31/02/2026", sum_insured="-5", phone="12345", salary="x")
+    response = post(api, row, django_capture_on_commit_callbacks)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "endorsement_invalid"
+    assert error["details"] == [
+        {
+            "field": "date_of_birth",
+            "code": "date_format",
+            "message": "'31/02/2026' is not a date in the form YYYY-MM-DD.",
+        },
+        {
+            "field": "phone",
+            "code": "phone_invalid",
+            "message": "Use the E.164 form: + then 7 to 15 digits, e.g. +919812345678.",
+        },
+        {"field": "sum_insured", "code": "sum_insured_not_positive", "message": "Must be more than zero."},
+        {"field": "salary", "code": "column_unknown", "message": "Unknown column 'salary'."},
+    ]
+    nothing_written()
+
+
+@pytest.mark.parametrize("body", [[{"action": "ADD"}], "ADD", 5])
+def test_a_body_that_is_not_an_object_is_refused(api, book, django_capture_on_commit_callbacks, body):
+    response = post(api, body, django_capture_on_commit_callbacks)
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "endorsement_invalid"
+    assert response.json()["error"]["message"] == "The body must be a JSON object of column: value."
+    nothing_written()
+
+
+def test_nested_junk_in_a_body_is_refused(api, book, django_capture_on_commit_callbacks):
+    response = post(
+        api, book.add_row(first_name={"$gt": ""}, last_name=["Rao"]), django_capture_on_commit_callbacks
+    )
+    assert response.status_code == 422
+    assert [(d["field"], d["code"]) for d in response.json()["error"]["details"]] == [
+        ("first_name", "value_not_scalar"),
+        ("last_name", "value_not_scalar"),
+    ]
+    nothing_written()
+
+
+def test_without_a_token_nothing_is_accepted(book, django_capture_on_commit_callbacks):
+    response = post(APIClient(), book.add_row(), django_capture_on_commit_callbacks)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
+    nothing_written()
+
+
+def other_employer_api():
+    client, secret = api_client_create(employer=EmployerFactory())
+    http = APIClient()
+    token = http.post(
+        "/api/v1/auth/token",
+        {"grant_type": "client_credentials", "client_id": client.client_id, "client_secret": secret},
+        format="json",
+    ).json()["access_token"]
+    http.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return http
+
+
+def test_a_token_of_another_employer_sees_nothing_and_cannot_use_this_policy(
+    api, book, django_capture_on_commit_callbacks
+):
+    tracking_id = post(api, book.add_row(), django_capture_on_commit_callbacks).json()["tracking_id"]
+    other = other_employer_api()
+    assert other.get(f"{URL}{tracking_id}").status_code == 404
+    assert other.get(f"{URL}{tracking_id}").json()["error"]["code"] == "endorsement_not_found"
+    assert other.get(URL).json()["total"] == 0
+    # the other employer naming this employer's policy gets a rejection, not this policy
+    other_id = post(other, book.add_row(), django_capture_on_commit_callbacks).json()["tracking_id"]
+    rejected = EndorsementRequest.objects.get(tracking_id=other_id)
+    assert rejected.state == "REJECTED"
+    assert rejected.policy_id is None
+    assert rejected.rejection_reasons == [
+        {
+            "field": "policy_number",
+            "code": "policy_not_found",
+            "message": "No active policy GHP-2026-001 at this employer.",
+        }
+    ]
+
+
+def test_the_list_is_paginated_filtered_and_costs_a_fixed_number_of_queries(
+    api, book, django_capture_on_commit_callbacks
+):
+    for n in range(3):
+        post(api, book.add_row(employee_code=f"E{n}"), django_capture_on_commit_callbacks)
+    post(api, book.add_row(employee_code="E9", plan_code="NOPE"), django_capture_on_commit_callbacks)
+    with CaptureQueriesContext(connection) as queries:
+        response = api.get(URL, {"page_size": 2})
+    body = response.json()
+    assert response.status_code == 200
+    assert body["total"] == 4 and body["page_size"] == 2 and len(body["items"]) == 2
+    assert 'rel="next"' in response["Link"]
+    few = len(queries)
+    with CaptureQueriesContext(connection) as queries:
+        api.get(URL, {"page_size": 4})
+    assert len(queries) == few
+    assert [i["employee_code"] for i in api.get(URL, {"state": "REJECTED"}).json()["items"]] == ["E9"]
+    assert [i["employee_code"] for i in api.get(URL, {"employee_code": "E1"}).json()["items"]] == ["E1"]
+    today = book.today.isoformat()
+    assert api.get(URL, {"effective_from": today, "effective_to": today, "type": "ADD"}).json()["total"] == 4
+    tomorrow = (book.today + datetime.timedelta(days=1)).isoformat()
+    assert api.get(URL, {"created_from": tomorrow}).json()["total"] == 0
+    bad = api.get(URL, {"state": "NOPE", "effective_from": "31/02/2026"})
+    assert bad.status_code == 422
+    assert sorted(d["field"] for d in bad.json()["error"]["details"]) == ["effective_from", "state"]
