@@ -45,6 +45,9 @@ _LOCK_FOR_HOLD_SQL = (
 
 def _account_locked(sql: str, params: list) -> Account | None:
     _require_transaction()
+    if not connection.features.has_select_for_update:
+        # SQLite (`make run`): no row locks; its IMMEDIATE transactions serialise writers.
+        sql = sql.split(" FOR NO KEY UPDATE")[0]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()

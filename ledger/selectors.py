@@ -160,7 +160,9 @@ def history(
                 row_created_at=F("created_at"),
                 row_resolved_at=Value(None, output_field=DateTimeField()),
                 row_expires_at=Value(None, output_field=DateTimeField()),
-            ).values(*_COLUMNS)
+            )
+            .values(*_COLUMNS)
+            .order_by()
         )
     if kind is None or kind == HOLD_KIND:
         holds = scoped(Hold.objects.all(), caller, employer_field="account__employer_id").filter(window)
@@ -179,7 +181,9 @@ def history(
                 row_created_at=F("created_at"),
                 row_resolved_at=F("resolved_at"),
                 row_expires_at=F("expires_at"),
-            ).values(*_COLUMNS)
+            )
+            .values(*_COLUMNS)
+            .order_by()
         )
     combined = rows[0] if len(rows) == 1 else rows[0].union(rows[1], all=True)
     return combined.order_by("-row_created_at", "-row_id")

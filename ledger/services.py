@@ -275,6 +275,11 @@ _CAPTURE_PROBE_SQL = (
 )
 
 
+def _db_datetime(value: datetime):
+    """A datetime as the backend stores it (SQLite: naive UTC text, like the ORM writes)."""
+    return connection.ops.adapt_datetimefield_value(value)
+
+
 def _saved(instance):
     instance._state.adding = False
     instance._state.db = connection.alias
@@ -314,7 +319,7 @@ def _entry_post(
                 hold.pk if hold else None,
                 memo,
                 entry.balance_after,
-                entry.created_at,
+                _db_datetime(entry.created_at),
             ],
         )
         entry.pk = cursor.fetchone()[0]
@@ -335,7 +340,15 @@ def _hold_create(
     )
     with connection.cursor() as cursor:
         cursor.execute(
-            _HOLD_INSERT_SQL, [account.pk, reference, amount, idempotency_key, expires_at, hold.created_at]
+            _HOLD_INSERT_SQL,
+            [
+                account.pk,
+                reference,
+                amount,
+                idempotency_key,
+                _db_datetime(expires_at),
+                _db_datetime(hold.created_at),
+            ],
         )
         hold.pk = cursor.fetchone()[0]
     account.held += amount
@@ -349,7 +362,7 @@ def _hold_resolve(
     hold.resolved_at = now
     hold.captured_amount = captured
     with connection.cursor() as cursor:
-        cursor.execute(_HOLD_RESOLVE_SQL, [state, now, captured, hold.pk])
+        cursor.execute(_HOLD_RESOLVE_SQL, [state, _db_datetime(now), captured, hold.pk])
     account.held -= hold.amount
 
 
@@ -553,12 +566,13 @@ def _placement_probe(
     account: Account, keys: list[str]
 ) -> tuple[dict[str, Hold], dict[str, ParkedRequest], bool]:
     """Holds and parked requests already made with these keys, and whether the queue is non-empty."""
-    # One round trip; the rows are loaded only when a key was used before (a repeat).
-    with connection.cursor() as cursor:
-        cursor.execute(_PROBE_SQL, [account.pk, keys, account.pk, keys, account.pk])
-        hold_used, parked_used, queue_waiting = cursor.fetchone()
-    if not hold_used and not parked_used:
-        return {}, {}, bool(queue_waiting)
+    if connection.vendor == "postgresql":
+        # One round trip; the rows are loaded only when a key was used before (a repeat).
+        with connection.cursor() as cursor:
+            cursor.execute(_PROBE_SQL, [account.pk, keys, account.pk, keys, account.pk])
+            hold_used, parked_used, queue_waiting = cursor.fetchone()
+        if not hold_used and not parked_used:
+            return {}, {}, bool(queue_waiting)
     holds = {h.idempotency_key: h for h in Hold.objects.filter(account=account, idempotency_key__in=keys)}
     parked = {
         p.idempotency_key: p
@@ -591,6 +605,11 @@ RETURNING id, idempotency_key
 
 def _holds_insert(account: Account, holds: list[Hold], now: datetime) -> None:
     if not holds:
+        return
+    if connection.vendor != "postgresql":
+        for hold in holds:
+            hold.created_at = now
+        Hold.objects.bulk_create(holds)
         return
     with connection.cursor() as cursor:
         cursor.execute(
