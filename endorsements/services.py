@@ -563,10 +563,20 @@ def _row_errors_write(batch_id: int, errors: Iterable[tuple[int, dict, dict]]) -
                 (reason.get("field") or "")[:64],
                 reason["code"][:64],
                 reason["message"][:500],
-                json.dumps(raw if keep_raw else {}, default=str),
+                json.dumps(_printable(raw) if keep_raw else {}, default=str),
             )
 
     bulk_writes.rows_insert(BatchRowError, _ERROR_COLUMNS, rows())
+
+
+def _printable(raw: dict) -> dict:
+    """Cells as stored for the error report: bytes that were not UTF-8 become U+FFFD."""
+    return {
+        key: value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        if isinstance(value, str) and not value.isascii()
+        else value
+        for key, value in raw.items()
+    }
 
 
 def _progress_data(batch: EndorsementBatch) -> dict:

@@ -175,7 +175,8 @@ def endorsement_transition(
         if follow_up:
             for handler in _FOLLOW_UPS.get(to_state, []):
                 transaction.on_commit(partial(handler, ids))
-        if len(items) == 1:
+        if len(items) == 1 and items[0].batch_id is None:
+            # A batch's rows are announced by the batch's progress instead.
             e = items[0]
             notify_employer(
                 e.employer_id,
