@@ -13,3 +13,7 @@ class EmsConfig(AppConfig):
 
         # ops groups get their permissions once every app's permissions exist (ems/roles.py)
         post_migrate.connect(roles_sync_after_migrate, dispatch_uid="ems.roles_sync_after_migrate")
+
+        from ems import metrics
+
+        metrics.install()

@@ -57,11 +57,30 @@ def kafka_producer():
                 max_in_flight_requests_per_connection=1,
                 linger_ms=5,
                 request_timeout_ms=5000,
+                delivery_timeout_ms=15000,
                 max_block_ms=5000,
+                bootstrap_timeout_ms=5000,
+                reconnect_backoff_max_ms=1000,
                 key_serializer=lambda k: k.encode() if isinstance(k, str) else k,
                 value_serializer=lambda v: v if isinstance(v, bytes) else v.encode(),
             )
         return _state["kafka"]
+
+
+def kafka_producer_discard() -> None:
+    """Close and forget this process's producer; the next `kafka_producer()` builds a fresh one.
+
+    The outbox relay calls this after a failed send: a producer that lived through a
+    broker outage can keep stale idempotence state, so it is cheaper to start over.
+    """
+    with _lock:
+        producer = _state["kafka"] if _state["pid"] == os.getpid() else None
+        _state["kafka"] = None
+    if producer is not None:
+        try:
+            producer.close(timeout=1)
+        except Exception:  # noqa: BLE001 - closing a broken producer is best effort
+            pass
 
 
 def reset() -> None:
