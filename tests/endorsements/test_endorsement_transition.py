@@ -1,0 +1,125 @@
+"""`endorsements.transitions.endorsement_transition`: the one guarded way a state changes."""
+
+import pytest
+from django.db import transaction
+
+from ems.models import OutboxEvent
+from endorsements import transitions
+from endorsements.errors import IllegalTransition
+from endorsements.models import EndorsementRequest, EndorsementState, EndorsementTransition
+from endorsements.transitions import TRANSITIONS, endorsement_transition, follow_up_register
+
+
+def request_create(book, state="RECEIVED", n=0) -> EndorsementRequest:
+    return EndorsementRequest.objects.create(
+        employer=book.employer,
+        policy=book.policy,
+        type="ADD",
+        member_data={"employee_code": f"E{n}"},
+        content_hash=f"h{n}",
+        source="API",
+        state=state,
+    )
+
+
+def snapshot():
+    return (
+        list(EndorsementRequest.objects.order_by("pk").values_list("pk", "state", "closed_at")),
+        EndorsementTransition.objects.count(),
+        OutboxEvent.objects.count(),
+    )
+
+
+def test_a_legal_move_records_history_an_event_and_an_audit_record(book, django_capture_on_commit_callbacks):
+    request = request_create(book, "VALIDATED")
+    with django_capture_on_commit_callbacks(execute=True):
+        endorsement_transition(
+            endorsement=request, to_state="CANCELLED", actor="user:7", reason="HR withdrew it"
+        )
+    request.refresh_from_db()
+    assert request.state == "CANCELLED"
+    assert request.closed_at is not None
+    assert list(request.transitions.values_list("from_state", "to_state", "actor", "reason")) == [
+        ("VALIDATED", "CANCELLED", "user:7", "HR withdrew it")
+    ]
+    event = OutboxEvent.objects.get(destination="ems.endorsements")
+    assert event.key == request.tracking_id
+    assert event.payload["type"] == "endorsement.cancelled"
+    assert event.payload["employer_id"] == book.employer.pk
+    assert event.payload["data"] == {
+        "tracking_id": request.tracking_id,
+        "endorsement_type": "ADD",
+        "from_state": "VALIDATED",
+        "to_state": "CANCELLED",
+        "reason": "HR withdrew it",
+    }
+    audit = OutboxEvent.objects.get(destination="audit_logs")
+    assert (audit.payload["actor"], audit.payload["action"], audit.payload["object_id"]) == (
+        "user:7",
+        "endorsement.cancelled",
+        request.tracking_id,
+    )
+    assert audit.payload["before"] == {"state": "VALIDATED"} and audit.payload["after"] == {
+        "state": "CANCELLED"
+    }
+
+
+@pytest.mark.parametrize(
+    ("start", "target"), [("SENT", "CANCELLED"), ("REJECTED", "VALIDATED"), ("ACTIVE", "SENT")]
+)
+def test_an_illegal_move_is_refused_and_nothing_changes(book, start, target):
+    request = request_create(book, start)
+    before = snapshot()
+    with pytest.raises(IllegalTransition) as refused:
+        endorsement_transition(endorsement=request, to_state=target, actor="user:7")
+    assert refused.value.status == 409
+    assert refused.value.message == f"{start} -> {target} is not allowed."
+    assert snapshot() == before
+
+
+def test_the_guard_reads_the_database_not_the_callers_copy(book):
+    request = request_create(book, "RECEIVED")
+    EndorsementRequest.objects.filter(pk=request.pk).update(state="REJECTED")
+    with pytest.raises(IllegalTransition):
+        endorsement_transition(endorsement=request, to_state="VALIDATED", actor="system")
+
+
+def test_a_group_move_is_all_or_nothing(book):
+    good = [request_create(book, "RECEIVED", n) for n in range(3)]
+    sent = request_create(book, "SENT", 9)
+    before = snapshot()
+    with pytest.raises(IllegalTransition) as refused:
+        endorsement_transition(endorsements=[*good, sent], to_state="CANCELLED", actor="ops")
+    assert refused.value.message == "1 of 4 endorsements cannot move to CANCELLED."
+    assert [d.field for d in refused.value.details] == [sent.tracking_id]
+    assert snapshot() == before
+
+
+def test_a_group_move_writes_per_row_changes_in_one_statement(book, django_capture_on_commit_callbacks):
+    requests = [request_create(book, "RECEIVED", n) for n in range(25)]
+    changes = {r.pk: {"premium_amount": 1000 + i, "tax_amount": 180 + i} for i, r in enumerate(requests)}
+    endorsement_transition(endorsements=requests, to_state="VALIDATED", actor="system", changes=changes)
+    stored = dict(EndorsementRequest.objects.values_list("pk", "premium_amount"))
+    assert stored == {r.pk: 1000 + i for i, r in enumerate(requests)}
+    assert EndorsementTransition.objects.filter(to_state="VALIDATED").count() == 25
+    assert OutboxEvent.objects.filter(destination="ems.endorsements").count() == 25
+    assert OutboxEvent.objects.filter(destination="audit_logs").count() == 25
+
+
+def test_follow_ups_run_after_commit_only(book, django_capture_on_commit_callbacks, monkeypatch):
+    monkeypatch.setattr(transitions, "_FOLLOW_UPS", {})
+    seen = []
+    follow_up_register("VALIDATED", seen.append)
+    request = request_create(book, "RECEIVED")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        endorsement_transition(endorsement=request, to_state="VALIDATED", actor="system")
+        raise RuntimeError("rolled back")
+    with django_capture_on_commit_callbacks(execute=True):
+        endorsement_transition(endorsement=request, to_state="VALIDATED", actor="system")
+    assert seen == [[request.pk]]
+
+
+def test_every_state_has_a_row_in_the_table_and_terminal_states_go_nowhere():
+    assert set(TRANSITIONS) == set(EndorsementState.values)
+    for terminal in ("ACTIVE", "REJECTED", "INSURER_REJECTED", "CANCELLED", "SUPERSEDED"):
+        assert TRANSITIONS[terminal] == frozenset()
