@@ -16,6 +16,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core import signing
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from ems.tenancy import Caller, caller_for_client, caller_for_user
@@ -104,3 +105,23 @@ class IsEmployerClient(permissions.BasePermission):
         if caller is None:
             return False
         return caller.employer_id is not None
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """OpenAPI: the bearer token from POST /api/v1/auth/token."""
+
+    target_class = "ems.auth.BearerTokenAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "Token from POST /api/v1/auth/token"}
+
+
+class SessionCallerScheme(OpenApiAuthenticationExtension):
+    """OpenAPI: the portal's session cookie (HR users)."""
+
+    target_class = "ems.auth.SessionCallerAuthentication"
+    name = "sessionAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "apiKey", "in": "cookie", "name": "sessionid"}

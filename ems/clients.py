@@ -9,6 +9,7 @@ import os
 import threading
 
 from django.conf import settings
+from kafka.serializer import Serializer
 
 _lock = threading.Lock()
 _state: dict = {"pid": None, "mongo": None, "kafka": None}
@@ -43,6 +44,15 @@ def kafka_enabled() -> bool:
     return bool(settings.KAFKA_BOOTSTRAP_SERVERS)
 
 
+class Utf8Serializer(Serializer):
+    """Keys and values are text (tracking ids, JSON); bytes pass through."""
+
+    def serialize(self, topic, headers, data):
+        if data is None or isinstance(data, bytes):
+            return data
+        return str(data).encode()
+
+
 def kafka_producer():
     """A producer that waits for every in-sync replica and never reorders on retry."""
     from kafka import KafkaProducer
@@ -61,8 +71,8 @@ def kafka_producer():
                 max_block_ms=5000,
                 bootstrap_timeout_ms=5000,
                 reconnect_backoff_max_ms=1000,
-                key_serializer=lambda k: k.encode() if isinstance(k, str) else k,
-                value_serializer=lambda v: v if isinstance(v, bytes) else v.encode(),
+                key_serializer=Utf8Serializer(),
+                value_serializer=Utf8Serializer(),
             )
         return _state["kafka"]
 

@@ -2,7 +2,7 @@
 
 Design overview
 - `OutboxEvent`: a row written in the caller's transaction for every Kafka event and
-  every Mongo audit record. The relay (`ems.outbox.relay_pending`) delivers rows in id
+  every Mongo audit record. The relay (`ems.outbox_relay.relay_pending`) delivers rows in id
   order per sink, marks a row delivered only after the sink acknowledged, and backs off
   per sink while it is down. Delivery is at least once; consumers dedupe by `event_id`.
 - `IdempotencyRecord`: the first response to a POST carrying `Idempotency-Key`, per
@@ -30,6 +30,10 @@ class OutboxEvent(models.Model):
     last_error = models.TextField(blank=True)
 
     class Meta:
+        permissions = [
+            ("view_audit_trail", "Can view the audit trail"),
+            ("retry_outboxevent", "Can clear an outbox sink's backoff"),
+        ]
         indexes = [
             models.Index(
                 fields=["sink", "id"],

@@ -21,3 +21,5 @@ CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "ems-test"  # noqa: F405
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "var" / "test-media")  # noqa: F405
+# Eager Celery would otherwise relay inline after every commit in every test.
+OUTBOX_RELAY_ON_COMMIT = False
