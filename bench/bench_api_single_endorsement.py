@@ -1,0 +1,285 @@
+"""Benchmark: `POST /api/v1/endorsements/` over real HTTP against the ASGI server as deployed.
+
+One JSON line:
+`{"bench": "api_single_endorsement", "concurrency": 16, "requests": N, "requests_per_s", "p50_ms",
+"p99_ms", "errors"}`
+
+The server is uvicorn (`ems.asgi:application`, BENCH_API_WORKERS processes, default 2) on
+loopback, with a Celery worker validating behind it as in production. 16 client threads,
+each on its own keep-alive connection, send distinct valid additions with an
+`Idempotency-Key`; latency is measured per request from send to the full answer. A short
+warm-up is not counted. The employer and everything written are deleted afterwards.
+"""
+
+import datetime
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from bench.setup import bench_database_url, django_ready
+
+HERE = Path(__file__).resolve().parent.parent
+CONCURRENCY = 16
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _fixture() -> dict:
+    from django.utils import timezone
+
+    from ems.auth import new_client_credentials
+    from endorsements.models import ApiClient, Employer, Plan, PlanRate, Policy
+    from insurers.models import Insurer
+
+    tag = f"{os.getpid()}{int(time.time() * 1000) % 10_000_000}"
+    today = timezone.localdate()
+    insurer = Insurer.objects.create(
+        code=f"ai{tag}", name="Bench", protocol="REST", webhook_secret_primary="whsec_b"
+    )
+    employer = Employer.objects.create(code=f"ae{tag}", name="API bench employer")
+    start = today - datetime.timedelta(days=100)
+    policy = Policy.objects.create(
+        employer=employer,
+        insurer=insurer,
+        number=f"AP-{tag}",
+        start_date=start,
+        end_date=start + datetime.timedelta(days=364),
+    )
+    plan = Plan.objects.create(policy=policy, code="GOLD", name="Gold", sum_insured_options=[500000])
+    PlanRate.objects.create(
+        plan=plan, relation="SELF", age_from=18, age_to=65, sum_insured=500000, annual_premium=1_200_000
+    )
+    client_id, secret, secret_hash = new_client_credentials()
+    ApiClient.objects.create(employer=employer, name="bench", client_id=client_id, secret_hash=secret_hash)
+    return {
+        "employer_id": employer.pk,
+        "insurer_id": insurer.pk,
+        "policy_number": policy.number,
+        "client_id": client_id,
+        "client_secret": secret,
+        "today": today,
+    }
+
+
+def _body(fixture: dict, n: int) -> bytes:
+    today = fixture["today"]
+    return json.dumps(
+        {
+            "action": "ADD",
+            "employee_code": f"A{n:07d}",
+            "relation": "SELF",
+            "first_name": "Asha",
+            "last_name": "Rao",
+            "date_of_birth": "1988-04-12",
+            "gender": "F",
+            "email": f"asha.{n}@example.com",
+            "phone": f"+9198{n:08d}",
+            "date_of_joining": (today - datetime.timedelta(days=3)).isoformat(),
+            "effective_date": today.isoformat(),
+            "policy_number": fixture["policy_number"],
+            "plan_code": "GOLD",
+            "sum_insured": 500000,
+        }
+    ).encode()
+
+
+def _wait_ready(port: int, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError("uvicorn exited")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("uvicorn did not become ready")
+
+
+def _token(port: int, fixture: dict) -> str:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    body = json.dumps(
+        {
+            "grant_type": "client_credentials",
+            "client_id": fixture["client_id"],
+            "client_secret": fixture["client_secret"],
+        }
+    )
+    connection.request("POST", "/api/v1/auth/token", body, {"Content-Type": "application/json"})
+    return json.loads(connection.getresponse().read())["access_token"]
+
+
+def _load(
+    port: int, token: str, fixture: dict, *, per_client: int, offset: int
+) -> tuple[list[float], int, float]:
+    latencies: list[list[float]] = [[] for _ in range(CONCURRENCY)]
+    errors = [0] * CONCURRENCY
+    samples: list[str] = []
+    barrier = threading.Barrier(CONCURRENCY + 1)
+
+    def client(index: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        barrier.wait()
+        for i in range(per_client):
+            n = offset + index * per_client + i
+            headers = {
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {token}",
+                "Idempotency-Key": f"bench-{n}",
+            }
+            started = time.perf_counter()
+            connection.request("POST", "/api/v1/endorsements/", _body(fixture, n), headers)
+            response = connection.getresponse()
+            answer = response.read()
+            latencies[index].append(time.perf_counter() - started)
+            if response.status != 201:
+                errors[index] += 1
+                samples.append(f"{response.status} {answer[:300]!r}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(CONCURRENCY)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if samples:
+        print(json.dumps({"bench": "api_single_endorsement", "error_samples": samples[:3]}), file=sys.stderr)
+    return [x for per in latencies for x in per], sum(errors), elapsed
+
+
+def _cleanup(fixture: dict) -> None:
+    from django.db import connection
+
+    employer_id = fixture["employer_id"]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM endorsements_endorsementtransition WHERE endorsement_id IN "
+            "(SELECT id FROM endorsements_endorsementrequest WHERE employer_id = %s)",
+            [employer_id],
+        )
+        cursor.execute("DELETE FROM endorsements_endorsementrequest WHERE employer_id = %s", [employer_id])
+        cursor.execute(
+            "DELETE FROM ems_outboxevent WHERE (payload->>'employer_id')::bigint = %s", [employer_id]
+        )
+        cursor.execute(
+            "DELETE FROM ems_idempotencyrecord WHERE caller = %s", [f"client:{fixture['client_id']}"]
+        )
+        cursor.execute("DELETE FROM endorsements_apiclient WHERE employer_id = %s", [employer_id])
+        cursor.execute(
+            "DELETE FROM endorsements_planrate WHERE plan_id IN (SELECT p.id FROM endorsements_plan p "
+            "JOIN endorsements_policy o ON o.id = p.policy_id WHERE o.employer_id = %s)",
+            [employer_id],
+        )
+        cursor.execute(
+            "DELETE FROM endorsements_plan WHERE policy_id IN "
+            "(SELECT id FROM endorsements_policy WHERE employer_id = %s)",
+            [employer_id],
+        )
+        cursor.execute("DELETE FROM endorsements_policy WHERE employer_id = %s", [employer_id])
+        cursor.execute("DELETE FROM endorsements_employer WHERE id = %s", [employer_id])
+        cursor.execute("DELETE FROM insurers_insurer WHERE id = %s", [fixture["insurer_id"]])
+
+
+def run():
+    django_ready()
+    per_client = int(os.environ.get("BENCH_API_REQUESTS_PER_CLIENT", "60"))
+    workers = int(os.environ.get("BENCH_API_WORKERS", "2"))
+    fixture = _fixture()
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": bench_database_url(),
+        "DJANGO_SETTINGS_MODULE": "ems.settings.base",
+        "CELERY_TASK_ALWAYS_EAGER": "0",
+        "REDIS_URL": "redis://127.0.0.1:6379/13",
+        "LOG_LEVEL": "WARNING",
+        # A connection per request: persistent connections under ASGI are per thread, and
+        # uvicorn's thread per request context exhausts PostgreSQL's max_connections.
+        "DB_CONN_MAX_AGE": os.environ.get("BENCH_API_DB_CONN_MAX_AGE", "0"),
+    }
+    binaries = Path(sys.executable).parent
+    server = subprocess.Popen(
+        [
+            str(binaries / "uvicorn"),
+            "ems.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=HERE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(os.environ["BENCH_API_SERVER_LOG"], "w")
+        if os.environ.get("BENCH_API_SERVER_LOG")
+        else subprocess.DEVNULL,  # noqa: SIM115
+    )
+    worker = subprocess.Popen(
+        [
+            str(binaries / "celery"),
+            "-A",
+            "ems",
+            "worker",
+            "--concurrency=1",
+            "--loglevel=WARNING",
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        cwd=HERE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_ready(port, server)
+        token = _token(port, fixture)
+        _load(port, token, fixture, per_client=5, offset=9_000_000)  # warm-up: connections, code paths
+        latencies, errors, elapsed = _load(port, token, fixture, per_client=per_client, offset=0)
+    finally:
+        for process in (server, worker):
+            process.terminate()
+        for process in (server, worker):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        time.sleep(0.5)
+        _cleanup(fixture)
+    latencies.sort()
+    yield {
+        "bench": "api_single_endorsement",
+        "concurrency": CONCURRENCY,
+        "server_workers": workers,
+        "requests": len(latencies),
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 1),
+        "max_ms": round(latencies[-1] * 1000, 1),
+        "errors": errors,
+    }
+
+
+if __name__ == "__main__":
+    for line in run():
+        print(json.dumps(line))
