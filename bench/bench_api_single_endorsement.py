@@ -213,6 +213,8 @@ def run():
         "DB_CONN_MAX_AGE": os.environ.get("BENCH_API_DB_CONN_MAX_AGE", "0"),
     }
     binaries = Path(sys.executable).parent
+    log_path = os.environ.get("BENCH_API_SERVER_LOG")  # where the server's errors go, if wanted
+    server_log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
     server = subprocess.Popen(
         [
             str(binaries / "uvicorn"),
@@ -230,9 +232,7 @@ def run():
         cwd=HERE,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=open(os.environ["BENCH_API_SERVER_LOG"], "w")
-        if os.environ.get("BENCH_API_SERVER_LOG")
-        else subprocess.DEVNULL,  # noqa: SIM115
+        stderr=server_log,
     )
     worker = subprocess.Popen(
         [
