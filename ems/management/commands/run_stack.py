@@ -33,6 +33,7 @@ class Command(BaseCommand):
         self.embedded: list[EmbeddedServer] = []
         self.children: list[tuple[str, subprocess.Popen]] = []
         signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored (background job)
         try:
             self._start_embedded_services()
             call_command("migrate", interactive=False, verbosity=0)
