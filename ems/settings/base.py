@@ -13,10 +13,11 @@ import environ
 from ems import structured_logging
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# Local state of the embedded defaults (SQLite, Redis dump, Mongo-wire file, uploads).
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="dev-insecure-secret-key-change-me-0123456789abcdef")
@@ -127,7 +128,10 @@ LOGIN_URL = "/portal/login/"
 LOGIN_REDIRECT_URL = "/portal/"
 
 # --- Redis, cache, Celery, Channels ---------------------------------------------
-REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6390/0")
+# Without REDIS_URL / MONGO_URL, `make run` starts embedded servers on these ports.
+EMBEDDED_REDIS_PORT = env.int("EMBEDDED_REDIS_PORT", default=6390)
+EMBEDDED_MONGO_PORT = env.int("EMBEDDED_MONGO_PORT", default=27117)
+REDIS_URL = env.str("REDIS_URL", default=f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0")
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -162,7 +166,7 @@ CHANNEL_LAYERS = {
 }
 
 # --- MongoDB audit store, Kafka events -----------------------------------------------
-MONGO_URL = env.str("MONGO_URL", default="mongodb://127.0.0.1:27117/")
+MONGO_URL = env.str("MONGO_URL", default=f"mongodb://127.0.0.1:{EMBEDDED_MONGO_PORT}/")
 MONGO_DB = env.str("MONGO_DB", default="ems")
 KAFKA_BOOTSTRAP_SERVERS = env.list("KAFKA_BOOTSTRAP_SERVERS", default=[])
 OUTBOX_RELAY_BATCH = env.int("OUTBOX_RELAY_BATCH", default=200)

@@ -47,13 +47,14 @@ class Command(BaseCommand):
             self._stop_all()
 
     def _start_embedded_services(self) -> None:
-        var = Path(settings.BASE_DIR) / "var"
+        var = Path(settings.VAR_DIR)
+        (var / "static").mkdir(parents=True, exist_ok=True)  # WhiteNoise's STATIC_ROOT
         if "REDIS_URL" not in os.environ:
-            port = int(settings.REDIS_URL.rsplit(":", 1)[1].split("/")[0])
+            port = settings.EMBEDDED_REDIS_PORT
             self.embedded.append(start_redis_embedded(data_dir=str(var / "redis"), port=port))
             self.stdout.write(f"embedded Redis on {settings.REDIS_URL}")
         if "MONGO_URL" not in os.environ:
-            port = int(settings.MONGO_URL.rstrip("/").rsplit(":", 1)[1])
+            port = settings.EMBEDDED_MONGO_PORT
             (var / "mongo").mkdir(parents=True, exist_ok=True)
             self.embedded.append(start_mongo_wire(port=port, data_path=str(var / "mongo" / "audit.db")))
             self.stdout.write(f"embedded Mongo-wire server on {settings.MONGO_URL}")
