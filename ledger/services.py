@@ -40,10 +40,10 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from ems.audit import audit_record
+from ems.audit import audit_document
 from ems.errors import ErrorDetail
 from ems.notifications import notify_employer
-from ems.outbox import TOPIC_LEDGER, event_emit
+from ems.outbox import TOPIC_LEDGER, KafkaEvent, outbox_write
 from ledger import events
 from ledger.errors import (
     AccountNotFound,
@@ -230,24 +230,30 @@ def _emit(
     before: dict | None = None,
     note: str = "",
 ) -> None:
-    """One Kafka event and one audit record, in the current transaction."""
+    """One Kafka event and one audit record, in the current transaction (one INSERT)."""
     payload = {**events.account_data(account), **data}
-    event_emit(
-        topic=TOPIC_LEDGER,
-        key=str(account.pk),
-        event_type=f"ledger.{event_type}",
-        employer_id=account.employer_id,
-        data=payload,
-    )
-    audit_record(
-        actor=actor,
-        action=f"ledger.{event_type}",
-        object_type=object_type,
-        object_id=object_id,
-        employer_id=account.employer_id,
-        before=before,
-        after=payload,
-        note=note,
+    outbox_write(
+        events=[
+            KafkaEvent(
+                topic=TOPIC_LEDGER,
+                key=str(account.pk),
+                event_type=f"ledger.{event_type}",
+                employer_id=account.employer_id,
+                data=payload,
+            )
+        ],
+        documents=[
+            audit_document(
+                actor=actor,
+                action=f"ledger.{event_type}",
+                object_type=object_type,
+                object_id=object_id,
+                employer_id=account.employer_id,
+                before=before,
+                after=payload,
+                note=note,
+            )
+        ],
     )
 
 
