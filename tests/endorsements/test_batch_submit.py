@@ -405,3 +405,25 @@ def test_an_interrupted_batch_resumes_after_its_committed_rows(
     batch.refresh_from_db()
     assert states() == {2: "VALIDATED", 3: "VALIDATED", 4: "VALIDATED"}
     assert (batch.state, batch.rows_total, batch.accepted_count) == ("COMPLETED", 3, 3)
+
+
+def test_a_file_that_cannot_be_read_fails_the_batch_visibly(
+    book, django_capture_on_commit_callbacks, tmp_path, settings
+):
+    settings.MEDIA_ROOT = tmp_path
+    caller = Caller(kind="client", employer_id=book.employer.pk, principal="client:test")
+    with django_capture_on_commit_callbacks(execute=False):
+        batch = services.batch_submit(
+            caller=caller,
+            upload=io.BytesIO(csv_text([book.add_row()]).encode()),
+            file_name="p.csv",
+            file_format="CSV",
+        )
+    (tmp_path / batch.file_path).unlink()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.batch_process(batch_id=batch.pk)
+    batch.refresh_from_db()
+    assert (batch.state, batch.failure_code) == ("FAILED", "processing_error")
+    assert batch.failure_reason.startswith("FileNotFoundError")
+    assert EndorsementRequest.objects.count() == 0
+    assert OutboxEvent.objects.filter(payload__type="batch.failed").count() == 1
