@@ -124,11 +124,21 @@ _OUTBOX_COLUMNS = "(event_id, sink, destination, key, payload, created_at, attem
 _OUTBOX_ROW = "(%s, %s, %s, %s, %s::jsonb, %s, 0, '')"
 
 
-def outbox_write(*, events: list[KafkaEvent] = (), documents: list[MongoDocument] = ()) -> None:
+def outbox_write(
+    *,
+    events: list[KafkaEvent] = (),
+    documents: list[MongoDocument] = (),
+    together_with: tuple[str, list] | None = None,
+) -> None:
     """Queue Kafka events and Mongo documents in the current transaction, in one INSERT.
 
     The rows are exactly those `event_emit` and `document_emit` would write (same
     envelope, same payloads); the events get the lower ids, in the order given.
+    `together_with` is the caller's own data-modifying statement `(sql, params)` (an
+    INSERT/UPDATE whose result it does not need, e.g. a row whose id it already has):
+    on PostgreSQL it runs in the same round trip, as a CTE of the outbox INSERT (the
+    two touch different tables, so neither can see or depend on the other); elsewhere
+    it runs just before.
     """
     _require_transaction()
     now = timezone.now()
@@ -149,8 +159,14 @@ def outbox_write(*, events: list[KafkaEvent] = (), documents: list[MongoDocument
         payload = {**document.document, "event_id": str(event_id)}
         rows.append((event_id, OutboxEvent.Sink.MONGO.value, document.collection, "", payload))
     if not rows:
+        if together_with is not None:
+            with connection.cursor() as cursor:
+                cursor.execute(*together_with)
         return
     if connection.vendor != "postgresql":
+        if together_with is not None:
+            with connection.cursor() as cursor:
+                cursor.execute(*together_with)
         # SQLite (`make run`): the ORM adapts the values; the payloads are the same.
         OutboxEvent.objects.bulk_create(
             [
@@ -166,26 +182,30 @@ def outbox_write(*, events: list[KafkaEvent] = (), documents: list[MongoDocument
             ]
         )
     else:
+        sql = f"INSERT INTO {OutboxEvent._meta.db_table} {_OUTBOX_COLUMNS} VALUES " + ", ".join(
+            [_OUTBOX_ROW] * len(rows)
+        )
         params: list = []
+        if together_with is not None:
+            sql = f"WITH together AS ({together_with[0]}) {sql}"
+            params += together_with[1]
         for event_id, sink, destination, key, payload in rows:
             params += [event_id, sink, destination, key, _ENCODER.encode(payload), now]
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {OutboxEvent._meta.db_table} {_OUTBOX_COLUMNS} VALUES "
-                + ", ".join([_OUTBOX_ROW] * len(rows)),
-                params,
-            )
+            cursor.execute(sql, params)
     _relay_after_commit()
 
 
+def _relay_kick() -> None:
+    from ems.outbox_relay import relay_soon
+
+    relay_soon()
+
+
 def _relay_after_commit() -> None:
-    # A hint to relay soon; beat and `relay_outbox --loop` deliver the rows regardless.
-    def kick() -> None:
-        from ems.outbox_relay import relay_soon
-
-        relay_soon()
-
-    transaction.on_commit(kick, robust=True)
+    # A hint to relay soon (one per write call; `relay_soon` de-duplicates across
+    # processes); beat and `relay_outbox --loop` deliver the rows regardless.
+    transaction.on_commit(_relay_kick, robust=True)
 
 
 def _require_transaction() -> None:

@@ -229,8 +229,12 @@ def _emit(
     object_id: int,
     before: dict | None = None,
     note: str = "",
+    together_with: tuple[str, list] | None = None,
 ) -> None:
-    """One Kafka event and one audit record, in the current transaction (one INSERT)."""
+    """One Kafka event and one audit record, in the current transaction (one INSERT).
+
+    `together_with`: the service's own row write, sent in the same round trip (PostgreSQL).
+    """
     payload = {**events.account_data(account), **data}
     outbox_write(
         events=[
@@ -254,6 +258,7 @@ def _emit(
                 note=note,
             )
         ],
+        together_with=together_with,
     )
 
 
@@ -271,12 +276,31 @@ _HOLD_INSERT_SQL = (
     " expires_at, created_at, resolved_at)"
     " VALUES (%s, %s, %s, NULL, 'PENDING', %s, %s, %s, NULL) RETURNING id"
 )
+# With the id drawn beforehand (`nextval` in the probe that precedes them), so the row can
+# go to the server in the same statement as its outbox rows (`_emit(together_with=...)`).
+_ENTRY_INSERT_WITH_ID_SQL = (
+    "INSERT INTO ledger_entry (id, account_id, kind, amount, reference, idempotency_key, hold_id, memo,"
+    " balance_after, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_HOLD_INSERT_WITH_ID_SQL = (
+    "INSERT INTO ledger_hold (id, account_id, reference, amount, captured_amount, state, idempotency_key,"
+    " expires_at, created_at, resolved_at)"
+    " VALUES (%s, %s, %s, %s, NULL, 'PENDING', %s, %s, %s, NULL)"
+)
+_NEXT_ENTRY_ID = "nextval(pg_get_serial_sequence('ledger_entry', 'id'))"
+_NEXT_HOLD_ID = "nextval(pg_get_serial_sequence('ledger_hold', 'id'))"
 _HOLD_RESOLVE_SQL = "UPDATE ledger_hold SET state = %s, resolved_at = %s, captured_amount = %s WHERE id = %s"
 _HOLD_COLUMNS = ", ".join(f'h."{field.column}"' for field in Hold._meta.concrete_fields)
 _HOLD_ATTNAMES = [field.attname for field in Hold._meta.concrete_fields]
 # The hold, and the entry (if any) already made with this capture key, in one round trip.
 _CAPTURE_PROBE_SQL = (
     f"SELECT {_HOLD_COLUMNS}, e.hold_id, e.amount FROM ledger_hold h"
+    " LEFT JOIN ledger_entry e ON e.account_id = h.account_id AND e.idempotency_key = %s WHERE h.id = %s"
+)
+# PostgreSQL: the same, plus the id the capture entry will get (a sequence value; an unused
+# one is a harmless gap).
+_CAPTURE_PROBE_WITH_ID_SQL = (
+    f"SELECT {_HOLD_COLUMNS}, e.hold_id, e.amount, {_NEXT_ENTRY_ID} FROM ledger_hold h"
     " LEFT JOIN ledger_entry e ON e.account_id = h.account_id AND e.idempotency_key = %s WHERE h.id = %s"
 )
 
@@ -301,7 +325,10 @@ def _entry_post(
     idempotency_key: str,
     hold: Hold | None = None,
     memo: str = "",
+    entry_id: int | None = None,
 ) -> Entry:
+    """Insert the entry; with `entry_id` (drawn beforehand) only build it: the caller sends
+    `_entry_statement(entry)` with its outbox rows (`_emit(together_with=...)`)."""
     entry = Entry(
         account=account,
         kind=kind,
@@ -313,6 +340,10 @@ def _entry_post(
         balance_after=account.posted + amount,
         created_at=timezone.now(),
     )
+    if entry_id is not None:
+        entry.pk = entry_id
+        account.posted += amount
+        return _saved(entry)
     with connection.cursor() as cursor:
         cursor.execute(
             _ENTRY_INSERT_SQL,
@@ -333,9 +364,50 @@ def _entry_post(
     return _saved(entry)
 
 
+def _entry_statement(entry: Entry) -> tuple[str, list]:
+    return (
+        _ENTRY_INSERT_WITH_ID_SQL,
+        [
+            entry.pk,
+            entry.account_id,
+            entry.kind,
+            entry.amount,
+            entry.reference,
+            entry.idempotency_key,
+            entry.hold_id,
+            entry.memo,
+            entry.balance_after,
+            entry.created_at,
+        ],
+    )
+
+
+def _hold_statement(hold: Hold) -> tuple[str, list]:
+    return (
+        _HOLD_INSERT_WITH_ID_SQL,
+        [
+            hold.pk,
+            hold.account_id,
+            hold.reference,
+            hold.amount,
+            hold.idempotency_key,
+            hold.expires_at,
+            hold.created_at,
+        ],
+    )
+
+
 def _hold_create(
-    account: Account, *, amount: int, reference: str, idempotency_key: str, expires_at: datetime
+    account: Account,
+    *,
+    amount: int,
+    reference: str,
+    idempotency_key: str,
+    expires_at: datetime,
+    hold_id: int | None = None,
 ) -> Hold:
+    """Insert the hold; with `hold_id` (drawn beforehand) only build it: the caller sends
+    `_hold_statement(hold)` with its outbox rows (`_emit(together_with=...)`)."""
     hold = Hold(
         account=account,
         amount=amount,
@@ -344,6 +416,10 @@ def _hold_create(
         expires_at=expires_at,
         created_at=timezone.now(),
     )
+    if hold_id is not None:
+        hold.pk = hold_id
+        account.held += amount
+        return _saved(hold)
     with connection.cursor() as cursor:
         cursor.execute(
             _HOLD_INSERT_SQL,
@@ -569,16 +645,22 @@ def topup_reject(*, topup_id: int, approver, note: str) -> TopUp:
 
 
 def _placement_probe(
-    account: Account, keys: list[str]
-) -> tuple[dict[str, Hold], dict[str, ParkedRequest], bool]:
-    """Holds and parked requests already made with these keys, and whether the queue is non-empty."""
+    account: Account, keys: list[str], *, draw_hold_id: bool = False
+) -> tuple[dict[str, Hold], dict[str, ParkedRequest], bool, int | None]:
+    """Holds and parked requests already made with these keys, whether the queue is non-empty,
+    and (PostgreSQL, `draw_hold_id`) the id a new hold will get."""
+    hold_id = None
     if connection.vendor == "postgresql":
         # One round trip; the rows are loaded only when a key was used before (a repeat).
         with connection.cursor() as cursor:
-            cursor.execute(_PROBE_SQL, [account.pk, keys, account.pk, keys, account.pk])
-            hold_used, parked_used, queue_waiting = cursor.fetchone()
+            if draw_hold_id:
+                cursor.execute(_PROBE_WITH_HOLD_ID_SQL, [account.pk, keys, account.pk, keys, account.pk])
+                hold_used, parked_used, queue_waiting, hold_id = cursor.fetchone()
+            else:
+                cursor.execute(_PROBE_SQL, [account.pk, keys, account.pk, keys, account.pk])
+                hold_used, parked_used, queue_waiting = cursor.fetchone()
         if not hold_used and not parked_used:
-            return {}, {}, bool(queue_waiting)
+            return {}, {}, bool(queue_waiting), hold_id
     holds = {h.idempotency_key: h for h in Hold.objects.filter(account=account, idempotency_key__in=keys)}
     parked = {
         p.idempotency_key: p
@@ -587,7 +669,7 @@ def _placement_probe(
         )
     }
     queue_waiting = ParkedRequest.objects.filter(account=account, state=ParkedRequest.State.PARKED).exists()
-    return holds, parked, queue_waiting
+    return holds, parked, queue_waiting, hold_id
 
 
 _PROBE_SQL = """
@@ -596,6 +678,7 @@ SELECT
     EXISTS (SELECT 1 FROM ledger_parkedrequest WHERE account_id = %s AND idempotency_key = ANY(%s)),
     EXISTS (SELECT 1 FROM ledger_parkedrequest WHERE account_id = %s AND state = 'PARKED')
 """
+_PROBE_WITH_HOLD_ID_SQL = f"{_PROBE_SQL.rstrip()},\n    {_NEXT_HOLD_ID}\n"
 
 # A dispatch's holds in one INSERT from arrays (Django's bulk_create spends longer building
 # the statement than PostgreSQL spends running it).
@@ -747,7 +830,9 @@ def hold_place(
 
     def run() -> HoldPlacement:
         account = account_lock(account_id)
-        holds, parked, queue_waiting = _placement_probe(account, [request.idempotency_key])
+        holds, parked, queue_waiting, hold_id = _placement_probe(
+            account, [request.idempotency_key], draw_hold_id=True
+        )
         repeat = _placement_repeat(request, holds, parked)
         if repeat is not None:
             return repeat
@@ -764,6 +849,7 @@ def hold_place(
             reference=request.reference,
             idempotency_key=request.idempotency_key,
             expires_at=request.expires_at or now + hold_ttl(),
+            hold_id=hold_id,
         )
         _emit(
             account,
@@ -772,6 +858,7 @@ def hold_place(
             actor=actor,
             object_type="ledger.Hold",
             object_id=hold.pk,
+            together_with=_hold_statement(hold) if hold_id is not None else None,
         )
         return HoldPlacement(hold=hold)
 
@@ -813,7 +900,7 @@ def holds_place_batch(
 
     def run() -> list[HoldPlacement]:
         account = account_lock(account_id)
-        holds, parked, queue_waiting = _placement_probe(account, [r.idempotency_key for r in batch])
+        holds, parked, queue_waiting, _ = _placement_probe(account, [r.idempotency_key for r in batch])
         if queue_waiting:
             _wake(account, actor=actor)
             queue_waiting = ParkedRequest.objects.filter(
@@ -949,9 +1036,15 @@ def hold_capture(
         account = account_lock_for_hold(hold_id)
         if account is None:
             raise HoldNotFound()
+        drawing = connection.vendor == "postgresql"
         with connection.cursor() as cursor:
-            cursor.execute(_CAPTURE_PROBE_SQL, [entry_key, hold_id])
+            cursor.execute(
+                _CAPTURE_PROBE_WITH_ID_SQL if drawing else _CAPTURE_PROBE_SQL, [entry_key, hold_id]
+            )
             row = cursor.fetchone()
+        entry_id = row[-1] if drawing else None
+        if drawing:
+            row = row[:-1]
         hold = Hold.from_db(connection.alias, _HOLD_ATTNAMES, row[:-2])
         hold.account = account
         first_hold_id, first_amount = row[-2:]
@@ -980,6 +1073,7 @@ def hold_capture(
             reference=hold.reference,
             idempotency_key=entry_key,
             hold=hold,
+            entry_id=entry_id,
         )
         _emit(
             account,
@@ -989,6 +1083,7 @@ def hold_capture(
             object_type="ledger.Hold",
             object_id=hold.pk,
             before=before,
+            together_with=_entry_statement(entry) if entry_id is not None else None,
         )
         if wanted < hold.amount:
             _wake(account, actor=actor)
@@ -1108,15 +1203,25 @@ def refund_post(
 
     def run() -> Entry:
         account = account_lock(account_id)
+        drawing = connection.vendor == "postgresql"
         with connection.cursor() as cursor:
-            cursor.execute(_REFUND_PROBE_SQL, [account.pk, account.pk, entry_key])
-            first_id, first_amount, first_reference, queue_waiting = cursor.fetchone()
+            cursor.execute(
+                _REFUND_PROBE_WITH_ID_SQL if drawing else _REFUND_PROBE_SQL,
+                [account.pk, account.pk, entry_key],
+            )
+            first_id, first_amount, first_reference, queue_waiting, *drawn = cursor.fetchone()
+        entry_id = drawn[0] if drawn else None
         if first_id is not None:
             if (first_amount, first_reference) != (amount, reference):
                 raise IdempotencyConflict()
             return Entry.objects.get(pk=first_id)
         entry = _entry_post(
-            account, kind=Entry.Kind.REFUND, amount=amount, reference=reference, idempotency_key=entry_key
+            account,
+            kind=Entry.Kind.REFUND,
+            amount=amount,
+            reference=reference,
+            idempotency_key=entry_key,
+            entry_id=entry_id,
         )
         _emit(
             account,
@@ -1125,6 +1230,7 @@ def refund_post(
             actor=actor,
             object_type="ledger.Entry",
             object_id=entry.pk,
+            together_with=_entry_statement(entry) if entry_id is not None else None,
         )
         if queue_waiting:
             _wake(account, actor=actor)
@@ -1138,6 +1244,10 @@ _REFUND_PROBE_SQL = (
     "SELECT e.id, e.amount, e.reference,"
     " EXISTS (SELECT 1 FROM ledger_parkedrequest WHERE account_id = %s AND state = 'PARKED')"
     " FROM (SELECT 1) AS one LEFT JOIN ledger_entry e ON e.account_id = %s AND e.idempotency_key = %s"
+)
+# PostgreSQL: the same, plus the id the refund entry will get (an unused one is a harmless gap).
+_REFUND_PROBE_WITH_ID_SQL = _REFUND_PROBE_SQL.replace(
+    " FROM (SELECT 1)", f", {_NEXT_ENTRY_ID} FROM (SELECT 1)", 1
 )
 
 
