@@ -233,4 +233,9 @@ CELERY_BEAT_SCHEDULE = {
     "ems-outbox-relay": {"task": "ems.tasks.outbox_relay", "schedule": 5.0, "options": {"expires": 5}},
     "ledger-hold-expiry-sweep": {"task": "ledger.hold_expiry_sweep", "schedule": 60.0},
     "ledger-parked-sweep": {"task": "ledger.parked_sweep", "schedule": 300.0},
+    # re-enqueues validation for requests still RECEIVED after a lost message or a dead worker
+    "endorsements-received-sweep": {
+        "task": "endorsements.tasks.endorsements_received_sweep_task",
+        "schedule": 120.0,
+    },
 }

@@ -4,39 +4,48 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('endorsements', '0001_initial'),
+        ("endorsements", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='endorsementbatch',
-            name='failure_code',
+            model_name="endorsementbatch",
+            name="failure_code",
             field=models.CharField(blank=True, max_length=64),
         ),
         migrations.AddField(
-            model_name='endorsementbatch',
-            name='parsed_at',
-            field=models.DateTimeField(blank=True, help_text='the whole file has been read', null=True),
+            model_name="endorsementbatch",
+            name="parsed_at",
+            field=models.DateTimeField(blank=True, help_text="the whole file has been read", null=True),
         ),
         migrations.AddField(
-            model_name='endorsementbatch',
-            name='rows_expected',
-            field=models.PositiveIntegerField(default=0, help_text='upper bound on data rows, from line endings; the progress denominator'),
+            model_name="endorsementbatch",
+            name="rows_expected",
+            field=models.PositiveIntegerField(
+                default=0, help_text="upper bound on data rows, from line endings; the progress denominator"
+            ),
         ),
         migrations.AddField(
-            model_name='endorsementbatch',
-            name='rows_parsed',
-            field=models.PositiveIntegerField(default=0, help_text='data rows read and committed so far (a re-run resumes after them)'),
+            model_name="endorsementbatch",
+            name="rows_parsed",
+            field=models.PositiveIntegerField(
+                default=0, help_text="data rows read and committed so far (a re-run resumes after them)"
+            ),
         ),
         migrations.AddField(
-            model_name='endorsementrequest',
-            name='member_key',
-            field=models.CharField(blank=True, help_text='who the request is about (employee code, relation, dependant); supersede matches on it', max_length=200),
+            model_name="endorsementrequest",
+            name="member_key",
+            field=models.CharField(
+                blank=True,
+                help_text="who the request is about (employee code, relation, dependant); supersede matches on it",
+                max_length=200,
+            ),
         ),
         migrations.AddIndex(
-            model_name='endorsementrequest',
-            index=models.Index(fields=['employer', 'policy', 'member_key'], name='endorsement_member_key_idx'),
+            model_name="endorsementrequest",
+            index=models.Index(
+                fields=["employer", "policy", "member_key"], name="endorsement_member_key_idx"
+            ),
         ),
     ]
