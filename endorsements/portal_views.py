@@ -115,6 +115,7 @@ def upload(request):
         "columns": COLUMNS,
         "max_megabytes": settings.UPLOAD_MAX_BYTES // (1024 * 1024),
         "max_rows": f"{settings.UPLOAD_MAX_ROWS:,}",
+        "recent_batches": endorsement_selectors.batch_list(caller=request.caller),
     }
     return render(request, "portal/upload.html", context, status=status)
 

@@ -86,6 +86,11 @@ def endorsement_get(*, caller: Caller, tracking_id: str) -> EndorsementRequest:
     return endorsement
 
 
+def batch_list(*, caller: Caller, limit: int = 10) -> list[EndorsementBatch]:
+    """The caller's most recent uploads, newest first."""
+    return list(scoped(EndorsementBatch.objects.all(), caller).order_by("-created_at", "-id")[:limit])
+
+
 def batch_get(*, caller: Caller, batch_id: int) -> EndorsementBatch:
     batch = scoped(EndorsementBatch.objects.all(), caller).filter(pk=batch_id).first()
     if batch is None:

@@ -71,3 +71,30 @@ def test_posting_no_file_is_refused(hr):
     assert response.status_code == 400
     assert "This field is required." in response.content.decode()
     assert EndorsementBatch.objects.count() == 0
+
+
+def test_the_upload_page_lists_only_this_employers_recent_uploads_newest_first(
+    hr, django_assert_max_num_queries
+):
+    mine = [
+        EndorsementBatch.objects.create(
+            employer=hr.employer, source="CSV", file_format="CSV", file_name=f"joiners-{n}.csv", rows_total=n
+        )
+        for n in range(12)
+    ]
+    EndorsementBatch.objects.create(
+        employer=EmployerFactory(), source="CSV", file_format="CSV", file_name="someone-elses.csv"
+    )
+    with django_assert_max_num_queries(6):
+        response = hr.get("/portal/")
+    html = response.content.decode()
+    assert "Your last 10 uploads" in html
+    assert "someone-elses.csv" not in html
+    shown = [batch for batch in mine if f">{batch.file_name}</a>" in html]
+    assert shown == mine[2:]
+    assert html.index("joiners-11.csv") < html.index("joiners-2.csv")
+    assert f'href="/portal/batches/{mine[11].pk}/"' in html
+
+
+def test_the_upload_page_says_when_there_are_no_uploads(hr):
+    assert "No uploads yet." in hr.get("/portal/").content.decode()
