@@ -554,11 +554,57 @@ def account_topup(
     return _atomic(run)
 
 
-def _topup_account_id(topup_id: int) -> int:
-    account_id = TopUp.objects.filter(pk=topup_id).values_list("account_id", flat=True).first()
+def _request_account_id(model, pk: int, not_found: type[Exception]) -> int:
+    """The account of a pending top-up or adjustment, read before locking it."""
+    account_id = model.objects.filter(pk=pk).values_list("account_id", flat=True).first()
     if account_id is None:
-        raise TopUpNotFound()
+        raise not_found()
     return account_id
+
+
+def _pending_request(*, model, pk: int, already_decided: type[Exception], is_maker):
+    """Load a top-up or adjustment under its account's lock; refuse decided ones and the maker."""
+    request = model.objects.get(pk=pk)
+    if request.state != model.State.PENDING:
+        raise already_decided()
+    if is_maker(request):
+        raise MakerCannotApprove()
+    return request
+
+
+def _request_reject(
+    *, account: Account, request, approver, note: str, data, object_type: str, event: str
+) -> None:
+    """Maker-checker rejection shared by top-ups and adjustments: nothing is posted."""
+    before = data(request)
+    request.state = type(request).State.REJECTED
+    request.decided_by = approver
+    request.decision_note = note
+    request.decided_at = timezone.now()
+    request.save(update_fields=["state", "decided_by", "decision_note", "decided_at"])
+    _emit(
+        account,
+        event,
+        {**data(request), "note": note},
+        actor=_principal(approver),
+        object_type=object_type,
+        object_id=request.pk,
+        before=before,
+        note=note,
+    )
+
+
+def _topup_account_id(topup_id: int) -> int:
+    return _request_account_id(TopUp, topup_id, TopUpNotFound)
+
+
+def _pending_topup(topup_id: int, approver) -> TopUp:
+    return _pending_request(
+        model=TopUp,
+        pk=topup_id,
+        already_decided=TopUpAlreadyDecided,
+        is_maker=lambda topup: topup.requested_by == _principal(approver),
+    )
 
 
 def topup_approve(*, topup_id: int, approver) -> TopUp:
@@ -568,11 +614,7 @@ def topup_approve(*, topup_id: int, approver) -> TopUp:
 
     def run() -> TopUp:
         account = account_lock(account_id)
-        topup = TopUp.objects.get(pk=topup_id)
-        if topup.state != TopUp.State.PENDING:
-            raise TopUpAlreadyDecided()
-        if topup.requested_by == _principal(approver):
-            raise MakerCannotApprove()
+        topup = _pending_topup(topup_id, approver)
         before = events.topup_data(topup)
         entry = _entry_post(
             account,
@@ -612,26 +654,15 @@ def topup_reject(*, topup_id: int, approver, note: str) -> TopUp:
 
     def run() -> TopUp:
         account = account_lock(account_id)
-        topup = TopUp.objects.get(pk=topup_id)
-        if topup.state != TopUp.State.PENDING:
-            raise TopUpAlreadyDecided()
-        if topup.requested_by == _principal(approver):
-            raise MakerCannotApprove()
-        before = events.topup_data(topup)
-        topup.state = TopUp.State.REJECTED
-        topup.decided_by = approver
-        topup.decision_note = note
-        topup.decided_at = timezone.now()
-        topup.save(update_fields=["state", "decided_by", "decision_note", "decided_at"])
-        _emit(
-            account,
-            "topup_rejected",
-            {**events.topup_data(topup), "note": note},
-            actor=_principal(approver),
-            object_type="ledger.TopUp",
-            object_id=topup.pk,
-            before=before,
+        topup = _pending_topup(topup_id, approver)
+        _request_reject(
+            account=account,
+            request=topup,
+            approver=approver,
             note=note,
+            data=events.topup_data,
+            object_type="ledger.TopUp",
+            event="topup_rejected",
         )
         notify_employer(
             account.employer_id, "ledger.topup_rejected", {"account_id": account.pk, "topup_id": topup.pk}
@@ -1288,10 +1319,16 @@ def adjustment_request(
 
 
 def _adjustment_account_id(adjustment_id: int) -> int:
-    account_id = Adjustment.objects.filter(pk=adjustment_id).values_list("account_id", flat=True).first()
-    if account_id is None:
-        raise AdjustmentNotFound()
-    return account_id
+    return _request_account_id(Adjustment, adjustment_id, AdjustmentNotFound)
+
+
+def _pending_adjustment(adjustment_id: int, approver) -> Adjustment:
+    return _pending_request(
+        model=Adjustment,
+        pk=adjustment_id,
+        already_decided=AdjustmentAlreadyDecided,
+        is_maker=lambda adjustment: adjustment.requested_by_id == approver.pk,
+    )
 
 
 def adjustment_approve(*, adjustment_id: int, approver) -> Adjustment:
@@ -1301,11 +1338,7 @@ def adjustment_approve(*, adjustment_id: int, approver) -> Adjustment:
 
     def run() -> Adjustment:
         account = account_lock(account_id)
-        adjustment = Adjustment.objects.get(pk=adjustment_id)
-        if adjustment.state != Adjustment.State.PENDING:
-            raise AdjustmentAlreadyDecided()
-        if adjustment.requested_by_id == approver.pk:
-            raise MakerCannotApprove()
+        adjustment = _pending_adjustment(adjustment_id, approver)
         if adjustment.amount < 0 and -adjustment.amount > account.posted - account.held:
             raise InsufficientFunds()
         before = events.adjustment_data(adjustment)
@@ -1345,26 +1378,15 @@ def adjustment_reject(*, adjustment_id: int, approver, note: str) -> Adjustment:
 
     def run() -> Adjustment:
         account = account_lock(account_id)
-        adjustment = Adjustment.objects.get(pk=adjustment_id)
-        if adjustment.state != Adjustment.State.PENDING:
-            raise AdjustmentAlreadyDecided()
-        if adjustment.requested_by_id == approver.pk:
-            raise MakerCannotApprove()
-        before = events.adjustment_data(adjustment)
-        adjustment.state = Adjustment.State.REJECTED
-        adjustment.decided_by = approver
-        adjustment.decision_note = note
-        adjustment.decided_at = timezone.now()
-        adjustment.save(update_fields=["state", "decided_by", "decision_note", "decided_at"])
-        _emit(
-            account,
-            "adjustment_rejected",
-            {**events.adjustment_data(adjustment), "note": note},
-            actor=_principal(approver),
-            object_type="ledger.Adjustment",
-            object_id=adjustment.pk,
-            before=before,
+        adjustment = _pending_adjustment(adjustment_id, approver)
+        _request_reject(
+            account=account,
+            request=adjustment,
+            approver=approver,
             note=note,
+            data=events.adjustment_data,
+            object_type="ledger.Adjustment",
+            event="adjustment_rejected",
         )
         return adjustment
 
