@@ -24,16 +24,28 @@ def is_postgresql() -> bool:
 
 
 def ids_reserve(model: type[models.Model], count: int) -> list[int]:
-    """`count` fresh primary keys from the table's identity sequence (PostgreSQL only)."""
+    """`count` fresh primary keys for rows the caller inserts next, in this transaction.
+
+    PostgreSQL: taken from the table's identity sequence. Elsewhere (SQLite): the ids after
+    the largest in use, so the caller must already hold the database's write lock (it has
+    written in this transaction) and insert them before reserving again.
+    """
     if count == 0:
         return []
     table = model._meta.db_table
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-            [table, count],
-        )
-        return [row[0] for row in cursor.fetchall()]
+        if is_postgresql():
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                [table, count],
+            )
+            return [row[0] for row in cursor.fetchall()]
+        cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {connection.ops.quote_name(table)}")  # noqa: S608
+        last = cursor.fetchone()[0]
+        cursor.execute("SELECT seq FROM sqlite_sequence WHERE name = %s", [table])
+        row = cursor.fetchone()
+        last = max(last, row[0] if row else 0)
+        return list(range(last + 1, last + 1 + count))
 
 
 def rows_insert(model: type[models.Model], columns: Sequence[str], rows: Iterable[tuple]) -> None:

@@ -81,6 +81,7 @@ def upload_store(*, upload, employer_id: int, file_format: str) -> StoredUpload:
     size = 0
     endings = 0
     head = b""
+    last = b""
     try:
         with open(path, "wb") as out:
             for piece in _pieces(upload):
@@ -88,7 +89,8 @@ def upload_store(*, upload, employer_id: int, file_format: str) -> StoredUpload:
                 if size > limit:
                     raise UploadTooLarge(f"The file is larger than the limit of {limit} bytes.")
                 digest.update(piece)
-                endings += piece.count(b"\n") + piece.count(b"\r")
+                endings += piece.count(b"\n") + piece.count(b"\r") - piece.count(b"\r\n")
+                last = piece[-1:]
                 if len(head) < PIECE:
                     head += piece[: PIECE - len(head)]
                 out.write(piece)
@@ -100,7 +102,8 @@ def upload_store(*, upload, employer_id: int, file_format: str) -> StoredUpload:
         relative_path=str(relative),
         sha256=digest.hexdigest(),
         size=size,
-        row_bound=endings + 1,
+        # A line end closes every line but an unterminated last one.
+        row_bound=endings + (0 if last in (b"\n", b"\r") else 1),
         head=head,
     )
 

@@ -4,11 +4,12 @@ Taking locks in one order everywhere means two transactions that touch the same
 endorsements wait for each other instead of deadlocking.
 """
 
+import zlib
 from collections.abc import Iterable
 
 from django.db import connection
 
-from endorsements.models import EndorsementBatch, EndorsementRequest
+from endorsements.models import Employer, EndorsementBatch, EndorsementRequest
 
 
 def endorsements_lock(ids: Iterable[int]) -> dict[int, str]:
@@ -35,15 +36,9 @@ def batch_lock(batch_id: int) -> EndorsementBatch:
     return EndorsementBatch.objects.select_for_update().get(pk=batch_id)
 
 
-def endorsements_lock_received(
-    *, ids=None, batch_id=None, row_from=None, row_to=None
-) -> list[EndorsementRequest]:
-    """Lock RECEIVED endorsements (by ids, or a batch's row range) and return them, pk order."""
-    queryset = EndorsementRequest.objects.select_for_update().filter(state="RECEIVED")
-    if ids is not None:
-        queryset = queryset.filter(pk__in=list(ids))
-    else:
-        queryset = queryset.filter(batch_id=batch_id, row_number__gte=row_from, row_number__lte=row_to)
+def endorsements_lock_received(*, ids: Iterable[int]) -> list[EndorsementRequest]:
+    """Lock the RECEIVED endorsements among `ids` and return them, pk order."""
+    queryset = EndorsementRequest.objects.select_for_update().filter(state="RECEIVED", pk__in=list(ids))
     return list(
         queryset.order_by("pk").only(
             "pk",
@@ -59,3 +54,38 @@ def endorsements_lock_received(
             "state",
         )
     )
+
+
+# Deciding new requests is serialised per employer and intake slot: a slot is a fixed
+# share of employee codes (crc32 % INTAKE_SLOTS). Everything a decision depends on — the
+# same content, the same member, the employee of a dependant — shares the employee code,
+# so requests in different slots never affect each other and can be decided at once.
+INTAKE_SLOTS = 16
+# pg_advisory_xact_lock(bigint): namespace, employer id and slot in one key.
+_INTAKE_LOCK_NAMESPACE = 0x454D53 << 40
+
+
+def intake_slot(employee_code: str) -> int:
+    return zlib.crc32(employee_code.encode("utf-8", "surrogateescape")) % INTAKE_SLOTS
+
+
+def partition_slots(partition: int, partitions: int) -> list[int]:
+    """The slots whose codes a file's partition decides (`partitions` divides INTAKE_SLOTS)."""
+    return [slot for slot in range(INTAKE_SLOTS) if slot % partitions == partition]
+
+
+def employer_intake_lock(employer_id: int, slots: Iterable[int] = range(INTAKE_SLOTS)) -> None:
+    """Serialise deciding an employer's new requests in these slots, until the transaction ends.
+
+    Duplicate and supersede checks read the employer's other requests; two transactions
+    deciding at once would not see each other's rows. Slots are taken in ascending order,
+    before any row lock, so two callers never wait for each other in a cycle. On SQLite
+    (the embedded default) a write takes the database's one write lock instead.
+    """
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            keys = [_INTAKE_LOCK_NAMESPACE | (employer_id << 8) | slot for slot in sorted(set(slots))]
+            cursor.execute("SELECT pg_advisory_xact_lock(key) FROM unnest(%s::bigint[]) AS key", [keys])
+        else:
+            table = connection.ops.quote_name(Employer._meta.db_table)
+            cursor.execute(f"UPDATE {table} SET id = id WHERE id = %s", [employer_id])  # noqa: S608

@@ -334,6 +334,14 @@ class EndorsementBatch(models.Model):
         default=0, help_text="data rows read and committed so far (a re-run resumes after them)"
     )
     parsed_at = models.DateTimeField(null=True, blank=True, help_text="the whole file has been read")
+    partitions = models.PositiveSmallIntegerField(
+        default=1, help_text="workers reading the file at once, each for its own employee codes"
+    )
+    partition_positions = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='per partition: {"position": records of the file passed, "done": read to the end}',
+    )
     failure_code = models.CharField(max_length=64, blank=True)
     failure_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -9,16 +9,20 @@ How a request enters EMS
 - As a file (`batch_submit`, API and portal): the upload is streamed to MEDIA_ROOT and
   checked whole (`intake.upload_check`: nothing is written for a file no row could
   survive), the batch is created and processing is enqueued on commit.
-  `batch_process` (Celery) streams the rows in chunks of CHUNK_ROWS: each chunk's good
-  rows become RECEIVED requests with COPY-class inserts, its bad rows `BatchRowError`s,
-  in one transaction per chunk that also advances `rows_parsed` (a re-run resumes after
-  it); the chunk's validation is enqueued on commit. Memory stays bounded by one chunk.
-- Validation (`endorsements_validate`, `batch_chunk_validate`) locks the RECEIVED rows,
-  assesses them together (`validation.endorsements_assess`) and applies the decisions
-  through `transitions.endorsement_transition`: VALIDATED with a premium, REJECTED with
-  reasons, SUPERSEDED; older unsent requests that a new one replaces are superseded and
-  their hold released. Batch counters and progress move in the same transaction and the
-  progress is pushed to the employer's websocket after commit.
+  `batch_process` (Celery) streams the rows in chunks of CHUNK_ROWS. Each chunk is
+  decided before it is stored: its well-formed rows are validated together in memory
+  (`validation.endorsements_assess`, lookups loaded once per chunk) and inserted once,
+  already VALIDATED / REJECTED / SUPERSEDED, with COPY (`transitions.
+  endorsements_create_decided`); its malformed rows become `BatchRowError`s. One
+  transaction per chunk holds the employer's intake lock (so duplicate and supersede
+  checks see every earlier decision) and advances `rows_parsed`, the counters and the
+  progress (a re-run resumes after it). Memory stays bounded by one chunk.
+- Validation of stored requests (`endorsements_validate`: the API's single requests)
+  takes the same employer lock, locks the RECEIVED rows, assesses them together and
+  applies the decisions through `transitions.endorsement_transition`: VALIDATED with a
+  premium, REJECTED with reasons, SUPERSEDED. In both paths older unsent requests that a
+  new one replaces are superseded and their hold released, and the batch's progress is
+  pushed to the employer's websocket after commit.
 
 Batch counts: `accepted` (validated, including rows later replaced by a newer row),
 `rejected` (invalid rows) and `duplicates` (rejected as a duplicate) add up to
@@ -29,22 +33,33 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import date
 from functools import partial
 
 import structlog
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from ems.audit import audit_record
 from ems.errors import PermissionDenied
+from ems.identifiers import new_tracking_ids
 from ems.notifications import notify_employer
 from ems.tenancy import Caller
 from endorsements import bulk_writes, intake
 from endorsements.errors import EndorsementInvalid, UploadFormatUnknown
 from endorsements.events import batch_event, events_queue, transition_event
-from endorsements.locks import batch_lock, endorsements_lock, endorsements_lock_received
+from endorsements.locks import (
+    INTAKE_SLOTS,
+    batch_lock,
+    employer_intake_lock,
+    endorsements_lock,
+    endorsements_lock_received,
+    intake_slot,
+    partition_slots,
+)
 from endorsements.models import (
     BatchRowError,
     EndorsementBatch,
@@ -54,12 +69,23 @@ from endorsements.models import (
     Policy,
     Source,
 )
-from endorsements.transitions import UNSENT_STATES, endorsement_transition
-from endorsements.validation import COLUMNS, content_hash, endorsements_assess, member_key, row_parse
+from endorsements.read_ahead import read_ahead
+from endorsements.transitions import UNSENT_STATES, endorsement_transition, endorsements_create_decided
+from endorsements.validation import (
+    COLUMNS,
+    IntakeRow,
+    content_hash,
+    endorsements_assess,
+    member_key,
+    row_parse,
+)
 
 log = structlog.get_logger(__name__)
 
 CHUNK_ROWS = 5_000
+READ_AHEAD = 2
+# A file expected to hold at least this many rows is read by INTAKE_PARTITIONS tasks.
+PARTITION_MIN_ROWS = 20_000
 VALIDATION_ACTOR = "system:validation"
 
 
@@ -155,8 +181,16 @@ def _provisional_key(values: dict) -> str:
 def endorsements_validate(*, endorsement_ids: Iterable[int], actor: str = VALIDATION_ACTOR) -> dict[str, int]:
     """Validate RECEIVED endorsements (others are skipped: safe to run twice)."""
     counts = {"accepted": 0, "rejected": 0, "duplicates": 0}
+    ids = list(endorsement_ids)
     with transaction.atomic():
-        requests = endorsements_lock_received(ids=list(endorsement_ids))
+        slots: dict[int, set[int]] = {}
+        for employer_id, data in EndorsementRequest.objects.filter(pk__in=ids).values_list(
+            "employer_id", "member_data"
+        ):
+            slots.setdefault(employer_id, set()).add(intake_slot(str(data.get("employee_code", ""))))
+        for employer_id in sorted(slots):
+            employer_intake_lock(employer_id, slots[employer_id])
+        requests = endorsements_lock_received(ids=ids)
         groups: dict[tuple[int, int | None], list[EndorsementRequest]] = {}
         for request in requests:
             groups.setdefault((request.employer_id, request.batch_id), []).append(request)
@@ -171,25 +205,10 @@ def endorsements_validate(*, endorsement_ids: Iterable[int], actor: str = VALIDA
     return counts
 
 
-def batch_chunk_validate(*, batch_id: int, row_from: int, row_to: int) -> dict[str, int]:
-    """Validate one committed chunk of a batch, then advance its counters and progress."""
-    with transaction.atomic():
-        requests = endorsements_lock_received(batch_id=batch_id, row_from=row_from, row_to=row_to)
-        counts = {"accepted": 0, "rejected": 0, "duplicates": 0}
-        if requests:
-            counts = _decisions_apply(
-                employer_id=requests[0].employer_id,
-                requests=requests,
-                actor=VALIDATION_ACTOR,
-                batch_id=batch_id,
-            )
-        _batch_advance(batch_id, **counts)
-    return counts
-
-
 def _decisions_apply(
     *, employer_id: int, requests: list[EndorsementRequest], actor: str, batch_id: int | None = None
 ) -> dict[str, int]:
+    """Decide stored RECEIVED requests and move each to its decided state."""
     assessment = endorsements_assess(employer_id=employer_id, endorsements=requests, today=_today())
     by_id = {r.pk: r for r in requests}
     groups: dict[str, list[EndorsementRequest]] = {"VALIDATED": [], "REJECTED": [], "SUPERSEDED": []}
@@ -204,30 +223,40 @@ def _decisions_apply(
                 actor=actor,
                 changes={r.pk: changes[r.pk] for r in groups[state]},
             )
+    return _assessment_close(
+        employer_id=employer_id, requests=requests, assessment=assessment, actor=actor, batch_id=batch_id
+    )
+
+
+def _assessment_close(*, employer_id: int, requests, assessment, actor: str, batch_id: int | None) -> dict:
+    """After the decisions are stored: supersede older requests, write row errors, count."""
     for older, newer_id in assessment.superseded_older:
         endorsement_supersede(endorsement=older, newer_id=newer_id, actor=actor)
-    duplicates = sum(1 for d in assessment.decisions.values() if d.state == "REJECTED" and d.duplicate)
-    rejected = len(groups["REJECTED"]) - duplicates
-    if batch_id is not None and groups["REJECTED"]:
+    decisions = assessment.decisions
+    states = [d.state for d in decisions.values()]
+    duplicates = sum(1 for d in decisions.values() if d.state == "REJECTED" and d.duplicate)
+    rejected = states.count("REJECTED") - duplicates
+    if batch_id is not None and rejected + duplicates:
         _row_errors_write(
             batch_id,
             (
                 (r.row_number, reason, r.member_data)
-                for r in groups["REJECTED"]
-                for reason in changes[r.pk]["rejection_reasons"]
+                for r in requests
+                if decisions[r.pk].state == "REJECTED"
+                for reason in decisions[r.pk].changes["rejection_reasons"]
             ),
         )
     log.info(
         "endorsement.validated_group",
         employer_id=employer_id,
         batch_id=batch_id,
-        validated=len(groups["VALIDATED"]),
+        validated=states.count("VALIDATED"),
         rejected=rejected,
         duplicates=duplicates,
-        superseded=len(groups["SUPERSEDED"]) + len(assessment.superseded_older),
+        superseded=states.count("SUPERSEDED") + len(assessment.superseded_older),
     )
     return {
-        "accepted": len(groups["VALIDATED"]) + len(groups["SUPERSEDED"]),
+        "accepted": states.count("VALIDATED") + states.count("SUPERSEDED"),
         "rejected": rejected,
         "duplicates": duplicates,
     }
@@ -328,24 +357,42 @@ def _enqueue_processing(batch_id: int) -> None:
     batch_process_task.delay(batch_id)
 
 
-def _enqueue_chunk_validation(batch_id: int, row_from: int, row_to: int) -> None:
-    from endorsements.tasks import batch_chunk_validate_task
+def _enqueue_partition(batch_id: int, partition: int) -> None:
+    from endorsements.tasks import batch_partition_task
 
-    batch_chunk_validate_task.delay(batch_id, row_from, row_to)
+    batch_partition_task.delay(batch_id, partition)
 
 
 def batch_process(*, batch_id: int) -> None:
-    """Read a stored file in chunks; safe to run again (resumes after the committed rows)."""
+    """Start reading a stored file: one task per partition (safe to run again)."""
+    with transaction.atomic():
+        batch = batch_lock(batch_id)
+        if (
+            batch.state != EndorsementBatch.State.RECEIVED
+            and batch.state != EndorsementBatch.State.PROCESSING
+        ):
+            return
+        if batch.state == EndorsementBatch.State.RECEIVED:
+            partitions = settings.INTAKE_PARTITIONS if batch.rows_expected >= PARTITION_MIN_ROWS else 1
+            if partitions < 1 or INTAKE_SLOTS % partitions:
+                raise ImproperlyConfigured(f"INTAKE_PARTITIONS must divide {INTAKE_SLOTS}.")
+            batch.state = EndorsementBatch.State.PROCESSING
+            batch.partitions = partitions
+            batch.save(update_fields=["state", "partitions"])
+        for partition in range(batch.partitions):
+            if not batch.partition_positions.get(str(partition), {}).get("done"):
+                transaction.on_commit(partial(_enqueue_partition, batch_id, partition))
+
+
+def batch_partition_process(*, batch_id: int, partition: int) -> None:
+    """Read a file for one partition; resumes after its committed chunks, ends the batch visibly."""
     batch = EndorsementBatch.objects.get(pk=batch_id)
-    if batch.state in (EndorsementBatch.State.COMPLETED, EndorsementBatch.State.FAILED) or batch.parsed_at:
+    if batch.state != EndorsementBatch.State.PROCESSING:
         return
-    EndorsementBatch.objects.filter(pk=batch_id, state=EndorsementBatch.State.RECEIVED).update(
-        state=EndorsementBatch.State.PROCESSING
-    )
     try:
-        _batch_read(batch)
+        _partition_read(batch, partition)
     except Exception as error:  # noqa: BLE001 - any failure ends the batch visibly, never silently
-        log.exception("batch.processing_failed", batch_id=batch_id)
+        log.exception("batch.processing_failed", batch_id=batch_id, partition=partition)
         batch_fail(
             batch_id=batch_id, code="processing_error", reason=f"{type(error).__name__}: {error}"[:500]
         )
@@ -376,149 +423,159 @@ def batch_fail(*, batch_id: int, code: str, reason: str) -> None:
         notify_employer(batch.employer_id, "batch.completed", _progress_data(batch))
 
 
-def _batch_read(batch: EndorsementBatch) -> None:
+def _partition_read(batch: EndorsementBatch, partition: int) -> None:
+    state = batch.partition_positions.get(str(partition), {})
+    if state.get("done"):
+        return
     path = intake.media_path(batch.file_path)
     records = intake.json_records(path) if batch.file_format == "JSON" else intake.csv_records(path)
     policies = {
         number.upper(): pk
         for pk, number in Policy.objects.filter(employer_id=batch.employer_id).values_list("pk", "number")
     }
-    today = _today()
-    already = batch.rows_parsed
-    seen = 0
+    chunks = _chunks_prepared(
+        records,
+        start=state.get("position", 0),
+        partition=partition,
+        partitions=batch.partitions,
+        today=_today(),
+    )
+    # The next chunk is read and checked in a thread while this one is decided and stored:
+    # parsing overlaps the database's work, and at most READ_AHEAD chunks wait in memory.
+    for prepared in read_ahead(chunks, READ_AHEAD):
+        _chunk_store(batch, prepared, policies=policies, partition=partition)
+
+
+@dataclass(slots=True)
+class _PreparedChunk:
+    start: int  # the file's records passed before this chunk
+    end: int  # ... and after it (records of other partitions in between are passed too)
+    good: list[tuple[int, dict, str]]  # (row number, values, content hash)
+    bad: list[tuple[int, list, dict]]  # (row number, issues, raw cells)
+    last: bool = False  # the end of the file
+
+
+def _record_partition(record, partitions: int) -> int:
+    """The partition of a file record: by its employee code's intake slot (see locks.py)."""
+    row_number, cells, _issues, _raw = record
+    code = cells.get("employee_code") if cells is not None else None
+    if code is None:
+        return row_number % partitions
+    return intake_slot(str(code).strip()) % partitions
+
+
+def _chunks_prepared(
+    records: Iterable, *, start: int, partition: int, partitions: int, today: date
+) -> Iterator[_PreparedChunk]:
     chunk: list = []
-    for record in records:
-        seen += 1
-        if seen <= already:
+    position = total = start
+    for index, record in enumerate(records):
+        if index < start:
             continue
-        chunk.append(record)
-        if len(chunk) >= CHUNK_ROWS:
-            _chunk_commit(batch, chunk, policies=policies, today=today)
-            chunk = []
-    if chunk:
-        _chunk_commit(batch, chunk, policies=policies, today=today)
-    with transaction.atomic():
-        locked = batch_lock(batch.pk)
-        locked.rows_total = seen
-        locked.parsed_at = timezone.now()
-        locked.save(update_fields=["rows_total", "parsed_at"])
-        _batch_advance(batch.pk, batch=locked)
+        total = index + 1
+        if partitions == 1 or _record_partition(record, partitions) == partition:
+            chunk.append(record)
+            if len(chunk) >= CHUNK_ROWS:
+                yield _chunk_prepare(chunk, start=position, end=total, today=today)
+                position = total
+                chunk = []
+    prepared = _chunk_prepare(chunk, start=position, end=total, today=today)
+    prepared.last = True
+    yield prepared
 
 
-def _chunk_commit(batch: EndorsementBatch, chunk: list, *, policies: dict[str, int], today: date) -> None:
-    good: list[tuple[int, dict]] = []
+def _chunk_prepare(chunk: list, *, start: int, end: int, today: date) -> _PreparedChunk:
+    """Schema and format checks of a chunk's rows (no database)."""
+    good: list[tuple[int, dict, str]] = []
     bad: list[tuple[int, list, dict]] = []
     for row_number, cells, issues, raw in chunk:
         if cells is not None and not issues:
             values, issues = row_parse(cells, today=today)
             if not issues:
-                good.append((row_number, values))
+                good.append((row_number, values, content_hash(values)))
                 continue
         bad.append((row_number, issues, raw))
+    return _PreparedChunk(start=start, end=end, good=good, bad=bad)
+
+
+def _chunk_store(
+    batch: EndorsementBatch, prepared: _PreparedChunk, *, policies: dict[str, int], partition: int = 0
+) -> None:
+    """Decide a checked chunk and store it, with the batch's counters, in one transaction.
+
+    Holds the intake lock of the partition's slots, so a second run of the same partition
+    (a redelivered task) waits, then sees the chunk stored and skips it.
+    """
+    key = str(partition)
     with transaction.atomic():
-        _requests_create(batch, good, policies=policies)
+        employer_intake_lock(batch.employer_id, partition_slots(partition, batch.partitions))
+        state, positions = EndorsementBatch.objects.values_list("state", "partition_positions").get(
+            pk=batch.pk
+        )
+        passed = positions.get(key, {})
+        if (
+            state != EndorsementBatch.State.PROCESSING
+            or passed.get("done")
+            or passed.get("position", 0) > prepared.start
+        ):
+            return
+        counts = _rows_decide_store(batch, prepared.good, policies=policies, today=_today())
         _row_errors_write(
             batch.pk,
-            ((row_number, issue.as_dict(), raw) for row_number, issues, raw in bad for issue in issues),
+            (
+                (row_number, issue.as_dict(), raw)
+                for row_number, issues, raw in prepared.bad
+                for issue in issues
+            ),
         )
-        EndorsementBatch.objects.filter(pk=batch.pk).update(
-            rows_parsed=F("rows_parsed") + len(chunk), rejected_count=F("rejected_count") + len(bad)
-        )
-        transaction.on_commit(partial(_enqueue_chunk_validation, batch.pk, chunk[0][0], chunk[-1][0]))
+        locked = batch_lock(batch.pk)
+        locked.rows_parsed += len(prepared.good) + len(prepared.bad)
+        locked.partition_positions[key] = {"position": prepared.end, "done": prepared.last}
+        fields = ["rows_parsed", "partition_positions"]
+        if all(locked.partition_positions.get(str(p), {}).get("done") for p in range(locked.partitions)):
+            locked.rows_total = prepared.end
+            locked.parsed_at = timezone.now()
+            fields += ["rows_total", "parsed_at"]
+        locked.save(update_fields=fields)
+        counts["rejected"] += len(prepared.bad)
+        _batch_advance(batch.pk, batch=locked, **counts)
 
 
-_REQUEST_COLUMNS = (
-    "id",
-    "tracking_id",
-    "employer_id",
-    "policy_id",
-    "type",
-    "member_data",
-    "effective_date",
-    "content_hash",
-    "member_key",
-    "idempotency_key",
-    "source",
-    "batch_id",
-    "row_number",
-    "state",
-    "rejection_reasons",
-    "attempts",
-    "last_error",
-    "insurer_reference",
-    "received_at",
-    "updated_at",
-)
-
-
-def _requests_create(
-    batch: EndorsementBatch, good: list[tuple[int, dict]], *, policies: dict[str, int]
-) -> None:
-    """Insert a chunk's good rows as RECEIVED requests with history and events, set-based."""
+def _rows_decide_store(
+    batch: EndorsementBatch, good: list[tuple[int, dict, str]], *, policies: dict[str, int], today: date
+) -> dict[str, int]:
+    """Validate a chunk's well-formed rows together, then store each once, in its decided state."""
     if not good:
-        return
-    from ems.identifiers import new_tracking_id
-
-    now = timezone.now()
+        return {"accepted": 0, "rejected": 0, "duplicates": 0}
     employer_id = batch.employer_id
-    received = EndorsementState.RECEIVED
-    created: list[tuple[int, str, str]] = []  # (id, tracking id, type)
-    if bulk_writes.is_postgresql():
-        ids = bulk_writes.ids_reserve(EndorsementRequest, len(good))
-        dumps = json.JSONEncoder(separators=(",", ":")).encode
-
-        def rows():
-            for pk, (row_number, values) in zip(ids, good, strict=True):
-                tracking_id = new_tracking_id()
-                created.append((pk, tracking_id, values["action"]))
-                yield (
-                    pk,
-                    tracking_id,
-                    employer_id,
-                    policies.get(values["policy_number"]),
-                    values["action"],
-                    dumps(values),
-                    values["effective_date"],
-                    content_hash(values),
-                    _provisional_key(values),
-                    "",
-                    Source.CSV,
-                    batch.pk,
-                    row_number,
-                    received,
-                    "[]",
-                    0,
-                    "",
-                    "",
-                    now,
-                    now,
-                )
-
-        bulk_writes.rows_insert(EndorsementRequest, _REQUEST_COLUMNS, rows())
-    else:
-        objects = [
-            EndorsementRequest(
-                employer_id=employer_id,
-                policy_id=policies.get(values["policy_number"]),
-                type=values["action"],
-                member_data=values,
-                effective_date=values["effective_date"],
-                content_hash=content_hash(values),
-                member_key=_provisional_key(values),
-                source=Source.CSV,
-                batch_id=batch.pk,
-                row_number=row_number,
-            )
-            for row_number, values in good
-        ]
-        EndorsementRequest.objects.bulk_create(objects, batch_size=500)
-        created = [(o.pk, o.tracking_id, o.type) for o in objects]
-    bulk_writes.rows_insert(
-        EndorsementTransition,
-        ("endorsement_id", "from_state", "to_state", "actor", "reason", "at"),
-        ((pk, "", received, f"batch:{batch.pk}", "", now) for pk, _, _ in created),
+    ids = bulk_writes.ids_reserve(EndorsementRequest, len(good))
+    rows = [
+        IntakeRow(
+            pk=pk,
+            tracking_id=tracking_id,
+            employer_id=employer_id,
+            policy_id=policies.get(values["policy_number"]),
+            type=values["action"],
+            member_data=values,
+            content_hash=digest,
+            member_key=_provisional_key(values),
+            batch_id=batch.pk,
+            row_number=row_number,
+        )
+        for pk, tracking_id, (row_number, values, digest) in zip(
+            ids, new_tracking_ids(len(good)), good, strict=True
+        )
+    ]
+    assessment = endorsements_assess(employer_id=employer_id, endorsements=rows, today=today)
+    received_by = f"batch:{batch.pk}"
+    endorsements_create_decided(
+        rows=rows,
+        decisions=assessment.decisions,
+        source=Source.CSV,
+        received_actor=received_by,
+        actor=VALIDATION_ACTOR,
     )
-    # One event for the chunk, not one per row: each row's own events start at validation.
+    # One event and one audit record for the chunk's arrival; each row's own event is its decision.
     events_queue(
         [
             batch_event(
@@ -526,22 +583,29 @@ def _requests_create(
                 event_type="batch.rows_received",
                 data={
                     "batch_id": batch.pk,
-                    "count": len(created),
-                    "first_tracking_id": created[0][1],
-                    "last_tracking_id": created[-1][1],
-                    "first_row": good[0][0],
-                    "last_row": good[-1][0],
+                    "count": len(rows),
+                    "first_tracking_id": rows[0].tracking_id,
+                    "last_tracking_id": rows[-1].tracking_id,
+                    "first_row": rows[0].row_number,
+                    "last_row": rows[-1].row_number,
                 },
             )
         ]
     )
     audit_record(
-        actor=f"batch:{batch.pk}",
+        actor=received_by,
         action="endorsement.received",
         object_type="endorsement_group",
-        object_id=f"{created[0][1]}..{created[-1][1]}",
+        object_id=f"{rows[0].tracking_id}..{rows[-1].tracking_id}",
         employer_id=employer_id,
-        after={"state": received, "batch_id": batch.pk, "count": len(created)},
+        after={"state": EndorsementState.RECEIVED, "batch_id": batch.pk, "count": len(rows)},
+    )
+    return _assessment_close(
+        employer_id=employer_id,
+        requests=rows,
+        assessment=assessment,
+        actor=VALIDATION_ACTOR,
+        batch_id=batch.pk,
     )
 
 

@@ -11,10 +11,10 @@ def batch_process_task(batch_id: int) -> None:
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
-def batch_chunk_validate_task(batch_id: int, row_from: int, row_to: int) -> dict:
-    from endorsements.services import batch_chunk_validate
+def batch_partition_task(batch_id: int, partition: int) -> None:
+    from endorsements.services import batch_partition_process
 
-    return batch_chunk_validate(batch_id=batch_id, row_from=row_from, row_to=row_to)
+    batch_partition_process(batch_id=batch_id, partition=partition)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)

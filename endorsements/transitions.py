@@ -11,6 +11,8 @@ stages register theirs with `follow_up_register`) and, for a single endorsement,
 websocket hint to the employer.
 
 Creation is not a transition: intake writes the first `"" -> RECEIVED` record itself.
+`endorsements_create_decided` stores a file's rows that were validated before they were
+stored, each straight in its decided state, with the records both moves would have left.
 """
 
 import json
@@ -222,6 +224,146 @@ def _state_write(items, *, to_state: str, now, changes: Mapping[int, Mapping[str
 
 _HISTORY_COLUMNS = ("endorsement_id", "from_state", "to_state", "actor", "reason", "at")
 
+_CREATE_COLUMNS = (
+    "id",
+    "tracking_id",
+    "employer_id",
+    "policy_id",
+    "member_id",
+    "type",
+    "member_data",
+    "effective_date",
+    "premium_amount",
+    "tax_amount",
+    "content_hash",
+    "member_key",
+    "idempotency_key",
+    "source",
+    "batch_id",
+    "row_number",
+    "state",
+    "rejection_reasons",
+    "attempts",
+    "last_error",
+    "insurer_reference",
+    "superseded_by_id",
+    "received_at",
+    "validated_at",
+    "closed_at",
+    "updated_at",
+)
+
+
+def endorsements_create_decided(
+    *,
+    rows: Sequence[Any],
+    decisions: Mapping[int, Any],
+    source: str,
+    received_actor: str,
+    actor: str,
+) -> dict[str, list[int]]:
+    """Store requests that were validated before they were stored, each in its decided state.
+
+    For a file's chunk: instead of inserting RECEIVED rows and then updating each one
+    (which rewrites every index of every row), each row is inserted once, already
+    VALIDATED, REJECTED or SUPERSEDED, with the same record a stored request would get:
+    both history records (`"" -> RECEIVED` by `received_actor`, `RECEIVED -> state` by
+    `actor`), one `endorsement.<state>` event per row, grouped audit records, and the
+    follow-ups registered for each state after commit. `rows` are `validation.IntakeRow`s
+    (ids reserved), `decisions` their `validation.Decision` by id. Returns ids by state.
+    """
+    if not rows:
+        return {}
+    illegal = [r for r in rows if not is_legal(S.RECEIVED, decisions[r.pk].state)]
+    if illegal:
+        raise IllegalTransition(
+            f"{len(illegal)} of {len(rows)} endorsements cannot be stored as decided.",
+            details=[
+                ErrorDetail(r.tracking_id, "illegal_transition", f"RECEIVED -> {decisions[r.pk].state}")
+                for r in illegal[:50]
+            ],
+        )
+    if transaction.get_autocommit():
+        raise RuntimeError("decided endorsements must be stored inside the caller's transaction")
+    now = timezone.now()
+    encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    by_state: dict[str, list[int]] = {}
+    for r in rows:
+        by_state.setdefault(decisions[r.pk].state, []).append(r.pk)
+
+    def request_rows():
+        for r in rows:
+            decision = decisions[r.pk]
+            state = decision.state
+            changes = decision.changes
+            validated = now if state == S.VALIDATED else None
+            reasons = changes.get("rejection_reasons")
+            yield (
+                r.pk,
+                r.tracking_id,
+                r.employer_id,
+                changes.get("policy_id", r.policy_id),
+                changes.get("member_id"),
+                r.type,
+                encode(r.member_data),
+                r.member_data.get("effective_date"),
+                changes.get("premium_amount"),
+                changes.get("tax_amount"),
+                r.content_hash,
+                changes.get("member_key", r.member_key),
+                "",
+                source,
+                r.batch_id,
+                r.row_number,
+                state,
+                encode(reasons) if reasons else "[]",
+                0,
+                "",
+                "",
+                changes.get("superseded_by_id"),
+                now,
+                validated,
+                None if validated else now,
+                now,
+            )
+
+    bulk_writes.rows_insert(EndorsementRequest, _CREATE_COLUMNS, request_rows())
+    received_actor = received_actor[:100]
+    actor = actor[:100]
+
+    def history_rows():
+        for r in rows:
+            decision = decisions[r.pk]
+            yield (r.pk, "", S.RECEIVED, received_actor, "", now)
+            yield (r.pk, S.RECEIVED, decision.state, actor, _reason_text(decision.changes), now)
+
+    bulk_writes.rows_insert(EndorsementTransition, _HISTORY_COLUMNS, history_rows())
+    events_queue(
+        transition_event(
+            tracking_id=r.tracking_id,
+            employer_id=r.employer_id,
+            endorsement_type=r.type,
+            from_state=S.RECEIVED,
+            to_state=decisions[r.pk].state,
+            reason=_reason_text(decisions[r.pk].changes),
+            changes=_event_changes(decisions[r.pk].changes),
+        )
+        for r in rows
+    )
+    for state, ids in by_state.items():
+        members = [r for r in rows if decisions[r.pk].state == state]
+        _audit_write(
+            members,
+            from_states=dict.fromkeys(ids, S.RECEIVED),
+            to_state=state,
+            actor=actor,
+            reason="",
+            grouped=True,  # a file's chunk: one record per state, like its arrival
+        )
+        for handler in _FOLLOW_UPS.get(state, []):
+            transaction.on_commit(partial(handler, ids))
+    return by_state
+
 
 def _history_write(items, *, from_states, to_state: str, actor: str, reason: str, now) -> None:
     actor = actor[:100]
@@ -251,8 +393,10 @@ def _event_changes(values: Mapping[str, Any] | None) -> dict:
     return out
 
 
-def _audit_write(items, *, from_states, to_state: str, actor: str, reason: str) -> None:
-    if len(items) <= AUDIT_PER_ROW_LIMIT:
+def _audit_write(
+    items, *, from_states, to_state: str, actor: str, reason: str, grouped: bool = False
+) -> None:
+    if not grouped and len(items) <= AUDIT_PER_ROW_LIMIT:
         for e in items:
             audit_record(
                 actor=actor,

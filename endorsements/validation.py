@@ -327,6 +327,26 @@ class Assessment:
     superseded_older: list[tuple[EndorsementRequest, int]]
 
 
+@dataclass(slots=True)
+class IntakeRow:
+    """A request read from a file, decided before it is stored (cheaper than a model instance).
+
+    `pk` and `tracking_id` are already its own (`bulk_writes.ids_reserve`), so decisions
+    and supersede links can name it before the row exists.
+    """
+
+    pk: int
+    tracking_id: str
+    employer_id: int
+    policy_id: int | None
+    type: str
+    member_data: dict
+    content_hash: str
+    member_key: str
+    batch_id: int | None
+    row_number: int | None
+
+
 @dataclass
 class _Lookups:
     policies: dict[str, Policy]
@@ -615,39 +635,59 @@ def _assess_existing(lookups, values, policy, effective, request_type) -> tuple[
     return None, {**base, "premium_amount": price.total, "tax_amount": price.tax}
 
 
-def endorsements_assess(
-    *, employer_id: int, endorsements: list[EndorsementRequest], today: date
-) -> Assessment:
-    """Decide every RECEIVED request of one employer; reads only, writes nothing."""
+def endorsements_assess(*, employer_id: int, endorsements: list, today: date) -> Assessment:
+    """Decide requests of one employer together; reads only, writes nothing.
+
+    `endorsements` are stored RECEIVED requests or `IntakeRow`s not yet stored (a chunk of
+    a file, decided before it is inserted); anything with their attributes will do. The
+    caller holds the employer's intake lock (`locks.employer_intake_lock`), so what this
+    reads cannot change under it.
+
+    Duplicates: a request repeats another live request with the same content hash. The
+    original is the earliest of this set with that hash, or a stored live request, except
+    a stored one still RECEIVED with a later id (that one is assessed after this one and
+    will be the duplicate).
+    """
     requests = sorted(endorsements, key=lambda r: r.pk)
     own_ids = {r.pk for r in requests}
     codes = {r.member_data.get("employee_code", "") for r in requests}
     lookups = _lookups_load(employer_id, codes)
-    # Live requests with the same content: the earliest one is the original.
-    originals: dict[str, tuple[int, str, int | None, int | None]] = {}
-    for pk, digest, tracking_id, batch_id, row_number in (
+    stored: dict[str, list[tuple[int, str, str, int | None, int | None]]] = {}
+    for row in (
         filter_any(
             EndorsementRequest.objects.filter(employer_id=employer_id, state__in=LIVE_STATES),
             "content_hash",
             {r.content_hash for r in requests},
         )
         .order_by("pk")
-        .values_list("pk", "content_hash", "tracking_id", "batch_id", "row_number")
+        .values_list("pk", "content_hash", "state", "tracking_id", "batch_id", "row_number")
     ):
-        originals.setdefault(digest, (pk, tracking_id, batch_id, row_number))
+        if row[0] not in own_ids:
+            stored.setdefault(row[1], []).append((row[0], row[2], row[3], row[4], row[5]))
+    first_in_set: dict[str, Any] = {}
+
+    def original_of(request) -> tuple[str, int | None, int | None] | None:
+        """(tracking id, batch id, row number) of the request this one repeats, if any."""
+        for pk, state, tracking_id, batch_id, row_number in stored.get(request.content_hash, ()):
+            if state != "RECEIVED" or pk < request.pk:
+                return tracking_id, batch_id, row_number
+        earlier = first_in_set.setdefault(request.content_hash, request)
+        if earlier is not request:
+            return earlier.tracking_id, earlier.batch_id, earlier.row_number
+        return None
 
     decisions: dict[int, Decision] = {}
     for request in requests:
         values = request.member_data
-        original = originals.get(request.content_hash)
-        if original and original[0] < request.pk:
+        original = original_of(request)
+        if original:
             where = (
-                f" (row {original[3]} of this file)"
-                if original[2] is not None and original[2] == request.batch_id
+                f" (row {original[2]} of this file)"
+                if original[1] is not None and original[1] == request.batch_id
                 else ""
             )
             reason = _reason(
-                "", "duplicate", f"Duplicate of {original[1]}{where}.", original_tracking_id=original[1]
+                "", "duplicate", f"Duplicate of {original[0]}{where}.", original_tracking_id=original[0]
             )
             decisions[request.pk] = Decision("REJECTED", {"rejection_reasons": [reason]}, duplicate=True)
             continue

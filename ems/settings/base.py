@@ -209,6 +209,9 @@ IDEMPOTENCY_TTL = timedelta(hours=env.int("IDEMPOTENCY_TTL_HOURS", default=24))
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=1 * 1024 * 1024)
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=50 * 1024 * 1024)
 UPLOAD_MAX_ROWS = env.int("UPLOAD_MAX_ROWS", default=200_000)
+# A large file is read by this many Celery tasks at once, each deciding the rows of its
+# own employee codes (a divisor of 16: see endorsements.locks). Set it to the worker count.
+INTAKE_PARTITIONS = env.int("INTAKE_PARTITIONS", default=2)
 # Rows per page on the HR portal's lists (endorsements, batch errors, EA history).
 PORTAL_PAGE_SIZE = env.int("PORTAL_PAGE_SIZE", default=50)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

@@ -339,10 +339,8 @@ def test_progress_is_pushed_after_each_chunk_and_at_completion(
         if message["event"] == "batch.completed":
             break
     progress = [data for event, data in messages if event == "batch.progress"]
-    # (inside the test transaction the chunks' validations run after the whole file is read,
-    # so the first push is the end of reading, with nothing validated yet)
+    # (each chunk is decided as it is read; the last one completes the batch)
     assert [(d["progress"], d["state"], d["accepted_count"], d["duplicate_count"]) for d in progress] == [
-        (0, "PROCESSING", 0, 0),
         (40, "PROCESSING", 2, 0),
         (80, "PROCESSING", 4, 0),
         (100, "COMPLETED", 4, 1),
@@ -369,7 +367,6 @@ def test_processing_again_changes_nothing(api, book, django_capture_on_commit_ca
     before = (EndorsementRequest.objects.count(), OutboxEvent.objects.count(), BatchRowError.objects.count())
     with django_capture_on_commit_callbacks(execute=True):
         services.batch_process(batch_id=batch_id)
-        services.batch_chunk_validate(batch_id=batch_id, row_from=2, row_to=4)
     assert (
         EndorsementRequest.objects.count(),
         OutboxEvent.objects.count(),
@@ -392,11 +389,11 @@ def test_an_interrupted_batch_resumes_after_its_committed_rows(
     EndorsementBatch.objects.filter(pk=batch.pk).update(state="PROCESSING")
     first_two = [(2, rows[0]), (3, rows[1])]
     with django_capture_on_commit_callbacks(execute=True):
-        services._chunk_commit(
+        records = [(n, {k.lower(): v for k, v in r.items()}, [], r) for n, r in first_two]
+        services._chunk_store(
             batch,
-            [(n, {k.lower(): v for k, v in r.items()}, [], r) for n, r in first_two],
+            services._chunk_prepare(records, start=0, end=2, today=book.today),
             policies={book.policy.number.upper(): book.policy.pk},
-            today=book.today,
         )
     # when the task runs again
     with django_capture_on_commit_callbacks(execute=True):

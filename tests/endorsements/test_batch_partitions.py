@@ -1,0 +1,160 @@
+"""A large file is read by several tasks at once (`services.batch_partition_process`).
+
+Each partition decides the rows of its own employee codes; every rule that links two
+rows (duplicates, supersede, a dependant's employee) stays inside one employee code, so
+the result is the one a single reader gives. Deciding is serialised per employer and
+intake slot (`locks.employer_intake_lock`), which the concurrency test below attacks with
+two real database connections deciding the same content at once.
+"""
+
+import io
+import threading
+
+import pytest
+from django.db import connection
+
+from ems.tenancy import Caller
+from endorsements import services
+from endorsements.locks import intake_slot
+from endorsements.models import EndorsementBatch, EndorsementRequest
+from endorsements.validation import COLUMNS
+from tests.endorsements.test_batch_submit import csv_text
+
+pytestmark = pytest.mark.django_db
+
+
+def _codes_in_both_partitions(count: int) -> list[str]:
+    codes = [f"E{n}" for n in range(count)]
+    assert {intake_slot(code) % 2 for code in codes} == {0, 1}
+    return codes
+
+
+def _joiners(book) -> list[dict]:
+    codes = _codes_in_both_partitions(8)
+    return [book.add_row(employee_code=code, email=f"{code.lower()}@example.com") for code in codes]
+
+
+def _file(book) -> list[dict]:
+    rows = _joiners(book)
+    codes = [row["employee_code"] for row in rows]
+    rows.append(dict(rows[2]))  # an exact duplicate of row 4
+    rows.append({**rows[5], "sum_insured": "300000"})  # a newer request for the member of row 7
+    rows.append(book.add_row(employee_code=codes[1], date_of_birth="1990-02-31"))  # not a date
+    spouse = book.add_row(
+        employee_code=codes[6],
+        relation="SPOUSE",
+        first_name="Ravi",
+        event_date=book.today.isoformat(),
+        date_of_joining=None,
+        email=None,
+        phone=None,
+    )
+    rows.append(spouse)  # the employee's own addition is in this file
+    return rows
+
+
+def _submit(book, settings, tmp_path, monkeypatch, *, partitions: int, rows: list[dict] | None = None):
+    settings.MEDIA_ROOT = tmp_path
+    settings.INTAKE_PARTITIONS = partitions
+    monkeypatch.setattr(services, "PARTITION_MIN_ROWS", 1)
+    monkeypatch.setattr(services, "CHUNK_ROWS", 2)
+    caller = Caller(kind="client", employer_id=book.employer.pk, principal="client:test")
+    return services.batch_submit(
+        caller=caller,
+        upload=io.BytesIO(csv_text(rows or _file(book), header=list(COLUMNS)).encode()),
+        file_name="big.csv",
+        file_format="CSV",
+    )
+
+
+def _outcome(batch_id: int) -> dict:
+    return dict(
+        EndorsementRequest.objects.filter(batch_id=batch_id).values_list("row_number", "state")
+    ), EndorsementBatch.objects.values_list(
+        "state", "rows_total", "accepted_count", "rejected_count", "duplicate_count", "progress"
+    ).get(pk=batch_id)
+
+
+@pytest.mark.parametrize("partitions", [1, 2, 4])
+def test_partitions_decide_a_file_as_one_reader_would(
+    book, settings, tmp_path, monkeypatch, django_capture_on_commit_callbacks, partitions
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        batch = _submit(book, settings, tmp_path, monkeypatch, partitions=partitions)
+    states, counts = _outcome(batch.pk)
+    assert EndorsementBatch.objects.get(pk=batch.pk).partitions == partitions
+    assert states == {
+        2: "VALIDATED",
+        3: "VALIDATED",
+        4: "VALIDATED",
+        5: "VALIDATED",
+        6: "VALIDATED",
+        7: "SUPERSEDED",  # by row 11
+        8: "VALIDATED",
+        9: "VALIDATED",
+        10: "REJECTED",  # duplicate of row 4
+        11: "VALIDATED",
+        13: "VALIDATED",  # the spouse of row 8's employee
+    }
+    # row 12 (the impossible date) never became a request: it is a row error
+    assert counts == ("COMPLETED", 12, 10, 1, 1, 100)
+    duplicate = EndorsementRequest.objects.get(batch_id=batch.pk, row_number=10)
+    original = EndorsementRequest.objects.get(batch_id=batch.pk, row_number=4)
+    assert duplicate.rejection_reasons[0]["original_tracking_id"] == original.tracking_id
+    newer = EndorsementRequest.objects.get(batch_id=batch.pk, row_number=11)
+    assert EndorsementRequest.objects.get(batch_id=batch.pk, row_number=7).superseded_by_id == newer.pk
+
+
+def test_a_partition_run_twice_stores_its_rows_once(
+    book, settings, tmp_path, monkeypatch, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        batch = _submit(book, settings, tmp_path, monkeypatch, partitions=2)
+    before = _outcome(batch.pk)
+    # a redelivered task message (the batch is complete, so nothing is left to do)
+    services.batch_partition_process(batch_id=batch.pk, partition=1)
+    EndorsementBatch.objects.filter(pk=batch.pk).update(state="PROCESSING")
+    services.batch_partition_process(batch_id=batch.pk, partition=1)
+    assert _outcome(batch.pk)[0] == before[0]
+    assert EndorsementRequest.objects.filter(batch_id=batch.pk).count() == len(before[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_files_with_the_same_rows_decided_at_once_accept_each_row_once(
+    book, settings, tmp_path, monkeypatch
+):
+    # given two uploads of the same file, stored but not yet read
+    monkeypatch.setattr(services, "_enqueue_processing", lambda batch_id: None)
+    monkeypatch.setattr(services, "_enqueue_partition", lambda batch_id, partition: None)
+    rows = _joiners(book)
+    batches = [_submit(book, settings, tmp_path, monkeypatch, partitions=1, rows=rows) for _ in range(2)]
+    for batch in batches:
+        services.batch_process(batch_id=batch.pk)
+    # when two workers read them at the same moment, each on its own connection
+    start = threading.Barrier(2)
+    failures = []
+
+    def read(batch_id):
+        try:
+            start.wait()
+            services.batch_partition_process(batch_id=batch_id, partition=0)
+        except BaseException as error:  # noqa: BLE001 - reported by the test below
+            failures.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=read, args=(b.pk,)) for b in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    # then every content is live once: one file's rows were decided first, the other's repeat them
+    assert failures == []
+    hashes = list(EndorsementRequest.objects.filter(state="VALIDATED").values_list("content_hash", flat=True))
+    assert len(hashes) == len(set(hashes)) == 8
+    counts = sorted(
+        EndorsementBatch.objects.filter(pk__in=[b.pk for b in batches]).values_list(
+            "accepted_count", "duplicate_count"
+        )
+    )
+    assert counts == [(0, 8), (8, 0)]
