@@ -33,7 +33,9 @@ def endorsements_lock(ids: Iterable[int]) -> dict[int, str]:
 
 
 def batch_lock(batch_id: int) -> EndorsementBatch:
-    return EndorsementBatch.objects.select_for_update().get(pk=batch_id)
+    """Lock a batch row for its counters. NO KEY: the rows other partitions insert point at the
+    batch, and their foreign-key checks (FOR KEY SHARE) must not wait for this lock."""
+    return EndorsementBatch.objects.select_for_update(no_key=True).get(pk=batch_id)
 
 
 def endorsements_lock_received(*, ids: Iterable[int]) -> list[EndorsementRequest]:
