@@ -126,4 +126,12 @@ def filter_any(queryset: models.QuerySet, field_name: str, values: Iterable) -> 
         if isinstance(field, models.ForeignKey | models.AutoField | models.BigIntegerField)
         else "text[]"
     )
-    return queryset.extra(where=[f"{column} = ANY(%s::{array_type})"], params=[values])  # noqa: S610
+    return queryset.extra(where=[f"{column} = ANY(%s::{array_type})"], params=[_array_literal(values)])  # noqa: S610
+
+
+def _array_literal(values: list) -> str:
+    """A PostgreSQL array literal: one text parameter instead of psycopg dumping each element."""
+    if all(isinstance(v, int) for v in values):
+        return "{" + ",".join(map(str, values)) + "}"
+    quoted = (str(v).replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return '{"' + '","'.join(quoted) + '"}'

@@ -9,8 +9,7 @@ A batch emits `batch.received`, `batch.completed` and `batch.failed` keyed by `b
 `ems.outbox.events_bulk_emit`.
 """
 
-import json
-import uuid
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -77,6 +76,18 @@ _OUTBOX_COLUMNS = (
 )
 
 
+_encode = DjangoJSONEncoder(separators=(",", ":")).encode
+
+
+def _uuid4() -> str:
+    """A random (version 4) UUID as text: what `str(uuid.uuid4())` gives, at under half the cost."""
+    value = bytearray(os.urandom(16))
+    value[6] = (value[6] & 0x0F) | 0x40
+    value[8] = (value[8] & 0x3F) | 0x80
+    text = value.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 def events_queue(events: Iterable[QueuedEvent]) -> None:
     """Write the events to the outbox, inside the current transaction."""
     if transaction.get_autocommit():
@@ -97,13 +108,12 @@ def events_queue(events: Iterable[QueuedEvent]) -> None:
         return
     now = timezone.now()
     occurred_at = now.isoformat()
-    encoder = DjangoJSONEncoder()
 
     def rows():
         for event in events:
-            event_id = uuid.uuid4()
+            event_id = _uuid4()
             payload = {
-                "event_id": str(event_id),
+                "event_id": event_id,
                 "type": event.event_type,
                 "occurred_at": occurred_at,
                 "employer_id": event.employer_id,
@@ -114,7 +124,7 @@ def events_queue(events: Iterable[QueuedEvent]) -> None:
                 OutboxEvent.Sink.KAFKA,
                 TOPIC_ENDORSEMENTS,
                 event.key,
-                json.dumps(payload, default=encoder.default, separators=(",", ":")),
+                _encode(payload),
                 now,
                 0,
                 "",
