@@ -443,7 +443,8 @@ def _partition_read(batch: EndorsementBatch, partition: int) -> None:
     # The next chunk is read and checked in a thread while this one is decided and stored:
     # parsing overlaps the database's work, and at most READ_AHEAD chunks wait in memory.
     for prepared in read_ahead(chunks, READ_AHEAD):
-        _chunk_store(batch, prepared, policies=policies, partition=partition)
+        if not _chunk_store(batch, prepared, policies=policies, partition=partition):
+            return  # the batch ended meanwhile (another partition failed it)
 
 
 @dataclass(slots=True)
@@ -500,11 +501,12 @@ def _chunk_prepare(chunk: list, *, start: int, end: int, today: date) -> _Prepar
 
 def _chunk_store(
     batch: EndorsementBatch, prepared: _PreparedChunk, *, policies: dict[str, int], partition: int = 0
-) -> None:
+) -> bool:
     """Decide a checked chunk and store it, with the batch's counters, in one transaction.
 
     Holds the intake lock of the partition's slots, so a second run of the same partition
-    (a redelivered task) waits, then sees the chunk stored and skips it.
+    (a redelivered task) waits, then sees the chunk stored and skips it. False when the
+    batch is no longer PROCESSING (nothing is stored then).
     """
     key = str(partition)
     with transaction.atomic():
@@ -513,12 +515,10 @@ def _chunk_store(
             pk=batch.pk
         )
         passed = positions.get(key, {})
-        if (
-            state != EndorsementBatch.State.PROCESSING
-            or passed.get("done")
-            or passed.get("position", 0) > prepared.start
-        ):
-            return
+        if state != EndorsementBatch.State.PROCESSING:
+            return False
+        if passed.get("done") or passed.get("position", 0) > prepared.start:
+            return True  # stored by an earlier run of this partition
         counts = _rows_decide_store(batch, prepared.good, policies=policies, today=_today())
         _row_errors_write(
             batch.pk,
@@ -539,6 +539,7 @@ def _chunk_store(
         locked.save(update_fields=fields)
         counts["rejected"] += len(prepared.bad)
         _batch_advance(batch.pk, batch=locked, **counts)
+    return True
 
 
 def _rows_decide_store(

@@ -158,3 +158,20 @@ def test_two_files_with_the_same_rows_decided_at_once_accept_each_row_once(
         )
     )
     assert counts == [(0, 8), (8, 0)]
+
+
+def test_a_partition_stops_reading_when_the_batch_has_failed(
+    book, settings, tmp_path, monkeypatch, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(services, "_enqueue_partition", lambda batch_id, partition: None)
+    with django_capture_on_commit_callbacks(execute=True):
+        batch = _submit(book, settings, tmp_path, monkeypatch, partitions=2)
+    # another partition failed the batch before this one read anything
+    services.batch_fail(batch_id=batch.pk, code="processing_error", reason="partition 0 crashed")
+    services.batch_partition_process(batch_id=batch.pk, partition=1)
+    batch.refresh_from_db()
+    assert (batch.state, batch.rows_parsed, batch.partition_positions) == ("FAILED", 0, {})
+    assert not EndorsementRequest.objects.filter(batch_id=batch.pk).exists()
+    # and a chunk handed to it directly is not stored either
+    chunk = services._chunk_prepare([(2, {"action": "ADD"}, [], {})], start=0, end=1, today=book.today)
+    assert services._chunk_store(batch, chunk, policies={}, partition=1) is False
