@@ -331,7 +331,7 @@ class EndorsementBatch(models.Model):
         default=0, help_text="upper bound on data rows, from line endings; the progress denominator"
     )
     rows_parsed = models.PositiveIntegerField(
-        default=0, help_text="data rows read and committed so far (a re-run resumes after them)"
+        default=0, help_text="data rows read and committed so far, all partitions together"
     )
     parsed_at = models.DateTimeField(null=True, blank=True, help_text="the whole file has been read")
     partitions = models.PositiveSmallIntegerField(

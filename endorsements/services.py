@@ -9,16 +9,19 @@ How a request enters EMS
 - As a file (`batch_submit`, API and portal): the upload is streamed to MEDIA_ROOT and
   checked whole (`intake.upload_check`: nothing is written for a file no row could
   survive), the batch is created and processing is enqueued on commit.
-  `batch_process` (Celery) streams the rows in chunks of CHUNK_ROWS. Each chunk is
-  decided before it is stored: its well-formed rows are validated together in memory
-  (`validation.endorsements_assess`, lookups loaded once per chunk) and inserted once,
-  already VALIDATED / REJECTED / SUPERSEDED, with COPY (`transitions.
-  endorsements_create_decided`); its malformed rows become `BatchRowError`s. One
-  transaction per chunk holds the employer's intake lock (so duplicate and supersede
-  checks see every earlier decision) and advances `rows_parsed`, the counters and the
-  progress (a re-run resumes after it). Memory stays bounded by one chunk.
+  `batch_process` (Celery) fans the file out to `batch.partitions` tasks
+  (`batch_partition_process`; several only for a large file), each reading the whole
+  file and taking the rows of its own employee codes (`locks.intake_slot`), in chunks of
+  CHUNK_ROWS. Each chunk is decided before it is stored: its well-formed rows are
+  validated together in memory (`validation.endorsements_assess`, lookups loaded once
+  per chunk) and inserted once, already VALIDATED / REJECTED / SUPERSEDED, with COPY
+  (`transitions.endorsements_create_decided`); its malformed rows become
+  `BatchRowError`s. One transaction per chunk holds the intake lock of the partition's
+  slots (so duplicate and supersede checks see every earlier decision) and advances the
+  partition's position, the counters and the progress (a re-run resumes after it).
+  Memory stays bounded by a few chunks per task.
 - Validation of stored requests (`endorsements_validate`: the API's single requests)
-  takes the same employer lock, locks the RECEIVED rows, assesses them together and
+  takes the intake lock of their codes' slots, locks the RECEIVED rows, assesses them together and
   applies the decisions through `transitions.endorsement_transition`: VALIDATED with a
   premium, REJECTED with reasons, SUPERSEDED. In both paths older unsent requests that a
   new one replaces are superseded and their hold released, and the batch's progress is
