@@ -1,5 +1,6 @@
 """`make run`'s launcher end to end: embedded services, demo data, every process, clean stop."""
 
+import datetime
 import json
 import os
 import signal
@@ -24,6 +25,65 @@ def get(url: str) -> tuple[int, bytes]:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
+
+
+def post(url: str, body: bytes, headers: dict) -> dict:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def upload_and_wait(base: str, env: dict) -> dict:
+    """Upload a joiner and its exact repeat with the demo API client; wait for the batch."""
+    demo = json.loads(
+        subprocess.run(
+            [sys.executable, "manage.py", "seed_demo", "--json"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    employer = demo["employers"][0]
+    client = employer["api_client"]
+    token = post(
+        f"{base}/api/v1/auth/token",
+        json.dumps({"grant_type": "client_credentials", **client}).encode(),
+        {"Content-Type": "application/json"},
+    )["access_token"]
+    policy = employer["policies"][0]
+    plan = policy["plans"][0]
+    today = datetime.date.today()
+    row = [
+        "ADD", "RUN-STACK-1", "SELF", "Asha", "Rao", "1990-05-17", "F", "asha.rs@example.com",
+        "+919812345678", today.isoformat(), today.isoformat(), policy["number"], plan["code"],
+        str(plan["sum_insured_options"][0]),
+    ]  # fmt: skip
+    header = "action,employee_code,relation,first_name,last_name,date_of_birth,gender,email,phone,"
+    header += "date_of_joining,effective_date,policy_number,plan_code,sum_insured"
+    text = "\r\n".join([header, ",".join(row), ",".join(row)]) + "\r\n"
+    boundary = "ems-run-stack"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="j.csv"\r\n'
+        f"Content-Type: text/csv\r\n\r\n{text}\r\n--{boundary}--\r\n"
+    ).encode()
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": f"multipart/form-data; boundary={boundary}",
+    }
+    batch_id = post(f"{base}/api/v1/endorsements/batch", body, headers)["batch_id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(
+            f"{base}/api/v1/endorsements/batch/{batch_id}", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            batch = json.loads(response.read())
+        if batch["state"] in ("COMPLETED", "FAILED"):
+            return batch
+        time.sleep(0.3)
+    return batch
 
 
 def test_run_stack_brings_everything_up_on_embedded_defaults_and_stops_it(tmp_path):
@@ -70,6 +130,11 @@ def test_run_stack_brings_everything_up_on_embedded_defaults_and_stops_it(tmp_pa
         assert (tmp_path / "var" / "mongo" / "audit.db").exists()
         for path in ("/healthz", "/metrics", "/api/docs/", "/admin/login/", "/portal/login/"):
             assert get(base + path)[0] == 200, path
+        # an uploaded file is decided by the real worker on SQLite (ids, intake lock, COPY fallback)
+        batch = upload_and_wait(base, env)
+        assert (batch["state"], batch["accepted_count"], batch["duplicate_count"]) == ("COMPLETED", 1, 1), (
+            batch
+        )
     finally:
         os.killpg(stack.pid, signal.SIGINT)
         output, _ = stack.communicate(timeout=60)
