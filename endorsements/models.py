@@ -375,7 +375,9 @@ class BatchRowError(models.Model):
 
 
 class EndorsementRequest(models.Model):
-    tracking_id = models.CharField(max_length=32, unique=True, default=new_tracking_id, editable=False)
+    # Unique through a constraint below, not `unique=True`: on PostgreSQL that would also
+    # build a second, `LIKE`-only index of every id, which nothing queries.
+    tracking_id = models.CharField(max_length=32, default=new_tracking_id, editable=False)
     # Indexes cost every intake row an entry (and again on each state change), so the
     # table keeps only those queries use: employer lookups go through the composite
     # indexes below, batch lookups through (batch, row_number).
@@ -395,6 +397,7 @@ class EndorsementRequest(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="endorsements",
+        db_index=False,  # a partial index below: additions have no member yet
     )
     type = models.CharField(max_length=10, choices=EndorsementType.choices)
     member_data = models.JSONField(default=dict)
@@ -405,7 +408,7 @@ class EndorsementRequest(models.Model):
         help_text="signed minor units incl. tax: debit > 0, credit < 0",
     )
     tax_amount = models.BigIntegerField(null=True, blank=True)
-    content_hash = models.CharField(max_length=64, db_index=True)
+    content_hash = models.CharField(max_length=64)  # indexed below (equality only)
     member_key = models.CharField(
         max_length=200,
         blank=True,
@@ -457,6 +460,8 @@ class EndorsementRequest(models.Model):
             models.Index(fields=["employer", "-received_at"], name="endorsement_recent_idx"),
             models.Index(fields=["batch", "row_number"], name="endorsement_batch_row_idx"),
             models.Index(fields=["employer", "policy", "member_key"], name="endorsement_member_key_idx"),
+            models.Index(fields=["content_hash"], name="endorsement_content_hash_idx"),
+            models.Index(fields=["member"], name="endorsement_member_idx", condition=Q(member__isnull=False)),
             # Deleting or superseding checks who points at a row; NULLs need no entry.
             models.Index(
                 fields=["superseded_by"],
@@ -472,6 +477,7 @@ class EndorsementRequest(models.Model):
         ]
         constraints = [
             models.CheckConstraint(condition=Q(attempts__gte=0), name="endorsement_attempts_non_negative"),
+            models.UniqueConstraint(fields=["tracking_id"], name="endorsement_tracking_id_unique"),
         ]
 
     def __str__(self) -> str:
