@@ -88,8 +88,11 @@ def endorsement_submit(
     values, issues = row_parse(cells, today=_today())
     if issues:
         raise EndorsementInvalid(details=[issue.as_detail() for issue in issues])
+    # Ordered by number alone: the model's ordering (employer code, number) is the same
+    # within one employer, without the join to the employer.
     policy_id = (
         Policy.objects.filter(employer_id=employer_id, number__iexact=values["policy_number"])
+        .order_by("number", "pk")
         .values_list("pk", flat=True)
         .first()
     )
