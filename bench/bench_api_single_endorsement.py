@@ -208,9 +208,6 @@ def run():
         "CELERY_TASK_ALWAYS_EAGER": "0",
         "REDIS_URL": "redis://127.0.0.1:6379/13",
         "LOG_LEVEL": "WARNING",
-        # A connection per request: persistent connections under ASGI are per thread, and
-        # uvicorn's thread per request context exhausts PostgreSQL's max_connections.
-        "DB_CONN_MAX_AGE": os.environ.get("BENCH_API_DB_CONN_MAX_AGE", "0"),
     }
     binaries = Path(sys.executable).parent
     log_path = os.environ.get("BENCH_API_SERVER_LOG")  # where the server's errors go, if wanted

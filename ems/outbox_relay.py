@@ -420,17 +420,29 @@ def outbox_backoff_clear(*, sinks: Iterable[str], actor: str) -> list[str]:
 # --- kick after commit ---------------------------------------------------------------
 
 
+# Until when (time.monotonic()) the relay task this process last queued will carry what
+# commits here: the task runs `seconds` after the kick, so rows committed before then are
+# in its run. Within that window the SET NX below would fail anyway (the key lives as
+# long), so this process skips the Redis round trip: one fewer per API write.
+_kick_covers_until = 0.0
+
+
 def relay_soon() -> None:
     """After a commit that wrote outbox rows: queue one relay task, de-duplicated across processes."""
+    global _kick_covers_until
     if not getattr(settings, "OUTBOX_RELAY_ON_COMMIT", False):
         return
     seconds = float(getattr(settings, "OUTBOX_RELAY_KICK_SECONDS", 1.0))
+    started = time.monotonic()
+    if started < _kick_covers_until:
+        return
     try:
         first = redis_client().set(KICK_KEY, "1", nx=True, px=max(1, int(seconds * 1000)))
     except RedisError:
         return  # beat and the relay loop catch up
     if not first:
         return
+    _kick_covers_until = started + seconds
     from kombu.exceptions import OperationalError
 
     from ems.tasks import outbox_relay

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ems.models import OutboxEvent
-from ems.outbox import TOPIC_ENDORSEMENTS, events_bulk_emit
+from ems.outbox import TOPIC_ENDORSEMENTS, KafkaEvent, events_bulk_emit
 from endorsements import bulk_writes
 
 
@@ -55,6 +55,17 @@ def transition_event(
         data.update(changes)
     return QueuedEvent(
         key=tracking_id, event_type=state_event_type(to_state), employer_id=employer_id, data=data
+    )
+
+
+def outbox_event(event: QueuedEvent) -> KafkaEvent:
+    """The same event for `ems.outbox.outbox_write` (one event written with other rows)."""
+    return KafkaEvent(
+        topic=TOPIC_ENDORSEMENTS,
+        key=event.key,
+        event_type=event.event_type,
+        employer_id=event.employer_id,
+        data=event.data,
     )
 
 

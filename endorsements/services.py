@@ -46,14 +46,15 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
-from ems.audit import audit_record
+from ems.audit import audit_document, audit_record
 from ems.errors import PermissionDenied
 from ems.identifiers import new_tracking_ids
 from ems.notifications import notify_employer
+from ems.outbox import outbox_write
 from ems.tenancy import Caller
 from endorsements import bulk_writes, intake
 from endorsements.errors import EndorsementInvalid, UploadFormatUnknown
-from endorsements.events import batch_event, events_queue, transition_event
+from endorsements.events import batch_event, events_queue, outbox_event, transition_event
 from endorsements.locks import (
     INTAKE_SLOTS,
     batch_lock,
@@ -116,12 +117,16 @@ def endorsement_submit(
     values, issues = row_parse(cells, today=_today())
     if issues:
         raise EndorsementInvalid(details=[issue.as_detail() for issue in issues])
+    # Ordered by number alone: the model's ordering (employer code, number) is the same
+    # within one employer, without the join to the employer.
     policy_id = (
         Policy.objects.filter(employer_id=employer_id, number__iexact=values["policy_number"])
+        .order_by("number", "pk")
         .values_list("pk", flat=True)
         .first()
     )
-    with transaction.atomic():
+    # No savepoint: under the API's idempotency transaction a failure rolls back all of it.
+    with transaction.atomic(savepoint=False):
         request = EndorsementRequest.objects.create(
             employer_id=employer_id,
             policy_id=policy_id,
@@ -133,34 +138,43 @@ def endorsement_submit(
             idempotency_key=idempotency_key,
             source=source,
         )
-        EndorsementTransition.objects.create(
-            endorsement=request,
-            from_state="",
-            to_state=EndorsementState.RECEIVED,
-            actor=caller.principal[:100],
-        )
-        events_queue(
-            [
-                transition_event(
-                    tracking_id=request.tracking_id,
-                    employer_id=employer_id,
-                    endorsement_type=request.type,
-                    from_state="",
-                    to_state=EndorsementState.RECEIVED,
+        # The history record, the event and the audit record in one round trip.
+        outbox_write(
+            events=[
+                outbox_event(
+                    transition_event(
+                        tracking_id=request.tracking_id,
+                        employer_id=employer_id,
+                        endorsement_type=request.type,
+                        from_state="",
+                        to_state=EndorsementState.RECEIVED,
+                    )
                 )
-            ]
-        )
-        audit_record(
-            actor=caller.principal,
-            action="endorsement.received",
-            object_type="endorsement",
-            object_id=request.tracking_id,
-            employer_id=employer_id,
-            after={"state": EndorsementState.RECEIVED, "type": request.type, "source": source},
+            ],
+            documents=[
+                audit_document(
+                    actor=caller.principal,
+                    action="endorsement.received",
+                    object_type="endorsement",
+                    object_id=request.tracking_id,
+                    employer_id=employer_id,
+                    after={"state": EndorsementState.RECEIVED, "type": request.type, "source": source},
+                )
+            ],
+            together_with=(
+                _RECEIVED_TRANSITION_SQL,
+                [request.pk, EndorsementState.RECEIVED, caller.principal[:100], timezone.now()],
+            ),
         )
         transaction.on_commit(partial(_enqueue_validation, request.pk))
     request.effective_date = date.fromisoformat(values["effective_date"])
     return request
+
+
+_RECEIVED_TRANSITION_SQL = (
+    f"INSERT INTO {EndorsementTransition._meta.db_table}"
+    " (endorsement_id, from_state, to_state, actor, reason, at) VALUES (%s, '', %s, %s, '', %s)"
+)
 
 
 def _enqueue_validation(endorsement_id: int) -> None:

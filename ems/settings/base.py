@@ -83,6 +83,37 @@ TEMPLATES = [
 ]
 
 # --- Database -----------------------------------------------------------------
+
+
+def postgres_connections(database: dict, env: environ.Env, *, conn_max_age_default: int) -> dict:
+    """How a process holds its PostgreSQL connections (SQLite is left as it is).
+
+    By default a psycopg pool per process (DB_POOL_MIN..DB_POOL_MAX connections, a
+    request waits up to DB_POOL_TIMEOUT seconds for one). Under ASGI every request runs
+    in a thread of its own, so Django's per-thread persistent connections
+    (CONN_MAX_AGE) are never reused and pile up; the pool hands a connection to the
+    request's thread and takes it back at the end of the request. DB_POOL_MAX=0 turns
+    the pool off and uses CONN_MAX_AGE (DB_CONN_MAX_AGE) instead.
+    """
+    if "sqlite" in database["ENGINE"]:
+        return database
+    database = {**database, "OPTIONS": dict(database.get("OPTIONS", {}))}
+    pool_max = env.int("DB_POOL_MAX", default=10)
+    if pool_max > 0:
+        database["OPTIONS"]["pool"] = {
+            "min_size": min(env.int("DB_POOL_MIN", default=2), pool_max),
+            "max_size": pool_max,
+            "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
+        }
+        database["CONN_MAX_AGE"] = 0  # required with a pool: closing returns the connection
+    else:
+        database["OPTIONS"].pop("pool", None)
+        database["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=conn_max_age_default)
+    # With a pool: the pool checks a connection before handing it out.
+    database["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=True)
+    return database
+
+
 # SQLite needs IMMEDIATE transactions so that `select_for_update` (a no-op there)
 # still serialises writers instead of failing with "database is locked" on upgrade.
 DATABASES = {
@@ -101,8 +132,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 else:
     DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=0))
-    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+DATABASES["default"] = postgres_connections(DATABASES["default"], env, conn_max_age_default=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

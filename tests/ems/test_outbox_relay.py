@@ -39,6 +39,7 @@ def backoff_reset(client) -> None:
     keys = [f"ems:outbox:{sink}:{part}" for sink in SINKS for part in ("failures", "retry_at")]
     client.delete(*keys, KICK_KEY)
     outbox_relay._local_backoff.clear()
+    outbox_relay._kick_covers_until = 0.0
 
 
 @pytest.fixture(autouse=True)
@@ -305,6 +306,23 @@ def test_kicks_are_de_duplicated_within_the_window(settings, monkeypatch):
     relay_soon()
     relay_soon()
     assert queued == [{"countdown": 1.0}]
+
+
+def test_within_its_own_window_a_process_does_not_ask_redis_again(settings, monkeypatch):
+    from ems import tasks
+
+    settings.OUTBOX_RELAY_ON_COMMIT = True
+    queued = []
+    monkeypatch.setattr(tasks.outbox_relay, "apply_async", lambda **options: queued.append(options))
+    relay_soon()
+    redis_client().delete(KICK_KEY)  # were Redis asked again, this would queue a second task
+    relay_soon()
+    assert queued == [{"countdown": 1.0}]
+    assert redis_client().exists(KICK_KEY) == 0
+    # after the window the kick goes through Redis again
+    monkeypatch.setattr(outbox_relay, "_kick_covers_until", 0.0)
+    relay_soon()
+    assert len(queued) == 2
 
 
 def test_no_kick_when_switched_off(settings, monkeypatch):

@@ -1,5 +1,6 @@
 """Settings: production passes `check --deploy`; embedded defaults when nothing is set."""
 
+import json
 import os
 import subprocess
 import sys
@@ -68,3 +69,56 @@ def test_embedded_defaults_when_nothing_is_configured():
         "redis://127.0.0.1:6390/0",
         "mongodb://127.0.0.1:27117/",
     ]
+
+
+def database_settings(env: dict) -> dict:
+    result = run_manage(
+        [
+            "shell",
+            "-v",
+            "0",
+            "-c",
+            "import json; from django.conf import settings as s; d = s.DATABASES['default']; "
+            "print(json.dumps({k: d[k] for k in ('ENGINE', 'CONN_MAX_AGE', 'CONN_HEALTH_CHECKS')} "
+            "| {'pool': d['OPTIONS'].get('pool')}))",
+        ],
+        env,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_postgresql_gets_a_connection_pool_per_process_sized_by_the_environment():
+    database = database_settings(
+        {
+            "DJANGO_SETTINGS_MODULE": "ems.settings.base",
+            "DATABASE_URL": "postgres://ems@db.example.com:5432/ems",
+            "DB_POOL_MIN": "3",
+            "DB_POOL_MAX": "12",
+        }
+    )
+    assert database == {
+        "ENGINE": "django_prometheus.db.backends.postgresql",
+        "CONN_MAX_AGE": 0,
+        "CONN_HEALTH_CHECKS": True,
+        "pool": {"min_size": 3, "max_size": 12, "timeout": 10.0},
+    }
+
+
+def test_production_pools_by_default_and_db_pool_max_0_goes_back_to_persistent_connections():
+    production = {
+        "DJANGO_SETTINGS_MODULE": "ems.settings.production",
+        "SECRET_KEY": "prod-" + "k3y!" * 16,
+        "ALLOWED_HOSTS": "ems.example.com",
+        "DATABASE_URL": "postgres://ems@db.example.com:5432/ems",
+    }
+    assert database_settings(production)["pool"] == {"min_size": 2, "max_size": 10, "timeout": 10.0}
+    unpooled = database_settings({**production, "DB_POOL_MAX": "0"})
+    assert unpooled["pool"] is None
+    assert unpooled["CONN_MAX_AGE"] == 60
+
+
+def test_sqlite_has_no_pool():
+    database = database_settings({"DJANGO_SETTINGS_MODULE": "ems.settings.base", "DB_POOL_MAX": "5"})
+    assert database["ENGINE"] == "django.db.backends.sqlite3"
+    assert database["pool"] is None

@@ -1,0 +1,72 @@
+"""`POST /api/v1/endorsements/` through the ASGI application as deployed (`ems.asgi`)."""
+
+import asyncio
+import json
+
+import pytest
+from asgiref.sync import iscoroutinefunction
+from asgiref.testing import ApplicationCommunicator
+
+from ems.asgi import application, django_asgi_app
+from endorsements.models import EndorsementRequest
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the view runs in a thread of its own
+
+
+def asgi_request(method: str, path: str, body: bytes = b"", headers: dict | None = None):
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        + [(b"host", b"127.0.0.1"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+    async def exchange():
+        communicator = ApplicationCommunicator(application, scope)
+        await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
+        start = await communicator.receive_output(10)
+        content = b""
+        while True:
+            message = await communicator.receive_output(10)
+            content += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await communicator.wait(10)
+        return start["status"], {k.lower(): v for k, v in start["headers"]}, content
+
+    return asyncio.run(exchange())
+
+
+def test_the_middleware_chain_is_entered_once_synchronously():
+    assert not iscoroutinefunction(django_asgi_app._middleware_chain)
+
+
+def test_an_endorsement_is_received_over_asgi_with_the_middleware_at_work(api, book):
+    token = api._credentials["HTTP_AUTHORIZATION"]
+    status, headers, content = asgi_request(
+        "POST",
+        "/api/v1/endorsements/",
+        json.dumps(book.add_row()).encode(),
+        {"Content-Type": "application/json", "Authorization": token, "X-Request-ID": "asgi-1"},
+    )
+    assert status == 201, content
+    body = json.loads(content)
+    assert body["state"] == "RECEIVED"
+    assert headers[b"x-request-id"] == b"asgi-1"  # RequestIdMiddleware
+    assert headers[b"location"] == f"/api/v1/endorsements/{body['tracking_id']}".encode()
+    assert EndorsementRequest.objects.filter(tracking_id=body["tracking_id"]).exists()
+
+
+def test_an_unknown_api_route_gets_the_json_envelope_over_asgi():
+    status, headers, content = asgi_request("GET", "/api/v1/nowhere/")
+    assert status == 404
+    assert json.loads(content)["error"]["code"] == "not_found"  # ApiNotFoundMiddleware
