@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.setup import bench_database_url, django_ready
+from bench.setup import bench_database_url, django_ready, private_broker_url
 
 HERE = Path(__file__).resolve().parent.parent
 CONCURRENCY = 16
@@ -206,7 +206,7 @@ def run():
         "DATABASE_URL": bench_database_url(),
         "DJANGO_SETTINGS_MODULE": "ems.settings.base",
         "CELERY_TASK_ALWAYS_EAGER": "0",
-        "REDIS_URL": "redis://127.0.0.1:6379/13",
+        "REDIS_URL": private_broker_url(13),
         "LOG_LEVEL": "WARNING",
     }
     binaries = Path(sys.executable).parent

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.setup import django_ready
+from bench.setup import django_ready, private_broker_url
 
 HERE = Path(__file__).resolve().parent.parent
 COLUMNS = (
@@ -444,8 +444,8 @@ def _copy(path: Path, employer_id: int) -> dict:
 def _spawn(mode: str, path: Path, employer_id: int, extra_env: dict | None = None) -> dict:
     env = {**os.environ, **(extra_env or {})}
     if mode == "ours" and env.get("BENCH_INGEST_CELERY_WORKERS", "2") != "0":
-        # A private broker database, so no other worker takes these tasks.
-        env.update({"CELERY_TASK_ALWAYS_EAGER": "0", "REDIS_URL": "redis://127.0.0.1:6379/13"})
+        # A private, empty broker database, so no other worker takes these tasks.
+        env.update({"CELERY_TASK_ALWAYS_EAGER": "0", "REDIS_URL": private_broker_url(12)})
     completed = subprocess.run(
         [sys.executable, "-m", "bench.bench_ingest_csv", "worker", mode, str(path), str(employer_id)],
         cwd=HERE,

@@ -44,3 +44,17 @@ def _create_database(url: str) -> None:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def private_broker_url(db: int) -> str:
+    """A Redis database for one benchmark's Celery queue, emptied first.
+
+    Each benchmark that runs a real worker gets its own database: tasks another benchmark
+    left queued (an API run stopped before its worker drained every validation) would
+    otherwise be worked off first and counted in this one's time.
+    """
+    import redis
+
+    url = f"redis://127.0.0.1:6379/{db}"
+    redis.Redis.from_url(url).flushdb()
+    return url
