@@ -23,7 +23,7 @@ import hashlib
 import io
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,20 +199,34 @@ def _first(reader, count: int):
 # --- streaming rows ------------------------------------------------------------------------
 
 
-def csv_records(path: Path) -> Iterator[tuple[int, dict | None, list[RowIssue], dict]]:
-    """(row number, cells by column, issues, raw cells) for each non-blank data row."""
+def csv_records(
+    path: Path, *, select: Callable[[int, str | None], bool] | None = None
+) -> Iterator[tuple[int, dict | None, list[RowIssue], dict] | None]:
+    """(row number, cells by column, issues, raw cells) for each non-blank data row.
+
+    With `select(row number, employee code cell or None for a ragged row)`, a row it
+    declines is yielded as None (still counted, never built into a dict): a partition
+    reading the file skips the other partitions' rows cheaply.
+    """
     with _text_stream(path) as text:
         reader = csv.reader(text)
         columns = _header_columns(next(reader))
         width = len(columns)
+        code_at = columns.index("employee_code")
         for row_number, cells in enumerate(reader, start=2):
             if len(cells) == width:
                 if not cells[0] and not "".join(cells).strip():
+                    continue
+                if select is not None and not select(row_number, cells[code_at]):
+                    yield None
                     continue
                 record = dict(zip(columns, cells, strict=True))
                 yield row_number, record, [], record
                 continue
             if not cells or _is_blank(cells):
+                continue
+            if select is not None and not select(row_number, None):
+                yield None
                 continue
             raw = dict(zip(columns, cells, strict=False))
             if len(cells) > width:

@@ -445,7 +445,10 @@ def _partition_read(batch: EndorsementBatch, partition: int) -> None:
     if state.get("done"):
         return
     path = intake.media_path(batch.file_path)
-    records = intake.json_records(path) if batch.file_format == "JSON" else intake.csv_records(path)
+    if batch.file_format == "JSON":
+        records = intake.json_records(path)
+    else:
+        records = intake.csv_records(path, select=_partition_select(partition, batch.partitions))
     policies = {
         number.upper(): pk
         for pk, number in Policy.objects.filter(employer_id=batch.employer_id).values_list("pk", "number")
@@ -473,13 +476,23 @@ class _PreparedChunk:
     last: bool = False  # the end of the file
 
 
-def _record_partition(record, partitions: int) -> int:
-    """The partition of a file record: by its employee code's intake slot (see locks.py)."""
-    row_number, cells, _issues, _raw = record
-    code = cells.get("employee_code") if cells is not None else None
+def _partition_of(row_number: int, code, partitions: int) -> int:
+    """A file record's partition: its employee code's intake slot (see locks.py), or for a
+    record without one (ragged, not an object), its row number."""
     if code is None:
         return row_number % partitions
     return intake_slot(str(code).strip()) % partitions
+
+
+def _partition_select(partition: int, partitions: int):
+    if partitions == 1:
+        return None
+    return lambda row_number, code: _partition_of(row_number, code, partitions) == partition
+
+
+def _record_partition(record, partitions: int) -> int:
+    row_number, cells, _issues, _raw = record
+    return _partition_of(row_number, cells.get("employee_code") if cells is not None else None, partitions)
 
 
 def _chunks_prepared(
@@ -491,6 +504,8 @@ def _chunks_prepared(
         if index < start:
             continue
         total = index + 1
+        if record is None:
+            continue  # another partition's row, declined by the reader
         if partitions == 1 or _record_partition(record, partitions) == partition:
             chunk.append(record)
             if len(chunk) >= CHUNK_ROWS:
