@@ -1,5 +1,6 @@
 """ASGI entry point: HTTP through Django, websockets through Channels."""
 
+import gc
 import os
 
 import django
@@ -26,7 +27,5 @@ application = ProtocolTypeRouter(
 
 # Objects made at start-up (settings, URL resolvers, models) live for the process: keep
 # them out of the collector's generations so a full collection does not walk them.
-import gc  # noqa: E402
-
 gc.collect()
 gc.freeze()
