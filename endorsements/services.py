@@ -178,9 +178,9 @@ _RECEIVED_TRANSITION_SQL = (
 
 
 def _enqueue_validation(endorsement_id: int) -> None:
-    from endorsements.tasks import endorsement_validate_task
+    from endorsements.validation_queue import validation_request
 
-    endorsement_validate_task.delay(endorsement_id)
+    validation_request(endorsement_id)
 
 
 def _provisional_key(values: dict) -> str:

@@ -18,10 +18,11 @@ def batch_partition_task(batch_id: int, partition: int) -> None:
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
-def endorsement_validate_task(endorsement_id: int) -> dict:
-    from endorsements.services import endorsements_validate
+def endorsements_validate_pending_task() -> int:
+    """Validate the single requests queued in Redis (see endorsements/validation_queue.py)."""
+    from endorsements.validation_queue import validate_pending
 
-    return endorsements_validate(endorsement_ids=[endorsement_id])
+    return validate_pending()
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)

@@ -15,6 +15,10 @@ import pytest
 from ems.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+HEADER = (
+    "action,employee_code,relation,first_name,last_name,date_of_birth,gender,email,phone,"
+    "date_of_joining,effective_date,policy_number,plan_code,sum_insured"
+)
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +37,7 @@ def post(url: str, body: bytes, headers: dict) -> dict:
         return json.loads(response.read())
 
 
-def upload_and_wait(base: str, env: dict) -> dict:
+def upload_and_wait(base: str, env: dict) -> tuple[dict, str, list[str]]:
     """Upload a joiner and its exact repeat with the demo API client; wait for the batch."""
     demo = json.loads(
         subprocess.run(
@@ -60,9 +64,7 @@ def upload_and_wait(base: str, env: dict) -> dict:
         "+919812345678", today.isoformat(), today.isoformat(), policy["number"], plan["code"],
         str(plan["sum_insured_options"][0]),
     ]  # fmt: skip
-    header = "action,employee_code,relation,first_name,last_name,date_of_birth,gender,email,phone,"
-    header += "date_of_joining,effective_date,policy_number,plan_code,sum_insured"
-    text = "\r\n".join([header, ",".join(row), ",".join(row)]) + "\r\n"
+    text = "\r\n".join([HEADER, ",".join(row), ",".join(row)]) + "\r\n"
     boundary = "ems-run-stack"
     body = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="j.csv"\r\n'
@@ -81,9 +83,22 @@ def upload_and_wait(base: str, env: dict) -> dict:
         with urllib.request.urlopen(request, timeout=5) as response:
             batch = json.loads(response.read())
         if batch["state"] in ("COMPLETED", "FAILED"):
-            return batch
+            break
         time.sleep(0.3)
-    return batch
+    return batch, token, row
+
+
+def wait_for_state(base: str, token: str, tracking_id: str) -> str:
+    deadline = time.monotonic() + 60
+    while True:
+        request = urllib.request.Request(
+            f"{base}/api/v1/endorsements/{tracking_id}", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            state = json.loads(response.read())["state"]
+        if state != "RECEIVED" or time.monotonic() > deadline:
+            return state
+        time.sleep(0.3)
 
 
 def test_run_stack_brings_everything_up_on_embedded_defaults_and_stops_it(tmp_path):
@@ -131,10 +146,19 @@ def test_run_stack_brings_everything_up_on_embedded_defaults_and_stops_it(tmp_pa
         for path in ("/healthz", "/metrics", "/api/docs/", "/admin/login/", "/portal/login/"):
             assert get(base + path)[0] == 200, path
         # an uploaded file is decided by the real worker on SQLite (ids, intake lock, COPY fallback)
-        batch = upload_and_wait(base, env)
+        batch, token, row = upload_and_wait(base, env)
         assert (batch["state"], batch["accepted_count"], batch["duplicate_count"]) == ("COMPLETED", 1, 1), (
             batch
         )
+        # a single request is validated by the worker through the Redis validation queue
+        single = dict(zip(HEADER.split(","), row, strict=True)) | {"employee_code": "RUN-STACK-2"}
+        created = post(
+            f"{base}/api/v1/endorsements/",
+            json.dumps(single).encode(),
+            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        assert created["state"] == "RECEIVED"
+        assert wait_for_state(base, token, created["tracking_id"]) == "VALIDATED"
     finally:
         os.killpg(stack.pid, signal.SIGINT)
         output, _ = stack.communicate(timeout=60)

@@ -1,0 +1,84 @@
+"""Single requests wait in a Redis list and one task validates them together.
+
+Against the suite's real Redis (its own database) and PostgreSQL; Celery runs eagerly.
+"""
+
+import pytest
+
+from ems.redis_lock import redis_client
+from ems.tenancy import Caller
+from endorsements import services, validation_queue
+from endorsements.models import EndorsementRequest
+from endorsements.services import endorsement_submit, endorsements_received_sweep
+
+pytestmark = pytest.mark.django_db
+
+
+def _stored(book, count: int, capture) -> list[EndorsementRequest]:
+    """`count` joiners stored RECEIVED, their after-commit queueing not yet run."""
+    caller = Caller(kind="client", employer_id=book.employer.pk, principal="client:test")
+    with capture(execute=False) as callbacks:
+        requests = [
+            endorsement_submit(
+                caller=caller, data=book.add_row(employee_code=f"Q{n}", email=f"q{n}@example.com")
+            )
+            for n in range(count)
+        ]
+    queueing = [c for c in callbacks if getattr(c, "func", None) is services._enqueue_validation]
+    assert len(queueing) == count
+    return requests, queueing
+
+
+def _states(requests) -> list[str]:
+    return [EndorsementRequest.objects.get(pk=r.pk).state for r in requests]
+
+
+def test_requests_queued_while_a_drain_is_due_are_validated_by_that_one_drain(
+    book, django_capture_on_commit_callbacks, monkeypatch
+):
+    requests, callbacks = _stored(book, 3, django_capture_on_commit_callbacks)
+    drains = []
+    monkeypatch.setattr(validation_queue, "_drain_queue", lambda: drains.append(1))
+    # when their commits queue them, the first one asks for a drain and the others join it
+    for callback in callbacks:
+        callback()
+    assert len(drains) == 1
+    assert redis_client().lrange(validation_queue.PENDING_KEY, 0, -1) == [
+        str(r.pk).encode() for r in requests
+    ]
+    assert _states(requests) == ["RECEIVED"] * 3
+    # then the drain validates all three and leaves nothing behind
+    assert validation_queue.validate_pending() == 3
+    assert _states(requests) == ["VALIDATED"] * 3
+    assert redis_client().llen(validation_queue.PENDING_KEY) == 0
+    assert not redis_client().exists(validation_queue.KICK_KEY)
+
+
+def test_a_request_that_arrives_as_a_drain_finishes_gets_a_drain_of_its_own(
+    book, django_capture_on_commit_callbacks, monkeypatch
+):
+    requests, callbacks = _stored(book, 2, django_capture_on_commit_callbacks)
+    callbacks[0]()  # eager: drained at once
+    assert _states(requests) == ["VALIDATED", "RECEIVED"]
+    # the second id is pushed while a (stuck) drain still holds the kick
+    redis_client().set(validation_queue.KICK_KEY, "1")
+    drains = []
+    monkeypatch.setattr(validation_queue, "_drain_queue", lambda: drains.append(1))
+    callbacks[1]()
+    assert drains == []
+    # a drain that finds it after its last pop queues another one for it
+    monkeypatch.setattr(validation_queue, "POP", 0)  # pops nothing: the id stays pending
+    validation_queue.validate_pending()
+    assert drains == [1]
+    assert redis_client().llen(validation_queue.PENDING_KEY) == 1
+
+
+def test_with_redis_down_the_request_stays_received_and_the_sweep_validates_it(
+    book, django_capture_on_commit_callbacks, settings
+):
+    requests, callbacks = _stored(book, 1, django_capture_on_commit_callbacks)
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    callbacks[0]()  # does not raise after the commit
+    assert _states(requests) == ["RECEIVED"]
+    assert endorsements_received_sweep(older_than_seconds=0) == 1
+    assert _states(requests) == ["VALIDATED"]
