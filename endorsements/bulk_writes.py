@@ -27,8 +27,8 @@ def ids_reserve(model: type[models.Model], count: int) -> list[int]:
     """`count` fresh primary keys for rows the caller inserts next, in this transaction.
 
     PostgreSQL: taken from the table's identity sequence. Elsewhere (SQLite): the ids after
-    the largest in use, so the caller must already hold the database's write lock (it has
-    written in this transaction) and insert them before reserving again.
+    the largest in use, so the caller must hold the database's write lock (our SQLite
+    transactions begin IMMEDIATE) and insert them before reserving again.
     """
     if count == 0:
         return []

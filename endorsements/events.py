@@ -9,7 +9,7 @@ A batch emits `batch.received`, `batch.completed` and `batch.failed` keyed by `b
 `ems.outbox.events_bulk_emit`.
 """
 
-import os
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -90,15 +90,6 @@ _OUTBOX_COLUMNS = (
 _encode = DjangoJSONEncoder(separators=(",", ":")).encode
 
 
-def _uuid4() -> str:
-    """A random (version 4) UUID as text: what `str(uuid.uuid4())` gives, at under half the cost."""
-    value = bytearray(os.urandom(16))
-    value[6] = (value[6] & 0x0F) | 0x40
-    value[8] = (value[8] & 0x3F) | 0x80
-    text = value.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-
-
 def events_queue(events: Iterable[QueuedEvent]) -> None:
     """Write the events to the outbox, inside the current transaction."""
     if transaction.get_autocommit():
@@ -122,7 +113,7 @@ def events_queue(events: Iterable[QueuedEvent]) -> None:
 
     def rows():
         for event in events:
-            event_id = _uuid4()
+            event_id = str(uuid.uuid4())
             payload = {
                 "event_id": event_id,
                 "type": event.event_type,

@@ -316,8 +316,16 @@ def _json_check(path: Path, limit: int) -> int:
     return count
 
 
-def json_records(path: Path) -> Iterator[tuple[int, dict | None, list[RowIssue], dict]]:
+def json_records(
+    path: Path, *, select: Callable[[int, object], bool] | None = None
+) -> Iterator[tuple[int, dict | None, list[RowIssue], dict] | None]:
+    """As `csv_records`, for a JSON array of objects (`select` sees the raw employee code)."""
     for row_number, value in _json_elements(path):
+        if select is not None:
+            code = value.get("employee_code") if isinstance(value, dict) else None
+            if not select(row_number, code):
+                yield None
+                continue
         if not isinstance(value, dict):
             issue = RowIssue("", "row_not_object", "Each element must be an object of column: value.")
             yield row_number, None, [issue], {"_value": json.dumps(value)[:500]}

@@ -9,27 +9,20 @@ from collections.abc import Iterable
 
 from django.db import connection
 
-from endorsements.models import Employer, EndorsementBatch, EndorsementRequest
+from endorsements.bulk_writes import filter_any
+from endorsements.models import EndorsementBatch, EndorsementRequest
 
 
 def endorsements_lock(ids: Iterable[int]) -> dict[int, str]:
     """Lock the endorsements and return their current state by id (missing ids are absent)."""
     ordered = sorted(set(ids))
-    if len(ordered) <= 50 or connection.vendor != "postgresql":
-        rows = (
-            EndorsementRequest.objects.select_for_update()
-            .filter(pk__in=ordered)
-            .order_by("pk")
-            .values_list("pk", "state")
-        )
-        return dict(rows)
-    # Thousands of ids: one array parameter instead of thousands of placeholders.
-    table = EndorsementRequest._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id, state FROM {table} WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE", [ordered]
-        )
-        return dict(cursor.fetchall())
+    # Thousands of ids go as one array parameter (bulk_writes.filter_any).
+    rows = (
+        filter_any(EndorsementRequest.objects.select_for_update(), "id", ordered)
+        .order_by("pk")
+        .values_list("pk", "state")
+    )
+    return dict(rows)
 
 
 def batch_lock(batch_id: int) -> EndorsementBatch:
@@ -81,13 +74,12 @@ def employer_intake_lock(employer_id: int, slots: Iterable[int] = range(INTAKE_S
 
     Duplicate and supersede checks read the employer's other requests; two transactions
     deciding at once would not see each other's rows. Slots are taken in ascending order,
-    before any row lock, so two callers never wait for each other in a cycle. On SQLite
-    (the embedded default) a write takes the database's one write lock instead.
+    before any row lock, so two callers never wait for each other in a cycle. SQLite (the
+    embedded default) needs nothing here: its transactions begin IMMEDIATE (settings), so
+    each already holds the database's one write lock.
     """
+    if connection.vendor != "postgresql":
+        return
+    keys = [_INTAKE_LOCK_NAMESPACE | (employer_id << 8) | slot for slot in sorted(set(slots))]
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            keys = [_INTAKE_LOCK_NAMESPACE | (employer_id << 8) | slot for slot in sorted(set(slots))]
-            cursor.execute("SELECT pg_advisory_xact_lock(key) FROM unnest(%s::bigint[]) AS key", [keys])
-        else:
-            table = connection.ops.quote_name(Employer._meta.db_table)
-            cursor.execute(f"UPDATE {table} SET id = id WHERE id = %s", [employer_id])  # noqa: S608
+        cursor.execute("SELECT pg_advisory_xact_lock(key) FROM unnest(%s::bigint[]) AS key", [keys])

@@ -384,10 +384,7 @@ def batch_process(*, batch_id: int) -> None:
     """Start reading a stored file: one task per partition (safe to run again)."""
     with transaction.atomic():
         batch = batch_lock(batch_id)
-        if (
-            batch.state != EndorsementBatch.State.RECEIVED
-            and batch.state != EndorsementBatch.State.PROCESSING
-        ):
+        if batch.state not in (EndorsementBatch.State.RECEIVED, EndorsementBatch.State.PROCESSING):
             return
         if batch.state == EndorsementBatch.State.RECEIVED:
             partitions = settings.INTAKE_PARTITIONS if batch.rows_expected >= PARTITION_MIN_ROWS else 1
@@ -445,21 +442,13 @@ def _partition_read(batch: EndorsementBatch, partition: int) -> None:
     if state.get("done"):
         return
     path = intake.media_path(batch.file_path)
-    if batch.file_format == "JSON":
-        records = intake.json_records(path)
-    else:
-        records = intake.csv_records(path, select=_partition_select(partition, batch.partitions))
+    read = intake.json_records if batch.file_format == "JSON" else intake.csv_records
+    records = read(path, select=_partition_select(partition, batch.partitions))
     policies = {
         number.upper(): pk
         for pk, number in Policy.objects.filter(employer_id=batch.employer_id).values_list("pk", "number")
     }
-    chunks = _chunks_prepared(
-        records,
-        start=state.get("position", 0),
-        partition=partition,
-        partitions=batch.partitions,
-        today=_today(),
-    )
+    chunks = _chunks_prepared(records, start=state.get("position", 0), today=_today())
     # The next chunk is read and checked in a thread while this one is decided and stored:
     # parsing overlaps the database's work, and at most READ_AHEAD chunks wait in memory.
     for prepared in read_ahead(chunks, READ_AHEAD):
@@ -476,28 +465,22 @@ class _PreparedChunk:
     last: bool = False  # the end of the file
 
 
-def _partition_of(row_number: int, code, partitions: int) -> int:
-    """A file record's partition: its employee code's intake slot (see locks.py), or for a
-    record without one (ragged, not an object), its row number."""
-    if code is None:
-        return row_number % partitions
-    return intake_slot(str(code).strip()) % partitions
-
-
 def _partition_select(partition: int, partitions: int):
+    """Which file records a partition takes: by the employee code's intake slot (see
+    locks.py), or for a record without one (ragged, not an object), by row number."""
     if partitions == 1:
         return None
-    return lambda row_number, code: _partition_of(row_number, code, partitions) == partition
+
+    def select(row_number: int, code) -> bool:
+        if code is None:
+            return row_number % partitions == partition
+        return intake_slot(str(code).strip()) % partitions == partition
+
+    return select
 
 
-def _record_partition(record, partitions: int) -> int:
-    row_number, cells, _issues, _raw = record
-    return _partition_of(row_number, cells.get("employee_code") if cells is not None else None, partitions)
-
-
-def _chunks_prepared(
-    records: Iterable, *, start: int, partition: int, partitions: int, today: date
-) -> Iterator[_PreparedChunk]:
+def _chunks_prepared(records: Iterable, *, start: int, today: date) -> Iterator[_PreparedChunk]:
+    """A partition's records in chunks; `records` yields None for another partition's."""
     chunk: list = []
     position = total = start
     for index, record in enumerate(records):
@@ -506,12 +489,11 @@ def _chunks_prepared(
         total = index + 1
         if record is None:
             continue  # another partition's row, declined by the reader
-        if partitions == 1 or _record_partition(record, partitions) == partition:
-            chunk.append(record)
-            if len(chunk) >= CHUNK_ROWS:
-                yield _chunk_prepare(chunk, start=position, end=total, today=today)
-                position = total
-                chunk = []
+        chunk.append(record)
+        if len(chunk) >= CHUNK_ROWS:
+            yield _chunk_prepare(chunk, start=position, end=total, today=today)
+            position = total
+            chunk = []
     prepared = _chunk_prepare(chunk, start=position, end=total, today=today)
     prepared.last = True
     yield prepared

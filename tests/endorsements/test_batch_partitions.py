@@ -8,6 +8,7 @@ two real database connections deciding the same content at once.
 """
 
 import io
+import json
 import threading
 
 import pytest
@@ -53,17 +54,28 @@ def _file(book) -> list[dict]:
     return rows
 
 
-def _submit(book, settings, tmp_path, monkeypatch, *, partitions: int, rows: list[dict] | None = None):
+def _submit(
+    book,
+    settings,
+    tmp_path,
+    monkeypatch,
+    *,
+    partitions: int,
+    rows: list[dict] | None = None,
+    file_format="CSV",
+):
     settings.MEDIA_ROOT = tmp_path
     settings.INTAKE_PARTITIONS = partitions
     monkeypatch.setattr(services, "PARTITION_MIN_ROWS", 1)
     monkeypatch.setattr(services, "CHUNK_ROWS", 2)
     caller = Caller(kind="client", employer_id=book.employer.pk, principal="client:test")
+    rows = rows or _file(book)
+    content = json.dumps(rows) if file_format == "JSON" else csv_text(rows, header=list(COLUMNS))
     return services.batch_submit(
         caller=caller,
-        upload=io.BytesIO(csv_text(rows or _file(book), header=list(COLUMNS)).encode()),
-        file_name="big.csv",
-        file_format="CSV",
+        upload=io.BytesIO(content.encode()),
+        file_name=f"big.{file_format.lower()}",
+        file_format=file_format,
     )
 
 
@@ -75,13 +87,15 @@ def _outcome(batch_id: int) -> dict:
     ).get(pk=batch_id)
 
 
-@pytest.mark.parametrize("partitions", [1, 2, 4])
+@pytest.mark.parametrize(("partitions", "file_format"), [(1, "CSV"), (2, "CSV"), (4, "CSV"), (2, "JSON")])
 def test_partitions_decide_a_file_as_one_reader_would(
-    book, settings, tmp_path, monkeypatch, django_capture_on_commit_callbacks, partitions
+    book, settings, tmp_path, monkeypatch, django_capture_on_commit_callbacks, partitions, file_format
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        batch = _submit(book, settings, tmp_path, monkeypatch, partitions=partitions)
+        batch = _submit(book, settings, tmp_path, monkeypatch, partitions=partitions, file_format=file_format)
     states, counts = _outcome(batch.pk)
+    if file_format == "JSON":  # JSON elements count from 1, CSV data rows from 2
+        states = {row + 1: state for row, state in states.items()}
     assert EndorsementBatch.objects.get(pk=batch.pk).partitions == partitions
     assert states == {
         2: "VALIDATED",
@@ -98,11 +112,13 @@ def test_partitions_decide_a_file_as_one_reader_would(
     }
     # row 12 (the impossible date) never became a request: it is a row error
     assert counts == ("COMPLETED", 12, 10, 1, 1, 100)
-    duplicate = EndorsementRequest.objects.get(batch_id=batch.pk, row_number=10)
-    original = EndorsementRequest.objects.get(batch_id=batch.pk, row_number=4)
+    shift = 1 if file_format == "JSON" else 0
+    duplicate = EndorsementRequest.objects.get(batch_id=batch.pk, row_number=10 - shift)
+    original = EndorsementRequest.objects.get(batch_id=batch.pk, row_number=4 - shift)
     assert duplicate.rejection_reasons[0]["original_tracking_id"] == original.tracking_id
-    newer = EndorsementRequest.objects.get(batch_id=batch.pk, row_number=11)
-    assert EndorsementRequest.objects.get(batch_id=batch.pk, row_number=7).superseded_by_id == newer.pk
+    newer = EndorsementRequest.objects.get(batch_id=batch.pk, row_number=11 - shift)
+    older = EndorsementRequest.objects.get(batch_id=batch.pk, row_number=7 - shift)
+    assert older.superseded_by_id == newer.pk
 
 
 def test_a_partition_run_twice_stores_its_rows_once(
