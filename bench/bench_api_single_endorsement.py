@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.setup import bench_database_url, django_ready, private_broker_url
+from bench.setup import bench_database_url, django_ready, employer_with_policy, private_broker_url
 
 HERE = Path(__file__).resolve().parent.parent
 CONCURRENCY = 16
@@ -36,26 +36,10 @@ def _free_port() -> int:
 
 
 def _fixture() -> dict:
-    from django.utils import timezone
-
     from ems.auth import new_client_credentials
-    from endorsements.models import ApiClient, Employer, Plan, PlanRate, Policy
-    from insurers.models import Insurer
+    from endorsements.models import ApiClient, Plan, PlanRate
 
-    tag = f"{os.getpid()}{int(time.time() * 1000) % 10_000_000}"
-    today = timezone.localdate()
-    insurer = Insurer.objects.create(
-        code=f"ai{tag}", name="Bench", protocol="REST", webhook_secret_primary="whsec_b"
-    )
-    employer = Employer.objects.create(code=f"ae{tag}", name="API bench employer")
-    start = today - datetime.timedelta(days=100)
-    policy = Policy.objects.create(
-        employer=employer,
-        insurer=insurer,
-        number=f"AP-{tag}",
-        start_date=start,
-        end_date=start + datetime.timedelta(days=364),
-    )
+    insurer, employer, policy, today = employer_with_policy("a")
     plan = Plan.objects.create(policy=policy, code="GOLD", name="Gold", sum_insured_options=[500000])
     PlanRate.objects.create(
         plan=plan, relation="SELF", age_from=18, age_to=65, sum_insured=500000, annual_premium=1_200_000

@@ -29,26 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.setup import django_ready, private_broker_url
+from bench.setup import django_ready, employer_with_policy, private_broker_url
 
 HERE = Path(__file__).resolve().parent.parent
-COLUMNS = (
-    "action",
-    "employee_code",
-    "relation",
-    "first_name",
-    "last_name",
-    "date_of_birth",
-    "gender",
-    "email",
-    "phone",
-    "date_of_joining",
-    "event_date",
-    "effective_date",
-    "policy_number",
-    "plan_code",
-    "sum_insured",
-)
 FIRST = ["Asha", "Ravi", "Meera", "Arjun", "Divya", "Kiran", "Neha", "Vikram", "Priya", "Rahul"]
 LAST = ["Rao", "Iyer", "Sharma", "Gupta", "Nair", "Patel", "Singh", "Das", "Menon", "Khan"]
 
@@ -57,25 +40,10 @@ LAST = ["Rao", "Iyer", "Sharma", "Gupta", "Nair", "Patel", "Singh", "Das", "Meno
 
 
 def _fixture(rows: int) -> dict:
-    from django.utils import timezone
+    from endorsements.models import Coverage, Member, Plan, PlanRate
 
-    from endorsements.models import Coverage, Employer, Member, Plan, PlanRate, Policy
-    from insurers.models import Insurer
-
-    tag = f"{os.getpid()}{int(time.time() * 1000) % 10_000_000}"
-    today = timezone.localdate()
-    insurer = Insurer.objects.create(
-        code=f"bi{tag}", name="Bench insurer", protocol="REST", webhook_secret_primary="whsec_bench"
-    )
-    employer = Employer.objects.create(code=f"be{tag}", name="Bench employer")
-    start = today - datetime.timedelta(days=100)
-    policy = Policy.objects.create(
-        employer=employer,
-        insurer=insurer,
-        number=f"BP-{tag}",
-        start_date=start,
-        end_date=start + datetime.timedelta(days=364),
-    )
+    _insurer, employer, policy, today = employer_with_policy("b")
+    start = policy.start_date
     plan = Plan.objects.create(
         policy=policy,
         code="GOLD",
@@ -135,6 +103,8 @@ def _file_write(path: Path, rows: int, fixture: dict, seed: int = 7) -> None:
     written: list[list[str]] = []
     with open(path, "w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
+        from endorsements.validation import COLUMNS
+
         writer.writerow(COLUMNS)
         for n in range(rows):
             roll = rng.random()

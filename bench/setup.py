@@ -58,3 +58,33 @@ def private_broker_url(db: int) -> str:
     url = f"redis://127.0.0.1:6379/{db}"
     redis.Redis.from_url(url).flushdb()
     return url
+
+
+def employer_with_policy(prefix: str):
+    """A fresh insurer, employer and year-long policy (started 100 days ago) for one run.
+
+    Returns (insurer, employer, policy, today); codes carry the process id and the time,
+    so runs never collide."""
+    import datetime
+    import time
+
+    from django.utils import timezone
+
+    from endorsements.models import Employer, Policy
+    from insurers.models import Insurer
+
+    tag = f"{os.getpid()}{int(time.time() * 1000) % 10_000_000}"
+    today = timezone.localdate()
+    insurer = Insurer.objects.create(
+        code=f"{prefix}i{tag}", name="Bench insurer", protocol="REST", webhook_secret_primary="whsec_bench"
+    )
+    employer = Employer.objects.create(code=f"{prefix}e{tag}", name="Bench employer")
+    start = today - datetime.timedelta(days=100)
+    policy = Policy.objects.create(
+        employer=employer,
+        insurer=insurer,
+        number=f"{prefix.upper()}P-{tag}",
+        start_date=start,
+        end_date=start + datetime.timedelta(days=364),
+    )
+    return insurer, employer, policy, today
