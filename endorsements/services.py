@@ -42,7 +42,6 @@ from functools import partial
 
 import structlog
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
@@ -56,7 +55,6 @@ from endorsements import bulk_writes, intake
 from endorsements.errors import EndorsementInvalid, UploadFormatUnknown
 from endorsements.events import batch_event, events_queue, outbox_event, transition_event
 from endorsements.locks import (
-    INTAKE_SLOTS,
     batch_lock,
     employer_intake_lock,
     endorsements_lock,
@@ -387,9 +385,8 @@ def batch_process(*, batch_id: int) -> None:
         if batch.state not in (EndorsementBatch.State.RECEIVED, EndorsementBatch.State.PROCESSING):
             return
         if batch.state == EndorsementBatch.State.RECEIVED:
+            # (settings refuse an INTAKE_PARTITIONS that does not divide the 16 intake slots)
             partitions = settings.INTAKE_PARTITIONS if batch.rows_expected >= PARTITION_MIN_ROWS else 1
-            if partitions < 1 or INTAKE_SLOTS % partitions:
-                raise ImproperlyConfigured(f"INTAKE_PARTITIONS must divide {INTAKE_SLOTS}.")
             batch.state = EndorsementBatch.State.PROCESSING
             batch.partitions = partitions
             batch.save(update_fields=["state", "partitions"])

@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from ems import structured_logging
 
@@ -242,6 +243,8 @@ UPLOAD_MAX_ROWS = env.int("UPLOAD_MAX_ROWS", default=200_000)
 # A large file is read by this many Celery tasks at once, each deciding the rows of its
 # own employee codes (a divisor of 16: see endorsements.locks). Set it to the worker count.
 INTAKE_PARTITIONS = env.int("INTAKE_PARTITIONS", default=2)
+if INTAKE_PARTITIONS < 1 or 16 % INTAKE_PARTITIONS:
+    raise ImproperlyConfigured(f"INTAKE_PARTITIONS must be 1, 2, 4, 8 or 16, not {INTAKE_PARTITIONS}.")
 # Rows per page on the HR portal's lists (endorsements, batch errors, EA history).
 PORTAL_PAGE_SIZE = env.int("PORTAL_PAGE_SIZE", default=50)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

@@ -122,3 +122,13 @@ def test_sqlite_has_no_pool():
     database = database_settings({"DJANGO_SETTINGS_MODULE": "ems.settings.base", "DB_POOL_MAX": "5"})
     assert database["ENGINE"] == "django.db.backends.sqlite3"
     assert database["pool"] is None
+
+
+def test_intake_partitions_that_do_not_divide_the_intake_slots_are_refused_at_start():
+    refused = run_manage(["check"], {"DJANGO_SETTINGS_MODULE": "ems.settings.test", "INTAKE_PARTITIONS": "3"})
+    assert refused.returncode != 0
+    assert "INTAKE_PARTITIONS must be 1, 2, 4, 8 or 16, not 3." in refused.stderr
+    accepted = run_manage(
+        ["check"], {"DJANGO_SETTINGS_MODULE": "ems.settings.test", "INTAKE_PARTITIONS": "4"}
+    )
+    assert accepted.returncode == 0, accepted.stderr
