@@ -63,7 +63,17 @@ class DeliveredFilter(admin.SimpleListFilter):
 
 @admin.register(OutboxEvent)
 class OutboxEventAdmin(ReadOnlyAdmin):
-    list_display = ("id", "sink", "destination", "key", "created_at", "delivered_at", "attempts", "error")
+    list_display = (
+        "id",
+        "sink",
+        "destination",
+        "key",
+        "event_count",
+        "created_at",
+        "delivered_at",
+        "attempts",
+        "error",
+    )
     list_filter = ("sink", DeliveredFilter)
     search_fields = ("=key", "=destination")
     ordering = ("-id",)
@@ -75,6 +85,7 @@ class OutboxEventAdmin(ReadOnlyAdmin):
         "sink",
         "destination",
         "key",
+        "event_count",
         "created_at",
         "delivered_at",
         "attempts",

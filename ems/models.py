@@ -2,9 +2,11 @@
 
 Design overview
 - `OutboxEvent`: a row written in the caller's transaction for every Kafka event and
-  every Mongo audit record. The relay (`ems.outbox_relay.relay_pending`) delivers rows in id
-  order per sink, marks a row delivered only after the sink acknowledged, and backs off
-  per sink while it is down. Delivery is at least once; consumers dedupe by `event_id`.
+  every Mongo audit record, or one row for a group of many Kafka events written
+  together (a file's chunk; `ems.outbox.events_bulk_emit`). The relay
+  (`ems.outbox_relay.relay_pending`) delivers rows in id order per sink, marks a row
+  delivered only after the sink acknowledged, and backs off per sink while it is down.
+  Delivery is at least once; consumers dedupe by `event_id`.
 - `IdempotencyRecord`: the first response to a POST carrying `Idempotency-Key`, per
   caller, keyed by (caller, key), with the hash of the request body.
 """
@@ -28,6 +30,9 @@ class OutboxEvent(models.Model):
     delivered_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    event_count = models.PositiveIntegerField(
+        default=1, help_text="Kafka messages the row stands for: 1, or the events of a group row"
+    )
 
     class Meta:
         permissions = [

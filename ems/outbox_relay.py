@@ -14,9 +14,11 @@ How it works
   On SQLite (`make run`) there is one relay and row locks do not exist: rows are read,
   sent, then marked in a short write transaction, so the database is not held during I/O.
 - Kafka: the per-process producer (`ems.clients.kafka_producer`, `acks="all"`); every
-  row is sent with its key, then every future is awaited. The contiguous prefix that was
-  acknowledged is marked delivered. A row the broker can never accept (too large, invalid
-  topic) gets its own error and is left pending for ops, without blocking the others.
+  row is sent with its key (a group row as each of its events, `ems.outbox.kafka_messages`),
+  then every future is awaited; a group row is acknowledged when all of its messages are.
+  The contiguous prefix that was acknowledged is marked delivered. A row the broker can
+  never accept (too large, invalid topic) gets its own error and is left pending for ops,
+  without blocking the others.
   Any other failure is a sink failure: the producer is discarded and rebuilt next time.
   When `KAFKA_BOOTSTRAP_SERVERS` is empty the Kafka relay is off and Kafka rows stay
   pending (reported `disabled`); they are delivered once Kafka is configured.
@@ -57,6 +59,7 @@ from ems import clients
 from ems.audit import audit_record
 from ems.audit_reader import audit_indexes_ensure
 from ems.models import OutboxEvent
+from ems.outbox import kafka_messages
 from ems.redis_lock import redis_client
 
 log = structlog.get_logger(__name__)
@@ -145,7 +148,7 @@ def _relay_sink(sink: str, *, batch_size: int, max_batches: int) -> SinkReport:
         report.retry_in_seconds = round(waiting, 3)
         return report
     for _ in range(max_batches):
-        claimed, delivery = _relay_batch(sink, batch_size=batch_size)
+        claimed, delivery, more = _relay_batch(sink, batch_size=batch_size)
         if claimed is None:
             report.status = Status.BUSY
             return report
@@ -165,29 +168,46 @@ def _relay_sink(sink: str, *, batch_size: int, max_batches: int) -> SinkReport:
         if claimed:
             report.status = Status.DELIVERED
             _backoff_forget(sink)
-        if claimed < batch_size or not delivery.delivered:
+        if not more or not delivery.delivered:
             break
     if report.delivered:
         log.info("outbox.delivered", sink=sink, rows=report.delivered, failed=report.failed)
     return report
 
 
-def _relay_batch(sink: str, *, batch_size: int) -> tuple[int | None, _Delivery]:
-    """Claim, send and record one batch. Returns (rows claimed or None if busy, delivery)."""
+def _relay_batch(sink: str, *, batch_size: int) -> tuple[int | None, _Delivery, bool]:
+    """Claim, send and record one batch.
+
+    Returns (rows claimed, or None if busy; delivery; whether more rows may be pending).
+    A batch is at most `batch_size` rows and, past its first row, at most `batch_size`
+    messages (a group row stands for many; see `ems.outbox.events_bulk_emit`).
+    """
     pending = OutboxEvent.objects.filter(sink=sink, delivered_at__isnull=True).order_by("id")
     if connection.vendor == "postgresql":
         with transaction.atomic():
             if not _sink_lock_try(sink):
-                return None, _Delivery()
-            rows = list(pending.select_for_update(skip_locked=True)[:batch_size])
+                return None, _Delivery(), False
+            fetched = list(pending.select_for_update(skip_locked=True)[:batch_size])
+            rows = _messages_bounded(fetched, batch_size)
             delivery = _deliver(sink, rows)
             _delivery_record(rows, delivery)
-        return len(rows), delivery
-    rows = list(pending[:batch_size])
+        return len(rows), delivery, len(fetched) == batch_size or len(rows) < len(fetched)
+    fetched = list(pending[:batch_size])
+    rows = _messages_bounded(fetched, batch_size)
     delivery = _deliver(sink, rows)
     with transaction.atomic():
         _delivery_record(rows, delivery)
-    return len(rows), delivery
+    return len(rows), delivery, len(fetched) == batch_size or len(rows) < len(fetched)
+
+
+def _messages_bounded(rows: list[OutboxEvent], limit: int) -> list[OutboxEvent]:
+    """The leading rows that stand for at most `limit` messages (always the first row)."""
+    total = 0
+    for index, row in enumerate(rows):
+        total += row.event_count
+        if total > limit and index > 0:
+            return rows[:index]
+    return rows
 
 
 def _sink_lock_try(sink: str) -> bool:
@@ -238,20 +258,24 @@ def _kafka_deliver(rows: list[OutboxEvent]) -> _Delivery:
 
     sent = []
     for row in rows:
+        futures = []
         try:
-            future = producer.send(row.destination, key=row.key or None, value=_json(row.payload))
+            # A group row stands for many messages; it is delivered when all of them are.
+            for key, envelope in kafka_messages(row):
+                futures.append(producer.send(row.destination, key=key, value=_json(envelope)))
         except row_level as exc:
             delivery.row_errors[row.id] = _describe(exc)
             continue
         except KafkaError as exc:
             delivery.sink_error = _describe(exc)
             break
-        sent.append((row, future))
+        sent.append((row, futures))
 
     deadline = time.monotonic() + KAFKA_ACK_TIMEOUT_SECONDS
-    for row, future in sent:
+    for row, futures in sent:
         try:
-            future.get(timeout=max(0.1, deadline - time.monotonic()))
+            for future in futures:
+                future.get(timeout=max(0.1, deadline - time.monotonic()))
         except row_level as exc:
             delivery.row_errors[row.id] = _describe(exc)
             continue

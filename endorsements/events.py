@@ -4,22 +4,17 @@ Every state change emits `endorsement.<new state in lower case>`:
 `{"tracking_id", "endorsement_type", "from_state", "to_state", "reason", ...changes}`.
 A batch emits `batch.received`, `batch.completed` and `batch.failed` keyed by `batch:<id>`.
 
-`events_queue` writes many events into the outbox in the caller's transaction: with
-`COPY` on PostgreSQL (a 100,000-row file emits 200,000 events), else through
-`ems.outbox.events_bulk_emit`.
+`events_queue` writes events into the outbox in the caller's transaction: a few as one
+outbox row each, many (a file's chunk) as group rows of `ems.outbox.events_bulk_emit`,
+which the relay sends as one message per event.
 """
 
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from django.utils import timezone
 
-from ems.models import OutboxEvent
-from ems.outbox import TOPIC_ENDORSEMENTS, KafkaEvent, events_bulk_emit
-from endorsements import bulk_writes
+from ems.outbox import TOPIC_ENDORSEMENTS, KafkaEvent, events_bulk_emit, outbox_write
 
 
 def state_event_type(state: str) -> str:
@@ -75,61 +70,30 @@ def batch_event(*, batch, event_type: str, data: dict) -> QueuedEvent:
     )
 
 
-_OUTBOX_COLUMNS = (
-    "event_id",
-    "sink",
-    "destination",
-    "key",
-    "payload",
-    "created_at",
-    "attempts",
-    "last_error",
-)
-
-
-_encode = DjangoJSONEncoder(separators=(",", ":")).encode
+# Up to this many events in one call, one outbox row each (easy to find in the admin); above
+# it, group rows (a file's chunk of 5,000 rows would otherwise write 5,000 outbox rows).
+GROUP_ABOVE = 100
 
 
 def events_queue(events: Iterable[QueuedEvent]) -> None:
     """Write the events to the outbox, inside the current transaction."""
+    events = list(events)
+    if not events:
+        return
     if transaction.get_autocommit():
         raise RuntimeError("outbox rows must be written inside the transaction that made the change")
-    if not bulk_writes.is_postgresql():
-        events_bulk_emit(
-            [
-                {
-                    "topic": TOPIC_ENDORSEMENTS,
-                    "key": e.key,
-                    "event_type": e.event_type,
-                    "employer_id": e.employer_id,
-                    "data": e.data,
-                }
-                for e in events
-            ]
-        )
+    if len(events) <= GROUP_ABOVE:
+        outbox_write(events=[outbox_event(e) for e in events])
         return
-    now = timezone.now()
-    occurred_at = now.isoformat()
-
-    def rows():
-        for event in events:
-            event_id = str(uuid.uuid4())
-            payload = {
-                "event_id": event_id,
-                "type": event.event_type,
-                "occurred_at": occurred_at,
-                "employer_id": event.employer_id,
-                "data": event.data,
+    events_bulk_emit(
+        [
+            {
+                "topic": TOPIC_ENDORSEMENTS,
+                "key": e.key,
+                "event_type": e.event_type,
+                "employer_id": e.employer_id,
+                "data": e.data,
             }
-            yield (
-                event_id,
-                OutboxEvent.Sink.KAFKA,
-                TOPIC_ENDORSEMENTS,
-                event.key,
-                _encode(payload),
-                now,
-                0,
-                "",
-            )
-
-    bulk_writes.rows_insert(OutboxEvent, _OUTBOX_COLUMNS, rows())
+            for e in events
+        ]
+    )

@@ -84,7 +84,7 @@ def test_changelist_lists_rows_with_a_bounded_number_of_queries(
     listed = [row.pk for row in response.context["cl"].result_list]
     assert listed == sorted((row.pk for row in rows), reverse=True)
     assert response.context["cl"].list_display == [
-        "action_checkbox", "id", "sink", "destination", "key",
+        "action_checkbox", "id", "sink", "destination", "key", "event_count",
         "created_at", "delivered_at", "attempts", "error",
     ]  # fmt: skip
 

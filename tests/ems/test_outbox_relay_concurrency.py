@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from ems import clients, outbox_relay
 from ems.audit import AUDIT_COLLECTION, audit_record
 from ems.models import OutboxEvent
-from ems.outbox import events_bulk_emit
+from ems.outbox import KafkaEvent, outbox_write
 from ems.outbox_relay import KICK_KEY, SINKS, SinkReport, Status, relay_pending
 from ems.redis_lock import redis_client
 from tests.ems.test_outbox_relay_kafka import topic_read
@@ -58,9 +58,9 @@ def test_two_relays_at_once_publish_every_event_exactly_once_in_order(kafka_serv
     topic = f"ems.test.{uuid.uuid4().hex[:12]}"
     keys = [f"TRK-{n % 4}" for n in range(240)]
     with transaction.atomic():
-        events_bulk_emit(
-            [
-                {"topic": topic, "key": key, "event_type": "t", "employer_id": 1, "data": {"n": n}}
+        outbox_write(
+            events=[
+                KafkaEvent(topic=topic, key=key, event_type="t", employer_id=1, data={"n": n})
                 for n, key in enumerate(keys)
             ]
         )

@@ -65,11 +65,14 @@ def events_emit(topic: str, keys: list[str], *, start: int = 0) -> list[OutboxEv
     return list(OutboxEvent.objects.filter(sink=KAFKA, destination=topic).order_by("id"))
 
 
-def topic_read(bootstrap_servers: str, topic: str, expected: int, *, limit: float = 20.0) -> list:
+def topic_read(
+    bootstrap_servers: str, topic: str, expected: int, *, limit: float = 20.0, distinct: int | None = None
+) -> list:
     """Every record of `topic` (all partitions, from the beginning).
 
     Reads until `expected` records arrived, then keeps polling for another second so a
-    duplicate beyond `expected` would show up. (Tansu's end offsets count record batches,
+    duplicate beyond `expected` would show up; asserts they carry `distinct` event ids
+    (default: as many as records). (Tansu's end offsets count record batches,
     not records, so they cannot be used for this.)
     """
     consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
@@ -93,7 +96,8 @@ def topic_read(bootstrap_servers: str, topic: str, expected: int, *, limit: floa
             for batch in consumer.poll(timeout_ms=250).values():
                 records.extend(batch)
         assert len(records) == expected
-        assert len({json.loads(record.value)["event_id"] for record in records}) == expected
+        event_ids = {json.loads(record.value)["event_id"] for record in records}
+        assert len(event_ids) == (expected if distinct is None else distinct)
         return records
     finally:
         consumer.close()
@@ -129,10 +133,11 @@ def test_events_arrive_with_their_topic_key_and_envelope(kafka):
     ]
 
 
-def test_bulk_events_are_delivered_in_id_order_across_batches(kafka):
+def test_bulk_events_go_as_group_rows_and_leave_as_one_message_each_in_order(kafka):
+    # given 2,500 events written at once: three group rows
     topic = unique_topic()
     with transaction.atomic():
-        events_bulk_emit(
+        written = events_bulk_emit(
             [
                 {
                     "topic": topic,
@@ -141,13 +146,55 @@ def test_bulk_events_are_delivered_in_id_order_across_batches(kafka):
                     "employer_id": 1,
                     "data": {"n": n},
                 }
-                for n in range(25)
+                for n in range(2500)
             ]
         )
-    report = relay_pending(sink=KAFKA, batch_size=10)
-    assert report.sinks[KAFKA] == SinkReport(sink=KAFKA, status=Status.DELIVERED, delivered=25)
-    records = sorted(topic_read(kafka.bootstrap_servers, topic, 25), key=lambda r: r.offset)
-    assert [json.loads(record.value)["data"]["n"] for record in records] == list(range(25))
+    rows = list(OutboxEvent.objects.filter(destination=topic).order_by("id"))
+    assert written == 3
+    assert [row.event_count for row in rows] == [1000, 1000, 500]
+    # when a relay runs one batch of at most 1,500 messages: the first group only
+    first = relay_pending(sink=KAFKA, batch_size=1500, max_batches=1).sinks[KAFKA]
+    assert (first.status, first.delivered) == (Status.DELIVERED, 1)
+    # and then the rest
+    rest = relay_pending(sink=KAFKA, batch_size=1500).sinks[KAFKA]
+    assert (rest.status, rest.delivered) == (Status.DELIVERED, 2)
+    # then the topic holds one message per event, in order, each with the envelope and its own id
+    records = sorted(topic_read(kafka.bootstrap_servers, topic, 2500), key=lambda r: r.offset)
+    values = [json.loads(record.value) for record in records]
+    assert [value["data"]["n"] for value in values] == list(range(2500))
+    assert {record.key for record in records} == {b"ACC-1"}
+    assert values[1001] == {
+        "event_id": str(uuid.uuid5(rows[1].event_id, "1")),
+        "type": "ledger.hold_placed",
+        "occurred_at": rows[1].payload["occurred_at"],
+        "employer_id": 1,
+        "data": {"n": 1001},
+    }
+    assert len({value["event_id"] for value in values}) == 2500
+
+
+def test_a_redelivered_group_carries_the_same_event_ids(kafka):
+    # given a group row delivered once
+    topic = unique_topic()
+    with transaction.atomic():
+        events_bulk_emit(
+            [
+                {"topic": topic, "key": f"TRK-{n}", "event_type": "t", "employer_id": 1, "data": {"n": n}}
+                for n in range(150)
+            ]
+        )
+    assert relay_pending(sink=KAFKA).sinks[KAFKA].delivered == 1
+    # when it is sent again (a relay that died before marking it delivered)
+    OutboxEvent.objects.filter(destination=topic).update(delivered_at=None)
+    assert relay_pending(sink=KAFKA).sinks[KAFKA].delivered == 1
+    # then each event went twice under one id: consumers dedupe by event_id
+    records = topic_read(kafka.bootstrap_servers, topic, 300, distinct=150)
+    ids: dict[str, list] = {}
+    for record in records:
+        value = json.loads(record.value)
+        ids.setdefault(value["event_id"], []).append((record.key, value["data"]["n"]))
+    assert len(ids) == 150
+    assert all(len(copies) == 2 and copies[0] == copies[1] for copies in ids.values())
 
 
 def test_a_message_the_broker_can_never_take_is_set_aside_and_the_rest_go(kafka):
