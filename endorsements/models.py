@@ -390,6 +390,7 @@ class EndorsementRequest(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="endorsements",
+        db_index=False,  # (policy, member_key) below leads with it
     )
     member = models.ForeignKey(
         Member,
@@ -459,7 +460,9 @@ class EndorsementRequest(models.Model):
             models.Index(fields=["employer", "state"], name="endorsement_state_idx"),
             models.Index(fields=["employer", "-received_at"], name="endorsement_recent_idx"),
             models.Index(fields=["batch", "row_number"], name="endorsement_batch_row_idx"),
-            models.Index(fields=["employer", "policy", "member_key"], name="endorsement_member_key_idx"),
+            # Supersede and a dependant's employee look requests up by (policy, member key),
+            # one index probe per key (bulk_writes.rows_by_keys): both columns lead.
+            models.Index(fields=["policy", "member_key"], name="endorsement_policy_member_idx"),
             models.Index(fields=["content_hash"], name="endorsement_content_hash_idx"),
             models.Index(fields=["member"], name="endorsement_member_idx", condition=Q(member__isnull=False)),
             # Deleting or superseding checks who points at a row; NULLs need no entry.

@@ -29,7 +29,7 @@ from typing import Any
 
 from ems.errors import ErrorDetail
 from endorsements import pricing
-from endorsements.bulk_writes import filter_any
+from endorsements.bulk_writes import filter_any, rows_by_keys
 from endorsements.models import (
     Coverage,
     EndorsementRequest,
@@ -653,15 +653,15 @@ def endorsements_assess(*, employer_id: int, endorsements: list, today: date) ->
     codes = {r.member_data.get("employee_code", "") for r in requests}
     lookups = _lookups_load(employer_id, codes)
     stored: dict[str, list[tuple[int, str, str, int | None, int | None]]] = {}
-    for row in (
-        filter_any(
-            EndorsementRequest.objects.filter(employer_id=employer_id, state__in=LIVE_STATES),
-            "content_hash",
-            {r.content_hash for r in requests},
-        )
-        .order_by("pk")
-        .values_list("pk", "content_hash", "state", "tracking_id", "batch_id", "row_number")
-    ):
+    repeats = rows_by_keys(
+        EndorsementRequest,
+        ("content_hash",),
+        ((r.content_hash,) for r in requests),
+        ("id", "content_hash", "state", "tracking_id", "batch_id", "row_number"),
+        employer_id=employer_id,
+        state__in=LIVE_STATES,
+    )
+    for row in sorted(repeats):
         if row[0] not in own_ids:
             stored.setdefault(row[1], []).append((row[0], row[2], row[3], row[4], row[5]))
     first_in_set: dict[str, Any] = {}
@@ -716,19 +716,25 @@ def endorsements_assess(*, employer_id: int, endorsements: list, today: date) ->
         if decisions[r.pk].state == "VALIDATED" and r.type == "ADD" and r.member_data["relation"] != "SELF"
     ]
     if dependant_adds:
-        self_keys = {f"{r.member_data['employee_code']}|SELF" for r in dependant_adds}
         pending_self = {
             (policy_id, key)
-            for pk, policy_id, key in filter_any(
-                EndorsementRequest.objects.filter(employer_id=employer_id, type="ADD", state__in=LIVE_STATES),
-                "member_key",
-                self_keys,
-            ).values_list("pk", "policy_id", "member_key")
+            for pk, policy_id, key in rows_by_keys(
+                EndorsementRequest,
+                ("policy_id", "member_key"),
+                (
+                    (decisions[r.pk].changes["policy_id"], f"{r.member_data['employee_code']}|SELF")
+                    for r in dependant_adds
+                ),
+                ("id", "policy_id", "member_key"),
+                employer_id=employer_id,
+                type="ADD",
+                state__in=LIVE_STATES,
+            )
             if pk not in own_ids
         }
         for r in dependant_adds:
             code = r.member_data["employee_code"]
-            policy_id = r.policy_id
+            policy_id = decisions[r.pk].changes["policy_id"]
             employee = next((m for m in lookups.members.get(code, ()) if m.relation == "SELF"), None)
             covered = employee is not None and (employee.pk, policy_id) in lookups.open_cover
             key = f"{code}|SELF"
@@ -753,18 +759,19 @@ def endorsements_assess(*, employer_id: int, endorsements: list, today: date) ->
         if decision.state == "VALIDATED":
             groups.setdefault((decision.changes["policy_id"], decision.changes["member_key"]), []).append(pk)
     if groups:
-        existing = filter_any(
-            EndorsementRequest.objects.filter(
+        older_ids = [
+            pk
+            for pk, _policy_id, _key in rows_by_keys(
+                EndorsementRequest,
+                ("policy_id", "member_key"),
+                groups,
+                ("id", "policy_id", "member_key"),
                 employer_id=employer_id,
-                policy_id__in={policy_id for policy_id, _ in groups},
                 state__in=UNSENT_STATES,
-            ),
-            "member_key",
-            {key for _, key in groups},
-        )
-        for older in existing:
-            if older.pk in own_ids:
-                continue
+            )
+            if pk not in own_ids
+        ]
+        for older in EndorsementRequest.objects.filter(pk__in=older_ids) if older_ids else ():
             ids = groups.get((older.policy_id, older.member_key))
             if ids:
                 groups[(older.policy_id, older.member_key)] = sorted([*ids, older.pk])

@@ -1,10 +1,11 @@
-"""`bulk_writes`: COPY inserts, reserved ids and `= ANY(array)` filters, against PostgreSQL."""
+"""`bulk_writes`: COPY inserts, reserved ids, `= ANY(array)` filters and keyed probes, against PostgreSQL."""
 
 import pytest
+from django.db import connection
 
 from endorsements import bulk_writes
-from endorsements.models import Member
-from tests.factories import EmployerFactory, MemberFactory
+from endorsements.models import EndorsementRequest, Member
+from tests.factories import EmployerFactory, MemberFactory, PolicyFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -68,3 +69,72 @@ def test_reserved_ids_are_fresh_and_distinct_and_rows_go_in_with_them():
     )
     assert sorted(Member.objects.filter(employer=employer).values_list("pk", flat=True)) == sorted(ids)
     assert bulk_writes.ids_reserve(Member, 1)[0] > max(ids)
+
+
+def _request(employer, policy, key: str, state: str, content_hash: str = "") -> EndorsementRequest:
+    return EndorsementRequest.objects.create(
+        employer=employer,
+        policy=policy,
+        type="ADD",
+        member_key=key,
+        content_hash=content_hash or key,
+        source="API",
+        state=state,
+    )
+
+
+def test_rows_by_keys_finds_each_key_pair_once_and_applies_the_filters():
+    policy = PolicyFactory()
+    employer = policy.employer
+    other_policy = PolicyFactory(employer=employer)
+    wanted = _request(employer, policy, 'E"1|SELF', "VALIDATED")
+    _request(employer, policy, 'E"1|SELF', "REJECTED")  # filtered out by state
+    _request(employer, other_policy, 'E"1|SELF', "VALIDATED")  # another policy: not this key pair
+    elsewhere = PolicyFactory()
+    _request(elsewhere.employer, elsewhere, "E2|SELF", "VALIDATED")  # another employer
+    second = _request(employer, other_policy, "E2|SELF", "FUND_LOCKED")
+    keys = [
+        (policy.pk, 'E"1|SELF'),
+        (policy.pk, 'E"1|SELF'),
+        (other_policy.pk, "E2|SELF"),
+        (policy.pk, "none"),
+    ]
+    found = bulk_writes.rows_by_keys(
+        EndorsementRequest,
+        ("policy_id", "member_key"),
+        keys,
+        ("id", "member_key"),
+        employer_id=employer.pk,
+        state__in=["VALIDATED", "FUND_LOCKED"],
+    )
+    assert sorted(found) == sorted([(wanted.pk, 'E"1|SELF'), (second.pk, "E2|SELF")])
+
+
+def test_rows_by_keys_probes_the_index_per_key_even_when_the_employer_has_many_rows():
+    # given an employer with many requests, none of which the planner has statistics for
+    policy = PolicyFactory()
+    for n in range(300):
+        _request(policy.employer, policy, f"E{n}|SELF", "VALIDATED")
+    keys = [(policy.pk, f"E{n}|SELF") for n in range(0, 600, 2)]
+    captured = []
+
+    def explain(execute, sql, params, many, context):
+        if sql.startswith("SELECT found."):
+            with context["connection"].cursor() as cursor:
+                cursor.execute("EXPLAIN " + sql, params)
+                captured.extend(row[0] for row in cursor.fetchall())
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(explain):
+        found = bulk_writes.rows_by_keys(
+            EndorsementRequest,
+            ("policy_id", "member_key"),
+            keys,
+            ("member_key",),
+            employer_id=policy.employer_id,
+        )
+    # then every key that exists is found, each by its own probe of the (policy, member_key) index
+    assert sorted(found) == sorted((f"E{n}|SELF",) for n in range(0, 300, 2))
+    plan = "\n".join(captured)
+    assert "endorsement_policy_member_idx" in plan
+    assert "Nested Loop" in plan
