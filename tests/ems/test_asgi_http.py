@@ -4,43 +4,16 @@ import asyncio
 import threading
 
 import pytest
-from asgiref.testing import ApplicationCommunicator
 from django.conf import settings
 
-from ems.asgi import application
+from tests.asgi_exchange import asgi_exchange
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the views run in other threads
 
 
-def _scope(path: str) -> dict:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1")],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-    }
-
-
 async def _get(path: str) -> tuple[int, bytes]:
-    communicator = ApplicationCommunicator(application, _scope(path))
-    await communicator.send_input({"type": "http.request", "body": b"", "more_body": False})
-    start = await communicator.receive_output(10)
-    content = b""
-    while True:
-        message = await communicator.receive_output(10)
-        content += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    await communicator.wait(10)
-    return start["status"], content
+    status, _headers, content = await asgi_exchange("GET", path)
+    return status, content
 
 
 def _request_threads() -> set[threading.Thread]:
