@@ -1,6 +1,5 @@
 """ASGI entry point: HTTP through Django, websockets through Channels."""
 
-import gc
 import os
 
 import django
@@ -16,6 +15,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from ems.garbage_collection import start_up_objects_freeze  # noqa: E402
 from ems.websocket_routes import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
@@ -25,7 +25,6 @@ application = ProtocolTypeRouter(
     }
 )
 
-# Objects made at start-up (settings, URL resolvers, models) live for the process: keep
-# them out of the collector's generations so a full collection does not walk them.
-gc.collect()
-gc.freeze()
+# Objects made at start-up (settings, URL resolvers, models) live for the process: out
+# of the collector's generations, and fewer young collections (ems.garbage_collection).
+start_up_objects_freeze()

@@ -1,25 +1,65 @@
-"""Django's ASGI handler with the middleware chain run synchronously, in one thread hop.
+"""Django's ASGI handler with the middleware chain run synchronously, on reused threads.
 
-Django's own ASGI handler runs every middleware that can be async on the event loop.
-That is slower, not faster, for a sync project: `MiddlewareMixin` middleware (most of
-Django's, django-prometheus', corsheaders') then run each `process_request` and
-`process_response` hook through `sync_to_async`, and sync-only middleware (WhiteNoise,
-ours) switch back with `async_to_sync`: some twenty thread hand-overs per request,
-about 3 ms of CPU on the deployed 2-core machine, before the view itself runs in a
-thread anyway. Here the whole chain (middleware and the sync views) runs in the
-request's thread as under WSGI, entered once. Every view in EMS is sync; an async view
-would still work (Django adapts it with `async_to_sync`), only without the gain.
+Two costs of Django's own ASGI handler are avoided, both for a sync project:
+
+- It runs every middleware that can be async on the event loop. `MiddlewareMixin`
+  middleware (most of Django's, django-prometheus', corsheaders') then run each
+  `process_request` and `process_response` hook through `sync_to_async`, and sync-only
+  middleware (WhiteNoise, ours) switch back with `async_to_sync`: some twenty thread
+  hand-overs per request, about 3 ms of CPU on the deployed 2-core machine, before the
+  view itself runs in a thread anyway. Here the whole chain (middleware and the sync
+  views) runs in the request's thread as under WSGI, entered once. Every view in EMS is
+  sync; an async view would still work (Django adapts it with `async_to_sync`), only
+  without the gain.
+- Each request's `ThreadSensitiveContext` made a new thread for the request (and
+  another to join it afterwards), so every request paid for starting and stopping two
+  threads while holding up the event loop. Here a request borrows one of ASGI_THREADS
+  single-thread executors for its whole life and gives it back: all its sync work
+  (signals, middleware, view, streaming, `close()`) still runs on one thread, as
+  thread-sensitive code and the per-thread database connection need, and a request that
+  finds every thread busy waits for one, as it would for a database connection.
 """
 
-from asgiref.sync import sync_to_async
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 
 
 class SyncChainASGIHandler(ASGIHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self._thread_count = settings.ASGI_THREADS
+        self._free_threads: tuple[asyncio.AbstractEventLoop, asyncio.Queue[ThreadPoolExecutor]] | None = None
+
     def load_middleware(self, is_async: bool = False) -> None:
         super().load_middleware(is_async=False)
 
+    def _threads(self) -> asyncio.Queue[ThreadPoolExecutor]:
+        # Made inside the event loop that uses them: one per server process (tests that
+        # run each request in a new loop get new threads for it).
+        loop = asyncio.get_running_loop()
+        if self._free_threads is None or self._free_threads[0] is not loop:
+            free: asyncio.Queue[ThreadPoolExecutor] = asyncio.Queue()
+            for number in range(self._thread_count):
+                free.put_nowait(ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ems-http-{number}"))
+            self._free_threads = (loop, free)
+        return self._free_threads[1]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        free = self._threads()
+        executor = await free.get()
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handle(scope, receive, send)
+        finally:
+            free.put_nowait(executor)
+
     async def get_response_async(self, request):
-        # The request's ThreadSensitiveContext gives it its own thread, so its database
-        # connection (checked out of the pool) stays with it until the response is closed.
+        # Thread-sensitive: the request's borrowed thread, which keeps its database
+        # connection (checked out of the pool) until the response is closed.
         return await sync_to_async(self.get_response, thread_sensitive=True)(request)

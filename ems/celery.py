@@ -19,3 +19,10 @@ def _reset_clients_after_fork(**_kwargs) -> None:
     from ems import clients
 
     clients.reset()
+
+
+@worker_process_init.connect
+def _freeze_start_up_objects(**_kwargs) -> None:
+    from ems.garbage_collection import start_up_objects_freeze
+
+    start_up_objects_freeze()

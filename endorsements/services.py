@@ -42,7 +42,7 @@ from functools import partial
 
 import structlog
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from ems.audit import audit_document, audit_record
@@ -50,6 +50,7 @@ from ems.errors import PermissionDenied
 from ems.identifiers import new_tracking_ids
 from ems.notifications import notify_employer
 from ems.outbox import outbox_write
+from ems.row_insert import row_insert
 from ems.tenancy import Caller
 from endorsements import bulk_writes, intake
 from endorsements.errors import EndorsementInvalid, UploadFormatUnknown
@@ -115,26 +116,21 @@ def endorsement_submit(
     values, issues = row_parse(cells, today=_today())
     if issues:
         raise EndorsementInvalid(details=[issue.as_detail() for issue in issues])
-    # Ordered by number alone: the model's ordering (employer code, number) is the same
-    # within one employer, without the join to the employer.
-    policy_id = (
-        Policy.objects.filter(employer_id=employer_id, number__iexact=values["policy_number"])
-        .order_by("number", "pk")
-        .values_list("pk", flat=True)
-        .first()
-    )
+    policy_id = _policy_id(employer_id, values["policy_number"])
     # No savepoint: under the API's idempotency transaction a failure rolls back all of it.
     with transaction.atomic(savepoint=False):
-        request = EndorsementRequest.objects.create(
-            employer_id=employer_id,
-            policy_id=policy_id,
-            type=values["action"],
-            member_data=values,
-            effective_date=values["effective_date"],
-            content_hash=content_hash(values),
-            member_key=_provisional_key(values),
-            idempotency_key=idempotency_key,
-            source=source,
+        request = row_insert(
+            EndorsementRequest(
+                employer_id=employer_id,
+                policy_id=policy_id,
+                type=values["action"],
+                member_data=values,
+                effective_date=values["effective_date"],
+                content_hash=content_hash(values),
+                member_key=_provisional_key(values),
+                idempotency_key=idempotency_key,
+                source=source,
+            )
         )
         # The history record, the event and the audit record in one round trip.
         outbox_write(
@@ -168,6 +164,23 @@ def endorsement_submit(
     request.effective_date = date.fromisoformat(values["effective_date"])
     return request
 
+
+def _policy_id(employer_id: int, number: str) -> int | None:
+    """The employer's policy with this number (case-insensitive), or None (validation rejects).
+
+    Ordered by number alone: the model's ordering (employer code, number) is the same
+    within one employer, without the join to the employer. Written as SQL: one per API
+    request, and the ORM's query building cost more than the statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(_POLICY_BY_NUMBER_SQL, [employer_id, number])
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+_POLICY_BY_NUMBER_SQL = (
+    f"SELECT id FROM {Policy._meta.db_table} WHERE employer_id = %s AND UPPER(number) = UPPER(%s)"
+    " ORDER BY number, id LIMIT 1"
+)
 
 _RECEIVED_TRANSITION_SQL = (
     f"INSERT INTO {EndorsementTransition._meta.db_table}"

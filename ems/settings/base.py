@@ -83,6 +83,10 @@ TEMPLATES = [
     },
 ]
 
+# Threads per ASGI process for the sync request handling (ems.asgi_http): one request
+# at a time each. More than DB_POOL_MAX would only wait for a database connection.
+ASGI_THREADS = env.int("ASGI_THREADS", default=8)
+
 # --- Database -----------------------------------------------------------------
 
 

@@ -5,45 +5,16 @@ import json
 
 import pytest
 from asgiref.sync import iscoroutinefunction
-from asgiref.testing import ApplicationCommunicator
 
-from ems.asgi import application, django_asgi_app
+from ems.asgi import django_asgi_app
 from endorsements.models import EndorsementRequest
+from tests.asgi_exchange import asgi_exchange
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the view runs in a thread of its own
 
 
 def asgi_request(method: str, path: str, body: bytes = b"", headers: dict | None = None):
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-        + [(b"host", b"127.0.0.1"), (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-    }
-
-    async def exchange():
-        communicator = ApplicationCommunicator(application, scope)
-        await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
-        start = await communicator.receive_output(10)
-        content = b""
-        while True:
-            message = await communicator.receive_output(10)
-            content += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        await communicator.wait(10)
-        return start["status"], {k.lower(): v for k, v in start["headers"]}, content
-
-    return asyncio.run(exchange())
+    return asyncio.run(asgi_exchange(method, path, body, headers))
 
 
 def test_the_middleware_chain_is_entered_once_synchronously():
