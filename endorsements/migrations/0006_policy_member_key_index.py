@@ -5,23 +5,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('endorsements', '0005_lean_intake_indexes'),
+        ("endorsements", "0005_lean_intake_indexes"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='endorsementrequest',
-            name='endorsement_member_key_idx',
+            model_name="endorsementrequest",
+            name="endorsement_member_key_idx",
         ),
         migrations.AlterField(
-            model_name='endorsementrequest',
-            name='policy',
-            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='endorsements', to='endorsements.policy'),
+            model_name="endorsementrequest",
+            name="policy",
+            field=models.ForeignKey(
+                blank=True,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="endorsements",
+                to="endorsements.policy",
+            ),
         ),
         migrations.AddIndex(
-            model_name='endorsementrequest',
-            index=models.Index(fields=['policy', 'member_key'], name='endorsement_policy_member_idx'),
+            model_name="endorsementrequest",
+            index=models.Index(fields=["policy", "member_key"], name="endorsement_policy_member_idx"),
         ),
     ]
