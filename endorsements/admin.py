@@ -12,7 +12,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from endorsements.identity import api_client_create, api_client_revoke
 from endorsements.models import (
@@ -444,13 +444,6 @@ class BatchRowErrorAdmin(ReadOnlyAdmin):
     raw_id_fields = ("batch",)
 
 
-class EndorsementTransitionInline(ReadOnlyInline):
-    model = EndorsementTransition
-    fields = ("at", "from_state", "to_state", "actor", "reason")
-    readonly_fields = fields
-    ordering = ("at", "id")
-
-
 @admin.register(EndorsementRequest)
 class EndorsementRequestAdmin(ServiceManagedAdmin):
     """State and money change only through the orchestrator's services; retry/cancel/approve
@@ -480,7 +473,6 @@ class EndorsementRequestAdmin(ServiceManagedAdmin):
     )
     date_hierarchy = "received_at"
     raw_id_fields = ("member", "batch", "superseded_by")
-    inlines = (EndorsementTransitionInline,)
     readonly_fields = (
         "tracking_id",
         "employer",
@@ -510,6 +502,7 @@ class EndorsementRequestAdmin(ServiceManagedAdmin):
         "activated_at",
         "closed_at",
         "updated_at",
+        "history_table",
     )
     fieldsets = (
         (None, {"fields": ("tracking_id", "employer", "type", "state", "source", "batch", "row_number")}),
@@ -529,10 +522,34 @@ class EndorsementRequestAdmin(ServiceManagedAdmin):
                     "activated_at",
                     "closed_at",
                     "updated_at",
+                    "history_table",
                 )
             },
         ),
     )
+
+    @admin.display(description="history")
+    def history_table(self, obj: EndorsementRequest) -> str:
+        """Every step, oldest first: a file's row's arrival and intake decision come from the row."""
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    step.at.strftime("%Y-%m-%d %H:%M:%S"),
+                    step.from_state or "—",
+                    step.to_state,
+                    step.actor,
+                    step.reason,
+                )
+                for step in obj.history()
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>at (UTC)</th><th>from</th><th>to</th><th>actor</th><th>reason</th></tr>"
+            "</thead><tbody>{}</tbody></table>",
+            rows,
+        )
 
     @admin.display(description="employee", ordering="member__employee_code")
     def employee_code(self, obj: EndorsementRequest) -> str:

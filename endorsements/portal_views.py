@@ -206,7 +206,7 @@ def endorsement_detail(request, tracking_id: str):
         "endorsement": endorsement,
         "premium": money(endorsement.premium_amount),
         "tax": money(endorsement.tax_amount),
-        "transitions": endorsement.transitions.all(),
+        "transitions": endorsement.history(),
         "member_fields": [
             (column, endorsement.member_data[column])
             for column in COLUMNS

@@ -92,7 +92,7 @@ class EndorsementSerializer(serializers.Serializer):
 
 
 class EndorsementDetailSerializer(EndorsementSerializer):
-    transitions = TransitionSerializer(many=True, source="transitions.all")
+    transitions = TransitionSerializer(many=True, source="history")
 
 
 class BatchSerializer(serializers.Serializer):

@@ -64,6 +64,7 @@ from endorsements.locks import (
     partition_slots,
 )
 from endorsements.models import (
+    VALIDATION_ACTOR,
     BatchRowError,
     EndorsementBatch,
     EndorsementRequest,
@@ -89,7 +90,6 @@ CHUNK_ROWS = 5_000
 READ_AHEAD = 2
 # A file expected to hold at least this many rows is read by INTAKE_PARTITIONS tasks.
 PARTITION_MIN_ROWS = 20_000
-VALIDATION_ACTOR = "system:validation"
 
 
 def _employer_required(caller: Caller) -> int:
@@ -594,11 +594,7 @@ def _rows_decide_store(
     assessment = endorsements_assess(employer_id=employer_id, endorsements=rows, today=today)
     received_by = f"batch:{batch.pk}"
     endorsements_create_decided(
-        rows=rows,
-        decisions=assessment.decisions,
-        source=Source.CSV,
-        received_actor=received_by,
-        actor=VALIDATION_ACTOR,
+        rows=rows, decisions=assessment.decisions, source=Source.CSV, actor=VALIDATION_ACTOR
     )
     # One event and one audit record for the chunk's arrival; each row's own event is its decision.
     events_queue(

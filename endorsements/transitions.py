@@ -247,6 +247,7 @@ _CREATE_COLUMNS = (
     "last_error",
     "insurer_reference",
     "superseded_by_id",
+    "intake_state",
     "received_at",
     "validated_at",
     "closed_at",
@@ -259,18 +260,19 @@ def endorsements_create_decided(
     rows: Sequence[Any],
     decisions: Mapping[int, Any],
     source: str,
-    received_actor: str,
     actor: str,
 ) -> dict[str, list[int]]:
     """Store requests that were validated before they were stored, each in its decided state.
 
     For a file's chunk: instead of inserting RECEIVED rows and then updating each one
     (which rewrites every index of every row), each row is inserted once, already
-    VALIDATED, REJECTED or SUPERSEDED, with the same record a stored request would get:
-    both history records (`"" -> RECEIVED` by `received_actor`, `RECEIVED -> state` by
-    `actor`), one `endorsement.<state>` event per row, grouped audit records, and the
-    follow-ups registered for each state after commit. `rows` are `validation.IntakeRow`s
-    (ids reserved), `decisions` their `validation.Decision` by id. Returns ids by state.
+    VALIDATED, REJECTED or SUPERSEDED, with what a stored request would leave: its
+    history (`"" -> RECEIVED` by `batch:<id>`, `RECEIVED -> state` by `actor`) held by the
+    row itself (`intake_state`, read by `EndorsementRequest.history()`, instead of two
+    transition rows each), one `endorsement.<state>` event per row, grouped audit records,
+    and the follow-ups registered for each state after commit. `rows` are
+    `validation.IntakeRow`s (ids reserved, each with its batch), `decisions` their
+    `validation.Decision` by id. Returns ids by state.
     """
     if not rows:
         return {}
@@ -285,7 +287,9 @@ def endorsements_create_decided(
         )
     if transaction.get_autocommit():
         raise RuntimeError("decided endorsements must be stored inside the caller's transaction")
-    now = timezone.now()
+    # Timestamps go to COPY as ISO text: psycopg's datetime dumper cost three times the
+    # rest of a row's formatting (0.9 s against 0.3 s for 100,000 requests).
+    now = timezone.now().isoformat()
     encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
     by_state: dict[str, list[int]] = {}
     for r in rows:
@@ -321,23 +325,17 @@ def endorsements_create_decided(
                 "",
                 "",
                 changes.get("superseded_by_id"),
+                state,
                 now,
                 validated,
                 None if validated else now,
                 now,
             )
 
+    if any(r.batch_id is None for r in rows):
+        raise ValueError("only a file's rows are stored decided: their history names the batch")
     bulk_writes.rows_insert(EndorsementRequest, _CREATE_COLUMNS, request_rows())
-    received_actor = received_actor[:100]
     actor = actor[:100]
-
-    def history_rows():
-        for r in rows:
-            decision = decisions[r.pk]
-            yield (r.pk, "", S.RECEIVED, received_actor, "", now)
-            yield (r.pk, S.RECEIVED, decision.state, actor, _reason_text(decision.changes), now)
-
-    bulk_writes.rows_insert(EndorsementTransition, _HISTORY_COLUMNS, history_rows())
     events_queue(
         transition_event(
             tracking_id=r.tracking_id,
@@ -371,7 +369,7 @@ def _history_write(items, *, from_states, to_state: str, actor: str, reason: str
     bulk_writes.rows_insert(
         EndorsementTransition,
         _HISTORY_COLUMNS,
-        ((e.pk, from_states[e.pk], to_state, actor, reason, now) for e in items),
+        ((e.pk, from_states[e.pk], to_state, actor, reason, now.isoformat()) for e in items),
     )
 
 

@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import lru_cache
 from typing import Any
 
 from ems.errors import ErrorDetail
@@ -215,6 +216,22 @@ _PARSERS = {
     "plan_code": _code,
     "sum_insured": _sum_insured,
 }
+# Columns whose few distinct values repeat down a file (codes, dates, amounts): their
+# parsers are pure, so each distinct cell is parsed once per process (bounded cache).
+for _column in (
+    "action",
+    "relation",
+    "gender",
+    "date_of_birth",
+    "date_of_joining",
+    "event_date",
+    "effective_date",
+    "policy_number",
+    "plan_code",
+    "sum_insured",
+):
+    _PARSERS[_column] = lru_cache(maxsize=8192)(_PARSERS[_column])
+del _column
 
 
 def row_parse(cells: Mapping[str, Any], *, today: date) -> tuple[dict | None, list[RowIssue]]:
@@ -271,6 +288,18 @@ def row_parse(cells: Mapping[str, Any], *, today: date) -> tuple[dict | None, li
         if "action" not in {i.column for i in issues}:
             issues.append(RowIssue("action", "required", "Required: ADD, DELETE or CORRECTION."))
         return None, issues
+    given = values.keys()
+    # The common case, decided with set operations; otherwise every problem is named below.
+    if (
+        not issues
+        and not (REQUIRED[action] - given)
+        and not (given - ALLOWED[action])
+        and (relation == "SELF" or not (given & SELF_ONLY))
+        and ("event_date" not in given or relation in EVENT_RELATIONS)
+        and not any(dates[c] > today for c in ("date_of_birth", "event_date") if c in dates)
+        and (action != "CORRECTION" or any(c in values for c in CORRECTABLE))
+    ):
+        return values, []
     bad = {i.column for i in issues}
     for column in COLUMNS:
         if column in REQUIRED[action] and column not in values and column not in bad:

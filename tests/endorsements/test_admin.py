@@ -174,10 +174,22 @@ def test_the_endorsement_page_shows_money_with_two_decimals_and_the_timeline(cli
     page = client.get(admin_url(EndorsementRequest, "change", request.pk)).content.decode()
     assert "₹7,080.00" in page
     assert "₹1,080.00" in page
-    assert "RECEIVED" in page
+    assert "<td>—</td><td>RECEIVED</td><td>test</td>" in page
     listing = client.get(admin_url(EndorsementRequest, "changelist")).content.decode()
     assert request.tracking_id in listing
     assert "₹7,080.00" in listing
+
+
+def test_the_endorsement_page_shows_a_file_rows_intake_steps_from_the_row(client):
+    request = pipeline_rows(1)[0]
+    EndorsementTransition.objects.filter(endorsement=request).delete()
+    EndorsementRequest.objects.filter(pk=request.pk).update(
+        intake_state="REJECTED", rejection_reasons=[{"code": "duplicate"}]
+    )
+    client.force_login(ops_user("ops_viewer"))
+    page = client.get(admin_url(EndorsementRequest, "change", request.pk)).content.decode()
+    assert f"<td>—</td><td>RECEIVED</td><td>batch:{request.batch_id}</td><td></td>" in page
+    assert "<td>RECEIVED</td><td>REJECTED</td><td>system:validation</td><td>duplicate</td>" in page
 
 
 def test_a_batch_page_shows_the_first_hundred_row_errors_and_links_to_all(client):

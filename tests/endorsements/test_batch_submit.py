@@ -20,7 +20,8 @@ from ems.notifications import employer_group
 from ems.tenancy import Caller
 from endorsements import services
 from endorsements.errors import UploadTooLarge
-from endorsements.models import BatchRowError, EndorsementBatch, EndorsementRequest
+from endorsements.models import BatchRowError, EndorsementBatch, EndorsementRequest, EndorsementTransition
+from endorsements.transitions import endorsement_transition
 from tests.endorsements.test_endorsement_submit import other_employer_api
 from tests.factories import EmployerFactory, MemberFactory
 
@@ -424,3 +425,28 @@ def test_a_file_that_cannot_be_read_fails_the_batch_visibly(
     assert batch.failure_reason.startswith("FileNotFoundError")
     assert EndorsementRequest.objects.count() == 0
     assert OutboxEvent.objects.filter(payload__type="batch.failed").count() == 1
+
+
+def test_a_rows_history_starts_with_its_arrival_and_intake_decision_then_every_later_move(
+    api, book, django_capture_on_commit_callbacks
+):
+    # given a file with a good row and the same row again (a duplicate)
+    rows = [book.add_row(employee_code="E1"), book.add_row(employee_code="E1")]
+    response = send(api, django_capture_on_commit_callbacks, csv_text(rows).encode())
+    batch_id = response.json()["batch_id"]
+    good, duplicate = EndorsementRequest.objects.order_by("row_number")
+    # then no transition rows were written for the intake: the rows hold it
+    assert EndorsementTransition.objects.count() == 0
+    assert (good.intake_state, duplicate.intake_state) == ("VALIDATED", "REJECTED")
+    # when ops cancel the good one
+    endorsement_transition(endorsement=good, to_state="CANCELLED", actor="ops:1", reason="HR asked")
+    # then its history, through the API, is arrival, decision, then the cancellation
+    history = api.get(f"/api/v1/endorsements/{good.tracking_id}").json()["transitions"]
+    assert [(s["from_state"], s["to_state"], s["actor"], s["reason"]) for s in history] == [
+        ("", "RECEIVED", f"batch:{batch_id}", ""),
+        ("RECEIVED", "VALIDATED", "system:validation", ""),
+        ("VALIDATED", "CANCELLED", "ops:1", "HR asked"),
+    ]
+    assert history[0]["at"] == history[1]["at"] <= history[2]["at"]
+    rejected = api.get(f"/api/v1/endorsements/{duplicate.tracking_id}").json()["transitions"]
+    assert [(s["to_state"], s["reason"]) for s in rejected] == [("RECEIVED", ""), ("REJECTED", "duplicate")]
