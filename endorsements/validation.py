@@ -323,13 +323,27 @@ def row_parse(cells: Mapping[str, Any], *, today: date) -> tuple[dict | None, li
 
 def content_hash(values: Mapping[str, Any]) -> str:
     """SHA-256 of the normalised content: names case-folded, dates ISO, codes upper-case."""
-    parts = []
-    for column in COLUMNS:
-        value = values.get(column, "")
-        if column in ("first_name", "last_name", "email"):
-            value = value.casefold()
-        parts.append(str(value))
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    get = values.get
+    text = "\x1f".join(
+        (
+            get("action", ""),
+            get("employee_code", ""),
+            get("relation", ""),
+            get("first_name", "").casefold(),
+            get("last_name", "").casefold(),
+            get("date_of_birth", ""),
+            get("gender", ""),
+            get("email", "").casefold(),
+            get("phone", ""),
+            get("date_of_joining", ""),
+            get("event_date", ""),
+            get("effective_date", ""),
+            get("policy_number", ""),
+            get("plan_code", ""),
+            str(get("sum_insured", "")),
+        )
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def member_key(*, employee_code: str, relation: str, first_name: str = "") -> str:
@@ -382,8 +396,22 @@ class _Lookups:
     plans: dict[tuple[int, str], Plan]
     plans_by_id: dict[int, Plan]
     rates: pricing.RateCard
-    members: dict[str, list[Member]]
-    open_cover: dict[tuple[int, int], Coverage]
+    members: dict[str, list]  # rows of _MEMBER_FIELDS by employee code
+    open_cover: dict[tuple[int, int], Any]  # rows of _COVER_FIELDS by (member, policy)
+
+
+_MEMBER_FIELDS = (
+    "pk",
+    "employee_code",
+    "relation",
+    "first_name",
+    "last_name",
+    "date_of_birth",
+    "gender",
+    "email",
+    "phone",
+)
+_COVER_FIELDS = ("member_id", "policy_id", "plan_id", "sum_insured", "start_date")
 
 
 def _lookups_load(employer_id: int, codes: Iterable[str]) -> _Lookups:
@@ -397,14 +425,20 @@ def _lookups_load(employer_id: int, codes: Iterable[str]) -> _Lookups:
             "plan_id", "relation", "sum_insured", "age_from", "age_to", "annual_premium"
         )
     )
-    members: dict[str, list[Member]] = {}
+    # Rows with the attributes the rules read, not model instances: a chunk of a file
+    # names thousands of employee codes.
+    members: dict[str, list] = {}
     member_ids = []
-    for member in filter_any(Member.objects.filter(employer_id=employer_id), "employee_code", set(codes)):
+    for member in filter_any(
+        Member.objects.filter(employer_id=employer_id), "employee_code", set(codes)
+    ).values_list(*_MEMBER_FIELDS, named=True):
         members.setdefault(member.employee_code, []).append(member)
         member_ids.append(member.pk)
     open_cover = {
         (c.member_id, c.policy_id): c
-        for c in Coverage.objects.filter(member_id__in=member_ids, status__in=["PENDING", "ACTIVE"])
+        for c in filter_any(
+            Coverage.objects.filter(status__in=["PENDING", "ACTIVE"]), "member_id", member_ids
+        ).values_list(*_COVER_FIELDS, named=True)
     }
     return _Lookups(
         policies=policies,
@@ -420,7 +454,7 @@ def _reason(field_name: str, code: str, message: str, **extra) -> dict:
     return {"field": field_name, "code": code, "message": message, **extra}
 
 
-def _member_resolve(lookups: _Lookups, values: dict) -> tuple[Member | None, dict | None]:
+def _member_resolve(lookups: _Lookups, values: dict) -> tuple[Any, dict | None]:
     code = values["employee_code"]
     relation = values["relation"]
     candidates = [m for m in lookups.members.get(code, ()) if m.relation == relation]
