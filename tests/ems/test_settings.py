@@ -80,7 +80,7 @@ def database_settings(env: dict) -> dict:
             "-c",
             "import json; from django.conf import settings as s; d = s.DATABASES['default']; "
             "print(json.dumps({k: d[k] for k in ('ENGINE', 'CONN_MAX_AGE', 'CONN_HEALTH_CHECKS')} "
-            "| {'pool': d['OPTIONS'].get('pool')}))",
+            "| {'pool': d['OPTIONS'].get('pool'), 'options': d['OPTIONS'].get('options')}))",
         ],
         env,
     )
@@ -102,6 +102,7 @@ def test_postgresql_gets_a_connection_pool_per_process_sized_by_the_environment(
         "CONN_MAX_AGE": 0,
         "CONN_HEALTH_CHECKS": True,
         "pool": {"min_size": 3, "max_size": 12, "timeout": 10.0},
+        "options": "-c jit=off",
     }
 
 
@@ -116,6 +117,17 @@ def test_production_pools_by_default_and_db_pool_max_0_goes_back_to_persistent_c
     unpooled = database_settings({**production, "DB_POOL_MAX": "0"})
     assert unpooled["pool"] is None
     assert unpooled["CONN_MAX_AGE"] == 60
+
+
+def test_db_jit_on_leaves_postgresqls_jit_as_the_server_has_it():
+    database = database_settings(
+        {
+            "DJANGO_SETTINGS_MODULE": "ems.settings.base",
+            "DATABASE_URL": "postgres://ems@db.example.com:5432/ems",
+            "DB_JIT": "on",
+        }
+    )
+    assert database["options"] is None
 
 
 def test_sqlite_has_no_pool():
