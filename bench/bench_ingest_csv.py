@@ -4,9 +4,10 @@ One JSON line:
 `{"bench": "ingest_csv", "rows": 100000, "rows_per_s", "peak_rss_mb", "import_export_rows_per_s",
 "ratio_vs_import_export", "copy_rows_per_s", "ratio_vs_copy", "rows_1m_peak_rss_mb", ...}`
 
-- ours: `endorsements.services.batch_submit` (store, check, then eager Celery processing:
-  streaming parse, COPY inserts as RECEIVED, set-based validation) until every row is
-  VALIDATED or REJECTED, in a fresh process so its peak RSS is its own.
+- ours: `endorsements.services.batch_submit` (store, check, then the Celery tasks in a real
+  2-process worker pool: each partition streams the file, checks and decides each chunk in
+  memory and COPYs it once in its final state) until every row is VALIDATED or REJECTED,
+  in a fresh process so its peak RSS is its own.
 - import-export: the same file into the same table with django-import-export's
   `ModelResource` and `use_bulk=True` (its fastest mode), also in a fresh process.
 - copy: the same rows loaded raw by psycopg `COPY` (no validation): the physical limit.
