@@ -372,12 +372,12 @@ def _copy(path: Path, employer_id: int) -> dict:
 
     from ems.identifiers import new_tracking_id
 
-    now = timezone.now()
+    now = timezone.now().isoformat()  # as our path sends it: psycopg's datetime dumper is slow
     count = 0
     columns = (
         "tracking_id, employer_id, type, member_data, effective_date, content_hash, member_key, "
         "idempotency_key, source, state, rejection_reasons, attempts, last_error, insurer_reference, "
-        "received_at, updated_at"
+        "intake_state, received_at, updated_at"
     )
     with (
         transaction.atomic(),
@@ -402,6 +402,7 @@ def _copy(path: Path, employer_id: int) -> dict:
                         "RECEIVED",
                         "[]",
                         0,
+                        "",
                         "",
                         "",
                         now,
