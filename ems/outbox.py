@@ -16,6 +16,7 @@ Event envelope (DESIGN.md "Events"):
 
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -78,31 +79,47 @@ def document_emit(*, collection: str, document: dict) -> OutboxEvent:
     return row
 
 
-def events_bulk_emit(rows: list[dict]) -> int:
+def events_bulk_emit(topic: str, events: Iterable[tuple[str, str, int | None, dict]]) -> int:
     """Many Kafka events at once (a file's chunk) in few outbox rows. Returns the rows written.
 
-    Each row has topic, key, event_type, employer_id, data. Instead of one outbox row per
-    event, each topic's events go into group rows of up to GROUP_MAX_EVENTS (payload
-    `{"occurred_at", "group": [[key, type, employer_id, data], ...]}`, `event_count` = how
-    many). The relay sends every event of a group as its own message, keyed as given,
-    with the envelope `event_emit` would have written and its own `event_id`
-    (`group_event_id`: derived from the group row's id and the event's place, so a
-    redelivered group carries the same ids). One row per 1,000 events instead of 1,000
-    rows is what lets a 100,000-row file store its events in a few milliseconds.
+    `events` are (key, event type, employer id, data). Instead of one outbox row per event,
+    they go into group rows of up to GROUP_MAX_EVENTS (payload `{"occurred_at", "group":
+    [[key, type, employer_id, data], ...]}`, `event_count` = how many). The relay sends
+    every event of a group as its own message, keyed as given, with the envelope
+    `event_emit` would have written and its own `event_id` (`group_event_id`: derived from
+    the group row's id and the event's place, so a redelivered group carries the same
+    ids). One row per 1,000 events instead of 1,000 rows is what lets a 100,000-row file
+    store its events in a few milliseconds.
     """
     _require_transaction()
     occurred_at = timezone.now().isoformat()
-    by_topic: dict[str, list] = {}
-    for row in rows:
-        by_topic.setdefault(row["topic"], []).append(
-            [str(row["key"]), row["event_type"], row["employer_id"], row["data"]]
-        )
     groups = []
-    for topic, events in by_topic.items():
-        for start in range(0, len(events), GROUP_MAX_EVENTS):
-            part = events[start : start + GROUP_MAX_EVENTS]
-            payload = {"occurred_at": occurred_at, "group": part}
-            groups.append((uuid.uuid4(), OutboxEvent.Sink.KAFKA.value, topic, "", payload, len(part)))
+    part: list = []
+    for key, event_type, employer_id, data in events:
+        part.append([str(key), event_type, employer_id, data])
+        if len(part) == GROUP_MAX_EVENTS:
+            groups.append(
+                (
+                    uuid.uuid4(),
+                    OutboxEvent.Sink.KAFKA.value,
+                    topic,
+                    "",
+                    {"occurred_at": occurred_at, "group": part},
+                    len(part),
+                )
+            )
+            part = []
+    if part:
+        groups.append(
+            (
+                uuid.uuid4(),
+                OutboxEvent.Sink.KAFKA.value,
+                topic,
+                "",
+                {"occurred_at": occurred_at, "group": part},
+                len(part),
+            )
+        )
     _rows_insert(groups)
     return len(groups)
 

@@ -85,15 +85,4 @@ def events_queue(events: Iterable[QueuedEvent]) -> None:
     if len(events) <= GROUP_ABOVE:
         outbox_write(events=[outbox_event(e) for e in events])
         return
-    events_bulk_emit(
-        [
-            {
-                "topic": TOPIC_ENDORSEMENTS,
-                "key": e.key,
-                "event_type": e.event_type,
-                "employer_id": e.employer_id,
-                "data": e.data,
-            }
-            for e in events
-        ]
-    )
+    events_bulk_emit(TOPIC_ENDORSEMENTS, ((e.key, e.event_type, e.employer_id, e.data) for e in events))

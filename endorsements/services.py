@@ -78,9 +78,11 @@ from endorsements.transitions import UNSENT_STATES, endorsement_transition, endo
 from endorsements.validation import (
     COLUMNS,
     IntakeRow,
+    PolicyBook,
     content_hash,
     endorsements_assess,
     member_key,
+    policy_book_load,
     row_parse,
 )
 
@@ -454,15 +456,14 @@ def _partition_read(batch: EndorsementBatch, partition: int) -> None:
     path = intake.media_path(batch.file_path)
     read = intake.json_records if batch.file_format == "JSON" else intake.csv_records
     records = read(path, select=_partition_select(partition, batch.partitions))
-    policies = {
-        number.upper(): pk
-        for pk, number in Policy.objects.filter(employer_id=batch.employer_id).values_list("pk", "number")
-    }
+    # The employer's policies, plans and rate card, read once for the file (a change to a rate
+    # card during an upload applies from the next upload).
+    book = policy_book_load(batch.employer_id)
     chunks = _chunks_prepared(records, start=state.get("position", 0), today=_today())
     # The next chunk is read and checked in a thread while this one is decided and stored:
     # parsing overlaps the database's work, and at most READ_AHEAD chunks wait in memory.
     for prepared in read_ahead(chunks, READ_AHEAD):
-        if not _chunk_store(batch, prepared, policies=policies, partition=partition):
+        if not _chunk_store(batch, prepared, book=book, partition=partition):
             return  # the batch ended meanwhile (another partition failed it)
 
 
@@ -524,7 +525,7 @@ def _chunk_prepare(chunk: list, *, start: int, end: int, today: date) -> _Prepar
 
 
 def _chunk_store(
-    batch: EndorsementBatch, prepared: _PreparedChunk, *, policies: dict[str, int], partition: int = 0
+    batch: EndorsementBatch, prepared: _PreparedChunk, *, book: PolicyBook, partition: int = 0
 ) -> bool:
     """Decide a checked chunk and store it, with the batch's counters, in one transaction.
 
@@ -543,7 +544,7 @@ def _chunk_store(
             return False
         if passed.get("done") or passed.get("position", 0) > prepared.start:
             return True  # stored by an earlier run of this partition
-        counts = _rows_decide_store(batch, prepared.good, policies=policies, today=_today())
+        counts = _rows_decide_store(batch, prepared.good, book=book, today=_today())
         _row_errors_write(
             batch.pk,
             (
@@ -567,7 +568,7 @@ def _chunk_store(
 
 
 def _rows_decide_store(
-    batch: EndorsementBatch, good: list[tuple[int, dict, str]], *, policies: dict[str, int], today: date
+    batch: EndorsementBatch, good: list[tuple[int, dict, str]], *, book: PolicyBook, today: date
 ) -> dict[str, int]:
     """Validate a chunk's well-formed rows together, then store each once, in its decided state."""
     if not good:
@@ -579,7 +580,7 @@ def _rows_decide_store(
             pk=pk,
             tracking_id=tracking_id,
             employer_id=employer_id,
-            policy_id=policies.get(values["policy_number"]),
+            policy_id=policy.pk if (policy := book.policies.get(values["policy_number"])) else None,
             type=values["action"],
             member_data=values,
             content_hash=digest,
@@ -591,7 +592,7 @@ def _rows_decide_store(
             ids, new_tracking_ids(len(good)), good, strict=True
         )
     ]
-    assessment = endorsements_assess(employer_id=employer_id, endorsements=rows, today=today)
+    assessment = endorsements_assess(employer_id=employer_id, endorsements=rows, today=today, book=book)
     received_by = f"batch:{batch.pk}"
     endorsements_create_decided(
         rows=rows, decisions=assessment.decisions, source=Source.CSV, actor=VALIDATION_ACTOR

@@ -414,17 +414,33 @@ _MEMBER_FIELDS = (
 _COVER_FIELDS = ("member_id", "policy_id", "plan_id", "sum_insured", "start_date")
 
 
-def _lookups_load(employer_id: int, codes: Iterable[str]) -> _Lookups:
-    policies = {p.number.upper(): p for p in Policy.objects.filter(employer_id=employer_id)}
-    plans = {
-        (plan.policy_id, plan.code.upper()): plan
-        for plan in Plan.objects.filter(policy__employer_id=employer_id)
-    }
-    rates = pricing.RateCard(
-        PlanRate.objects.filter(plan__policy__employer_id=employer_id).only(
-            "plan_id", "relation", "sum_insured", "age_from", "age_to", "annual_premium"
-        )
+@dataclass(frozen=True)
+class PolicyBook:
+    """An employer's policies, plans and rate card: read once for a whole file."""
+
+    policies: dict[str, Policy]
+    plans: dict[tuple[int, str], Plan]
+    rates: pricing.RateCard
+
+
+def policy_book_load(employer_id: int) -> PolicyBook:
+    return PolicyBook(
+        policies={p.number.upper(): p for p in Policy.objects.filter(employer_id=employer_id)},
+        plans={
+            (plan.policy_id, plan.code.upper()): plan
+            for plan in Plan.objects.filter(policy__employer_id=employer_id)
+        },
+        rates=pricing.RateCard(
+            PlanRate.objects.filter(plan__policy__employer_id=employer_id).only(
+                "plan_id", "relation", "sum_insured", "age_from", "age_to", "annual_premium"
+            )
+        ),
     )
+
+
+def _lookups_load(employer_id: int, codes: Iterable[str], book: PolicyBook | None) -> _Lookups:
+    book = book or policy_book_load(employer_id)
+    policies, plans, rates = book.policies, book.plans, book.rates
     # Rows with the attributes the rules read, not model instances: a chunk of a file
     # names thousands of employee codes.
     members: dict[str, list] = {}
@@ -698,8 +714,13 @@ def _assess_existing(lookups, values, policy, effective, request_type) -> tuple[
     return None, {**base, "premium_amount": price.total, "tax_amount": price.tax}
 
 
-def endorsements_assess(*, employer_id: int, endorsements: list, today: date) -> Assessment:
+def endorsements_assess(
+    *, employer_id: int, endorsements: list, today: date, book: PolicyBook | None = None
+) -> Assessment:
     """Decide requests of one employer together; reads only, writes nothing.
+
+    `book` is the employer's `policy_book_load()` when the caller decides many sets in a
+    row (a file's chunks: read once per file, not per chunk); otherwise it is read here.
 
     `endorsements` are stored RECEIVED requests or `IntakeRow`s not yet stored (a chunk of
     a file, decided before it is inserted); anything with their attributes will do. The
@@ -714,7 +735,7 @@ def endorsements_assess(*, employer_id: int, endorsements: list, today: date) ->
     requests = sorted(endorsements, key=lambda r: r.pk)
     own_ids = {r.pk for r in requests}
     codes = {r.member_data.get("employee_code", "") for r in requests}
-    lookups = _lookups_load(employer_id, codes)
+    lookups = _lookups_load(employer_id, codes, book)
     stored: dict[str, list[tuple[int, str, str, int | None, int | None]]] = {}
     repeats = rows_by_keys(
         EndorsementRequest,

@@ -137,18 +137,7 @@ def test_bulk_events_go_as_group_rows_and_leave_as_one_message_each_in_order(kaf
     # given 2,500 events written at once: three group rows
     topic = unique_topic()
     with transaction.atomic():
-        written = events_bulk_emit(
-            [
-                {
-                    "topic": topic,
-                    "key": "ACC-1",
-                    "event_type": "ledger.hold_placed",
-                    "employer_id": 1,
-                    "data": {"n": n},
-                }
-                for n in range(2500)
-            ]
-        )
+        written = events_bulk_emit(topic, [("ACC-1", "ledger.hold_placed", 1, {"n": n}) for n in range(2500)])
     rows = list(OutboxEvent.objects.filter(destination=topic).order_by("id"))
     assert written == 3
     assert [row.event_count for row in rows] == [1000, 1000, 500]
@@ -177,12 +166,7 @@ def test_a_redelivered_group_carries_the_same_event_ids(kafka):
     # given a group row delivered once
     topic = unique_topic()
     with transaction.atomic():
-        events_bulk_emit(
-            [
-                {"topic": topic, "key": f"TRK-{n}", "event_type": "t", "employer_id": 1, "data": {"n": n}}
-                for n in range(150)
-            ]
-        )
+        events_bulk_emit(topic, [(f"TRK-{n}", "t", 1, {"n": n}) for n in range(150)])
     assert relay_pending(sink=KAFKA).sinks[KAFKA].delivered == 1
     # when it is sent again (a relay that died before marking it delivered)
     OutboxEvent.objects.filter(destination=topic).update(delivered_at=None)

@@ -18,7 +18,7 @@ from ems.tenancy import Caller
 from endorsements import services
 from endorsements.locks import intake_slot
 from endorsements.models import EndorsementBatch, EndorsementRequest
-from endorsements.validation import COLUMNS
+from endorsements.validation import COLUMNS, policy_book_load
 from tests.endorsements.test_batch_submit import csv_text
 
 pytestmark = pytest.mark.django_db
@@ -190,4 +190,5 @@ def test_a_partition_stops_reading_when_the_batch_has_failed(
     assert not EndorsementRequest.objects.filter(batch_id=batch.pk).exists()
     # and a chunk handed to it directly is not stored either
     chunk = services._chunk_prepare([(2, {"action": "ADD"}, [], {})], start=0, end=1, today=book.today)
-    assert services._chunk_store(batch, chunk, policies={}, partition=1) is False
+    policies = policy_book_load(batch.employer_id)
+    assert services._chunk_store(batch, chunk, book=policies, partition=1) is False

@@ -22,6 +22,7 @@ from endorsements import services
 from endorsements.errors import UploadTooLarge
 from endorsements.models import BatchRowError, EndorsementBatch, EndorsementRequest, EndorsementTransition
 from endorsements.transitions import endorsement_transition
+from endorsements.validation import policy_book_load
 from tests.endorsements.test_endorsement_submit import other_employer_api
 from tests.factories import EmployerFactory, MemberFactory
 
@@ -394,7 +395,7 @@ def test_an_interrupted_batch_resumes_after_its_committed_rows(
         services._chunk_store(
             batch,
             services._chunk_prepare(records, start=0, end=2, today=book.today),
-            policies={book.policy.number.upper(): book.policy.pk},
+            book=policy_book_load(book.employer.pk),
         )
     # when the task runs again
     with django_capture_on_commit_callbacks(execute=True):
