@@ -35,8 +35,9 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.server import Server
 
 APPLICATION = "ems.asgi:application"
-# How long a worker above its share leaves a queued connection to its siblings.
-FAIR_SHARE_WAIT = 0.02
+# How long a worker above its share leaves a queued connection to its siblings: long
+# enough for a sibling briefly off the CPU (20 ms was not), short against a hung one.
+FAIR_SHARE_WAIT = 0.1
 # How often a worker that stepped aside looks whether its share has come round again.
 SHARE_RECHECK = 0.001
 
