@@ -4,11 +4,12 @@ One JSON line:
 `{"bench": "api_single_endorsement", "concurrency": 16, "requests": N, "requests_per_s", "p50_ms",
 "p99_ms", "errors"}`
 
-The server is uvicorn (`ems.asgi:application`, BENCH_API_WORKERS processes, default 2) on
-loopback, with a Celery worker validating behind it as in production. 16 client threads,
-each on its own keep-alive connection, send distinct valid additions with an
-`Idempotency-Key`; latency is measured per request from send to the full answer. A short
-warm-up is not counted. The employer and everything written are deleted afterwards.
+The server is the deployed one, `python -m ems.web_server` (uvicorn worker processes
+serving `ems.asgi:application` that take new connections in turn; BENCH_API_WORKERS
+processes, default 2) on loopback, with a Celery worker validating behind it as in
+production. 16 client threads, each on its own keep-alive connection, send distinct
+valid additions with an `Idempotency-Key`; latency is measured per request from send to
+the full answer. A short warm-up is not counted. The employer and everything written are deleted afterwards.
 
 The client process freezes what it loaded (Django, the fixture) out of its garbage
 collector before the load, like the server processes do: otherwise each of its full
@@ -88,7 +89,7 @@ def _wait_ready(port: int, server: subprocess.Popen) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError("uvicorn exited")
+            raise RuntimeError("the web server exited")
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             connection.request("GET", "/healthz")
@@ -96,7 +97,7 @@ def _wait_ready(port: int, server: subprocess.Popen) -> None:
                 return
         except OSError:
             time.sleep(0.2)
-    raise RuntimeError("uvicorn did not become ready")
+    raise RuntimeError("the web server did not become ready")
 
 
 def _token(port: int, fixture: dict) -> str:
@@ -204,8 +205,9 @@ def run():
     server_log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
     server = subprocess.Popen(
         [
-            str(binaries / "uvicorn"),
-            "ems.asgi:application",
+            sys.executable,
+            "-m",
+            "ems.web_server",
             "--host",
             "127.0.0.1",
             "--port",

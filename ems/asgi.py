@@ -14,6 +14,7 @@ django_asgi_app = SyncChainASGIHandler()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import get_resolver  # noqa: E402
 
 from ems.garbage_collection import start_up_objects_freeze  # noqa: E402
 from ems.websocket_routes import websocket_urlpatterns  # noqa: E402
@@ -26,5 +27,8 @@ application = ProtocolTypeRouter(
 )
 
 # Objects made at start-up (settings, URL resolvers, models) live for the process: out
-# of the collector's generations, and fewer young collections (ems.garbage_collection).
+# of the collector's generations (ems.garbage_collection). The URL resolver is filled
+# first (it imports every view module, some 10,000 objects that the first requests would
+# otherwise add to each later full collection).
+get_resolver().reverse_dict  # noqa: B018
 start_up_objects_freeze()

@@ -84,8 +84,10 @@ TEMPLATES = [
 ]
 
 # Threads per ASGI process for the sync request handling (ems.asgi_http): one request
-# at a time each. More than DB_POOL_MAX would only wait for a database connection.
-ASGI_THREADS = env.int("ASGI_THREADS", default=8)
+# at a time each; the others wait their turn in order. More threads than the process can
+# keep busy only contend for its one GIL: with 8 connections per process, 8 threads made
+# p99 worse than 4 (docs/decisions.md). More than DB_POOL_MAX would wait for a connection.
+ASGI_THREADS = env.int("ASGI_THREADS", default=4)
 
 # --- Database -----------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 
 from ems.models import IdempotencyRecord, OutboxEvent
 from endorsements.models import EndorsementRequest, EndorsementTransition
+from endorsements.serializers import EndorsementSerializer
 from tests.factories import EmployerFactory, api_client_create
 
 URL = "/api/v1/endorsements/"
@@ -233,3 +234,16 @@ def test_the_list_is_paginated_filtered_and_costs_a_fixed_number_of_queries(
     bad = api.get(URL, {"state": "NOPE", "effective_from": "31/02/2026"})
     assert bad.status_code == 422
     assert sorted(d["field"] for d in bad.json()["error"]["details"]) == ["effective_from", "state"]
+
+
+def test_the_created_body_is_the_endorsement_as_a_fresh_serializer_renders_it(api, book):
+    # given two additions answered by the view's one shared serializer (still RECEIVED:
+    # validation waits for a commit that this test's transaction never makes)
+    first = api.post(URL, book.add_row(), format="json")
+    second = api.post(URL, book.add_row(employee_code="E1002"), format="json")
+    # then each body is exactly what a serializer made for that endorsement renders
+    for response in (first, second):
+        assert response.status_code == 201
+        stored = EndorsementRequest.objects.get(tracking_id=response.json()["tracking_id"])
+        assert stored.state == "RECEIVED"
+        assert response.json() == EndorsementSerializer(stored).data
