@@ -75,9 +75,17 @@ def rows_insert(model: type[models.Model], columns: Sequence[str], rows: Iterabl
         model.objects.bulk_create(batch)
 
 
+# Up to this many rows, per-row updates are one UPDATE ... FROM (VALUES ...) statement; above
+# it, a COPY into a staging table and one UPDATE ... FROM it.
+VALUES_UPDATE_MAX = 500
+
+
 def rows_update(model: type[models.Model], columns: Sequence[str], rows: Sequence[tuple]) -> None:
     """Per-row updates: each tuple is (id, value for columns[0], value for columns[1], ...)."""
     if not rows:
+        return
+    if is_postgresql() and len(rows) <= VALUES_UPDATE_MAX:
+        _rows_update_values(model, columns, rows)
         return
     if is_postgresql():
         table = connection.ops.quote_name(model._meta.db_table)
@@ -111,6 +119,21 @@ def rows_update(model: type[models.Model], columns: Sequence[str], rows: Sequenc
             setattr(instance, attname, value)
         objects.append(instance)
     model.objects.bulk_update(objects, attnames, batch_size=200)
+
+
+def _rows_update_values(model: type[models.Model], columns: Sequence[str], rows: Sequence[tuple]) -> None:
+    quote = connection.ops.quote_name
+    fields = {f.column: f for f in model._meta.concrete_fields}
+    casts = ["bigint", *(fields[c].db_type(connection) for c in columns)]
+    row_sql = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+    names = ", ".join(["id", *(quote(c) for c in columns)])
+    assignments = ", ".join(f"{quote(c)} = v.{quote(c)}" for c in columns)
+    sql = (
+        f"UPDATE {quote(model._meta.db_table)} AS t SET {assignments} "
+        f"FROM (VALUES {', '.join([row_sql] * len(rows))}) AS v({names}) WHERE t.id = v.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value for row in rows for value in row])
 
 
 def filter_any(queryset: models.QuerySet, field_name: str, values: Iterable) -> models.QuerySet:

@@ -23,10 +23,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from ems.audit import audit_record
+from ems.audit import audit_document, audit_record
 from ems.errors import ErrorDetail
 from ems.notifications import notify_employer
-from ems.outbox import TOPIC_ENDORSEMENTS, events_bulk_emit
+from ems.outbox import TOPIC_ENDORSEMENTS, events_bulk_emit, outbox_write
 from endorsements import bulk_writes
 from endorsements.errors import IllegalTransition
 from endorsements.events import events_queue, state_event_type, transition_event
@@ -201,11 +201,11 @@ def _state_write(items, *, to_state: str, now, changes: Mapping[int, Mapping[str
     if not changed:
         return
     names = sorted({name for e in changed for name in changes[e.pk]})
-    if len(changed) <= 20:
-        for e in changed:
-            EndorsementRequest.objects.filter(pk=e.pk).update(**fields, **changes[e.pk])
+    if len(changed) == 1:
+        e = changed[0]
+        EndorsementRequest.objects.filter(pk=e.pk).update(**fields, **changes[e.pk])
         return
-    # Many rows with per-row values: one set-based update (COPY into a staging table).
+    # Rows with per-row values: one set-based update (bulk_writes.rows_update).
     model_fields = {f.attname: f for f in EndorsementRequest._meta.concrete_fields}
     columns = [model_fields[n].column for n in names]
     state_columns = [model_fields[n].column for n in fields]
@@ -402,17 +402,22 @@ def _audit_write(
     items, *, from_states, to_state: str, actor: str, reason: str, grouped: bool = False
 ) -> None:
     if not grouped and len(items) <= AUDIT_PER_ROW_LIMIT:
-        for e in items:
-            audit_record(
-                actor=actor,
-                action=f"endorsement.{to_state.lower()}",
-                object_type="endorsement",
-                object_id=e.tracking_id,
-                employer_id=e.employer_id,
-                before={"state": from_states[e.pk]},
-                after={"state": to_state},
-                note=reason,
-            )
+        # One document per endorsement, all in one outbox INSERT.
+        outbox_write(
+            documents=[
+                audit_document(
+                    actor=actor,
+                    action=f"endorsement.{to_state.lower()}",
+                    object_type="endorsement",
+                    object_id=e.tracking_id,
+                    employer_id=e.employer_id,
+                    before={"state": from_states[e.pk]},
+                    after={"state": to_state},
+                    note=reason,
+                )
+                for e in items
+            ]
+        )
         return
     by_employer: dict[int, list[str]] = {}
     for e in items:

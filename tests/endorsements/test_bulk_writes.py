@@ -138,3 +138,28 @@ def test_rows_by_keys_probes_the_index_per_key_even_when_the_employer_has_many_r
     plan = "\n".join(captured)
     assert "endorsement_policy_member_idx" in plan
     assert "Nested Loop" in plan
+
+
+@pytest.mark.parametrize("count", [3, bulk_writes.VALUES_UPDATE_MAX + 1])
+def test_rows_update_sets_each_rows_own_values_and_touches_no_other_row(count):
+    # given requests, and one more that is not updated
+    policy = PolicyFactory()
+    requests = [_request(policy.employer, policy, f"E{n}|SELF", "RECEIVED") for n in range(count)]
+    bystander = _request(policy.employer, policy, "B|SELF", "RECEIVED")
+    # when each gets its own premium, reasons and state
+    bulk_writes.rows_update(
+        EndorsementRequest,
+        ["premium_amount", "rejection_reasons", "state"],
+        [(r.pk, 1000 + n, f'[{{"code": "c{n}"}}]', "VALIDATED") for n, r in enumerate(requests)],
+    )
+    # then each row holds exactly its values
+    stored = {
+        pk: (premium, reasons, state)
+        for pk, premium, reasons, state in EndorsementRequest.objects.values_list(
+            "pk", "premium_amount", "rejection_reasons", "state"
+        )
+    }
+    assert [stored[r.pk] for r in requests] == [
+        (1000 + n, [{"code": f"c{n}"}], "VALIDATED") for n in range(count)
+    ]
+    assert stored[bystander.pk] == (None, [], "RECEIVED")
