@@ -214,8 +214,8 @@ def endorsements_validate(*, endorsement_ids: Iterable[int], actor: str = VALIDA
     ids = list(endorsement_ids)
     with transaction.atomic():
         slots: dict[int, set[int]] = {}
-        for employer_id, data in EndorsementRequest.objects.filter(pk__in=ids).values_list(
-            "employer_id", "member_data"
+        for employer_id, data in (
+            EndorsementRequest.objects.filter(pk__in=ids).order_by().values_list("employer_id", "member_data")
         ):
             slots.setdefault(employer_id, set()).add(intake_slot(str(data.get("employee_code", ""))))
         for employer_id in sorted(slots):
