@@ -5,6 +5,7 @@ import threading
 
 import pytest
 from django.conf import settings
+from django.core import signals
 
 from tests.asgi_exchange import asgi_exchange
 
@@ -37,3 +38,68 @@ def test_an_unknown_api_route_still_gets_the_json_envelope():
     status, content = asyncio.run(_get("/api/v1/nowhere/"))
     assert status == 404
     assert b'"not_found"' in content
+
+
+def test_a_request_is_started_answered_and_finished_in_one_visit_to_its_thread():
+    seen: list[tuple[str, str]] = []
+
+    def started(**kwargs):
+        seen.append(("started", threading.current_thread().name))
+
+    def finished(**kwargs):
+        seen.append(("finished", threading.current_thread().name))
+
+    signals.request_started.connect(started)
+    signals.request_finished.connect(finished)
+    try:
+        status, content = asyncio.run(_get("/healthz"))
+    finally:
+        signals.request_started.disconnect(started)
+        signals.request_finished.disconnect(finished)
+    # then the answer is whole, and both signals ran once, on the same request thread
+    assert (status, content[:1]) == (200, b"{")
+    assert [event for event, _ in seen] == ["started", "finished"]
+    assert seen[0][1] == seen[1][1] and seen[0][1].startswith("ems-http-")
+
+
+def test_a_streamed_response_is_sent_whole_and_closed_after_it():
+    finished: list[str] = []
+
+    def on_finished(**kwargs):
+        finished.append(threading.current_thread().name)
+
+    async def stream():
+        from django.http import StreamingHttpResponse
+
+        from ems import asgi_http
+
+        handler = asgi_http.SyncChainASGIHandler()
+        handler.get_response = lambda request: StreamingHttpResponse(iter([b"a,b\r\n", b"1,2\r\n"]))
+        from asgiref.testing import ApplicationCommunicator
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/x",
+            "query_string": b"",
+            "headers": [(b"host", b"127.0.0.1")],
+        }
+        communicator = ApplicationCommunicator(handler, scope)
+        await communicator.send_input({"type": "http.request", "body": b"", "more_body": False})
+        start = await communicator.receive_output(5)
+        body = b""
+        while True:
+            message = await communicator.receive_output(5)
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await communicator.wait(5)
+        return start["status"], body
+
+    signals.request_finished.connect(on_finished)
+    try:
+        status, body = asyncio.run(stream())
+    finally:
+        signals.request_finished.disconnect(on_finished)
+    assert (status, body) == (200, b"a,b\r\n1,2\r\n")
+    assert len(finished) == 1 and finished[0].startswith("ems-http-")
