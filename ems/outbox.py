@@ -7,6 +7,8 @@ nothing leaves the process until the transaction commits. The relay
 
 `outbox_write` queues several rows (e.g. an event and its audit record) in ONE INSERT:
 the hot paths of the ledger use it, so a money movement costs one outbox round trip.
+`events_bulk_emit` stores many events (a file's chunk) as group rows of up to 1,000
+events, which the relay sends as one message each (`kafka_messages`).
 Payloads are JSON-encoded once (DjangoJSONEncoder) and stored as sent.
 
 Event envelope (DESIGN.md "Events"):
@@ -98,30 +100,17 @@ def events_bulk_emit(topic: str, events: Iterable[tuple[str, str, int | None, di
     for key, event_type, employer_id, data in events:
         part.append([str(key), event_type, employer_id, data])
         if len(part) == GROUP_MAX_EVENTS:
-            groups.append(
-                (
-                    uuid.uuid4(),
-                    OutboxEvent.Sink.KAFKA.value,
-                    topic,
-                    "",
-                    {"occurred_at": occurred_at, "group": part},
-                    len(part),
-                )
-            )
+            groups.append(_group_row(topic, occurred_at, part))
             part = []
     if part:
-        groups.append(
-            (
-                uuid.uuid4(),
-                OutboxEvent.Sink.KAFKA.value,
-                topic,
-                "",
-                {"occurred_at": occurred_at, "group": part},
-                len(part),
-            )
-        )
+        groups.append(_group_row(topic, occurred_at, part))
     _rows_insert(groups)
     return len(groups)
+
+
+def _group_row(topic: str, occurred_at: str, events: list) -> tuple:
+    payload = {"occurred_at": occurred_at, "group": events}
+    return (uuid.uuid4(), OutboxEvent.Sink.KAFKA.value, topic, "", payload, len(events))
 
 
 def group_event_id(group_id: uuid.UUID, index: int) -> uuid.UUID:
