@@ -218,6 +218,7 @@ _PARSERS = {
 }
 # Columns whose few distinct values repeat down a file (codes, dates, amounts): their
 # parsers are pure, so each distinct cell is parsed once per process (bounded cache).
+# Typed: a JSON sum insured of 500000.0 is refused, and must not hit 500000's entry.
 for _column in (
     "action",
     "relation",
@@ -230,7 +231,7 @@ for _column in (
     "plan_code",
     "sum_insured",
 ):
-    _PARSERS[_column] = lru_cache(maxsize=8192)(_PARSERS[_column])
+    _PARSERS[_column] = lru_cache(maxsize=8192, typed=True)(_PARSERS[_column])
 del _column
 
 

@@ -209,3 +209,14 @@ def test_the_content_hash_ignores_case_and_spacing_of_names_and_codes_but_not_va
     assert content_hash(first) == content_hash(second)
     assert content_hash(first) != content_hash(third)
     assert len(content_hash(first)) == 64
+
+
+def test_a_fractional_json_sum_insured_is_refused_even_after_the_same_whole_number():
+    # given a JSON row with the whole number parsed first (its result is remembered)
+    values, issues = row_parse(add(sum_insured=500000), today=TODAY)
+    assert (values["sum_insured"], issues) == (500000, [])
+    # when the next row sends the same amount as a float
+    values, issues = row_parse(add(sum_insured=500000.0), today=TODAY)
+    # then it is refused on its own terms, not answered from the whole number's entry
+    assert values is None
+    assert issues == [RowIssue("sum_insured", "integer_invalid", "Must be a whole number of currency units.")]
