@@ -504,7 +504,7 @@ class EndorsementRequest(models.Model):
         recorded = sorted(self.transitions.all(), key=lambda t: (t.at, t.id))
         if not self.intake_state:
             return recorded
-        reasons = "; ".join(r.get("code", "") for r in self.rejection_reasons or [])[:500]
+        reasons = rejection_codes(self.rejection_reasons)
         return [
             HistoryStep("", EndorsementState.RECEIVED, f"batch:{self.batch_id}", "", self.received_at),
             HistoryStep(
@@ -516,6 +516,11 @@ class EndorsementRequest(models.Model):
 
 # Who validates: the actor of every validation decision in the history and the audit trail.
 VALIDATION_ACTOR = "system:validation"
+
+
+def rejection_codes(reasons) -> str:
+    """A rejection's reasons as the history and the events show them: "code; code"."""
+    return "; ".join(r.get("code", "") for r in reasons or [])[:500]
 
 
 @dataclass(frozen=True)

@@ -594,9 +594,7 @@ def _rows_decide_store(
     ]
     assessment = endorsements_assess(employer_id=employer_id, endorsements=rows, today=today, book=book)
     received_by = f"batch:{batch.pk}"
-    endorsements_create_decided(
-        rows=rows, decisions=assessment.decisions, source=Source.CSV, actor=VALIDATION_ACTOR
-    )
+    endorsements_create_decided(rows=rows, decisions=assessment.decisions, source=Source.CSV)
     # One event and one audit record for the chunk's arrival; each row's own event is its decision.
     events_queue(
         [

@@ -31,7 +31,13 @@ from endorsements import bulk_writes
 from endorsements.errors import IllegalTransition
 from endorsements.events import events_queue, state_event_type, transition_event
 from endorsements.locks import endorsements_lock
-from endorsements.models import EndorsementRequest, EndorsementState, EndorsementTransition
+from endorsements.models import (
+    VALIDATION_ACTOR,
+    EndorsementRequest,
+    EndorsementState,
+    EndorsementTransition,
+    rejection_codes,
+)
 
 S = EndorsementState
 
@@ -261,14 +267,13 @@ def endorsements_create_decided(
     rows: Sequence[Any],
     decisions: Mapping[int, Any],
     source: str,
-    actor: str,
 ) -> dict[str, list[int]]:
     """Store requests that were validated before they were stored, each in its decided state.
 
     For a file's chunk: instead of inserting RECEIVED rows and then updating each one
     (which rewrites every index of every row), each row is inserted once, already
     VALIDATED, REJECTED or SUPERSEDED, with what a stored request would leave: its
-    history (`"" -> RECEIVED` by `batch:<id>`, `RECEIVED -> state` by `actor`) held by the
+    history (`"" -> RECEIVED` by `batch:<id>`, `RECEIVED -> state` by VALIDATION_ACTOR) held by the
     row itself (`intake_state`, read by `EndorsementRequest.history()`, instead of two
     transition rows each), one `endorsement.<state>` event per row, grouped audit records,
     and the follow-ups registered for each state after commit. `rows` are
@@ -286,6 +291,8 @@ def endorsements_create_decided(
                 for r in illegal[:50]
             ],
         )
+    if any(r.batch_id is None for r in rows):
+        raise ValueError("only a file's rows are stored decided: their history names the batch")
     if transaction.get_autocommit():
         raise RuntimeError("decided endorsements must be stored inside the caller's transaction")
     # Timestamps go to COPY as ISO text: psycopg's datetime dumper cost three times the
@@ -333,10 +340,7 @@ def endorsements_create_decided(
                 now,
             )
 
-    if any(r.batch_id is None for r in rows):
-        raise ValueError("only a file's rows are stored decided: their history names the batch")
     bulk_writes.rows_insert(EndorsementRequest, _CREATE_COLUMNS, request_rows())
-    actor = actor[:100]
     # A chunk's events always go as group rows (the envelope of `transition_event`, built
     # straight into the group: a QueuedEvent and a dict per row cost more than the rest).
     event_types = {state: state_event_type(state) for state in by_state}
@@ -361,7 +365,7 @@ def endorsements_create_decided(
             members,
             from_states=dict.fromkeys(ids, S.RECEIVED),
             to_state=state,
-            actor=actor,
+            actor=VALIDATION_ACTOR,
             reason="",
             grouped=True,  # a file's chunk: one record per state, like its arrival
         )
@@ -381,9 +385,7 @@ def _history_write(items, *, from_states, to_state: str, actor: str, reason: str
 
 
 def _reason_text(values: Mapping[str, Any] | None) -> str:
-    if not values or not values.get("rejection_reasons"):
-        return ""
-    return "; ".join(r.get("code", "") for r in values["rejection_reasons"])[:500]
+    return rejection_codes(values.get("rejection_reasons")) if values else ""
 
 
 def _event_changes(values: Mapping[str, Any] | None) -> dict:

@@ -123,3 +123,30 @@ def test_every_state_has_a_row_in_the_table_and_terminal_states_go_nowhere():
     assert set(TRANSITIONS) == set(EndorsementState.values)
     for terminal in ("ACTIVE", "REJECTED", "INSURER_REJECTED", "CANCELLED", "SUPERSEDED"):
         assert TRANSITIONS[terminal] == frozenset()
+
+
+def test_decided_rows_without_a_batch_are_refused_and_nothing_is_written(book):
+    # given a row decided before it was stored, but not from a file (its history could not name one)
+    from endorsements.bulk_writes import ids_reserve
+    from endorsements.transitions import endorsements_create_decided
+    from endorsements.validation import Decision, IntakeRow
+
+    before = snapshot()
+    (pk,) = ids_reserve(EndorsementRequest, 1)
+    row = IntakeRow(
+        pk=pk,
+        tracking_id="END-NOBATCH",
+        employer_id=book.employer.pk,
+        policy_id=book.policy.pk,
+        type="ADD",
+        member_data={"employee_code": "E9", "effective_date": book.today.isoformat()},
+        content_hash="h9",
+        member_key="E9|SELF",
+        batch_id=None,
+        row_number=None,
+    )
+    # when it is stored as decided
+    with pytest.raises(ValueError, match="their history names the batch"):
+        endorsements_create_decided(rows=[row], decisions={pk: Decision("VALIDATED", {})}, source="API")
+    # then nothing was written
+    assert snapshot() == before
