@@ -187,27 +187,28 @@ def _relay_batch(sink: str, *, batch_size: int) -> tuple[int | None, _Delivery, 
         with transaction.atomic():
             if not _sink_lock_try(sink):
                 return None, _Delivery(), False
-            fetched = list(pending.select_for_update(skip_locked=True)[:batch_size])
-            rows = _messages_bounded(fetched, batch_size)
+            rows, more = _messages_bounded(
+                list(pending.select_for_update(skip_locked=True)[:batch_size]), batch_size
+            )
             delivery = _deliver(sink, rows)
             _delivery_record(rows, delivery)
-        return len(rows), delivery, len(fetched) == batch_size or len(rows) < len(fetched)
-    fetched = list(pending[:batch_size])
-    rows = _messages_bounded(fetched, batch_size)
+        return len(rows), delivery, more
+    rows, more = _messages_bounded(list(pending[:batch_size]), batch_size)
     delivery = _deliver(sink, rows)
     with transaction.atomic():
         _delivery_record(rows, delivery)
-    return len(rows), delivery, len(fetched) == batch_size or len(rows) < len(fetched)
+    return len(rows), delivery, more
 
 
-def _messages_bounded(rows: list[OutboxEvent], limit: int) -> list[OutboxEvent]:
-    """The leading rows that stand for at most `limit` messages (always the first row)."""
+def _messages_bounded(fetched: list[OutboxEvent], limit: int) -> tuple[list[OutboxEvent], bool]:
+    """The leading rows of at most `limit` fetched that stand for at most `limit` messages
+    (always the first row), and whether more rows may be pending after them."""
     total = 0
-    for index, row in enumerate(rows):
+    for index, row in enumerate(fetched):
         total += row.event_count
         if total > limit and index > 0:
-            return rows[:index]
-    return rows
+            return fetched[:index], True
+    return fetched, len(fetched) == limit
 
 
 def _sink_lock_try(sink: str) -> bool:

@@ -3,9 +3,13 @@
 from asgiref.testing import ApplicationCommunicator
 
 
-async def asgi_exchange(method: str, path: str, body: bytes = b"", headers: dict | None = None):
-    """(status, headers with lower-case names, body) of one request to `ems.asgi.application`."""
-    from ems.asgi import application
+async def asgi_exchange(
+    method: str, path: str, body: bytes = b"", headers: dict | None = None, *, application=None
+):
+    """(status, headers with lower-case names, body) of one request to `ems.asgi.application`
+    (or to the `application` given)."""
+    if application is None:
+        from ems.asgi import application
 
     scope = {
         "type": "http",

@@ -68,37 +68,16 @@ def test_a_streamed_response_is_sent_whole_and_closed_after_it():
     def on_finished(**kwargs):
         finished.append(threading.current_thread().name)
 
-    async def stream():
-        from django.http import StreamingHttpResponse
+    from django.http import StreamingHttpResponse
 
-        from ems import asgi_http
+    from ems.asgi_http import SyncChainASGIHandler
 
-        handler = asgi_http.SyncChainASGIHandler()
-        handler.get_response = lambda request: StreamingHttpResponse(iter([b"a,b\r\n", b"1,2\r\n"]))
-        from asgiref.testing import ApplicationCommunicator
-
-        scope = {
-            "type": "http",
-            "method": "GET",
-            "path": "/x",
-            "query_string": b"",
-            "headers": [(b"host", b"127.0.0.1")],
-        }
-        communicator = ApplicationCommunicator(handler, scope)
-        await communicator.send_input({"type": "http.request", "body": b"", "more_body": False})
-        start = await communicator.receive_output(5)
-        body = b""
-        while True:
-            message = await communicator.receive_output(5)
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        await communicator.wait(5)
-        return start["status"], body
+    handler = SyncChainASGIHandler()
+    handler.get_response = lambda request: StreamingHttpResponse(iter([b"a,b\r\n", b"1,2\r\n"]))
 
     signals.request_finished.connect(on_finished)
     try:
-        status, body = asyncio.run(stream())
+        status, _headers, body = asyncio.run(asgi_exchange("GET", "/x", application=handler))
     finally:
         signals.request_finished.disconnect(on_finished)
     assert (status, body) == (200, b"a,b\r\n1,2\r\n")
