@@ -144,12 +144,14 @@ def filter_any(queryset: models.QuerySet, field_name: str, values: Iterable) -> 
     field = queryset.model._meta.get_field(field_name)
     table = connection.ops.quote_name(queryset.model._meta.db_table)
     column = f"{table}.{connection.ops.quote_name(field.column)}"
-    array_type = (
-        "bigint[]"
-        if isinstance(field, models.ForeignKey | models.AutoField | models.BigIntegerField)
-        else "text[]"
-    )
-    return queryset.extra(where=[f"{column} = ANY(%s::{array_type})"], params=[_array_literal(values)])  # noqa: S610
+    return queryset.extra(
+        where=[f"{column} = ANY(%s::{_array_type(field)})"], params=[_array_literal(values)]
+    )  # noqa: S610
+
+
+def _array_type(field: models.Field) -> str:
+    integer = isinstance(field, models.ForeignKey | models.AutoField | models.BigIntegerField)
+    return "bigint[]" if integer else "text[]"
 
 
 def rows_by_keys(
@@ -184,21 +186,14 @@ def rows_by_keys(
     table = quote(meta.db_table)
     key_columns = [quote(by_name[name].column) for name in key_fields]
     columns = [quote(by_name[name].column) for name in fields]
-    arrays, params = [], []
-    for position, name in enumerate(key_fields):
-        field = by_name[name]
-        array_type = (
-            "bigint[]"
-            if isinstance(field, models.ForeignKey | models.AutoField | models.BigIntegerField)
-            else "text[]"
-        )
-        arrays.append(f"%s::{array_type}")
-        params.append(_array_literal([key[position] for key in keys]))
+    arrays = [f"%s::{_array_type(by_name[name])}" for name in key_fields]
+    params: list = [_array_literal([key[position] for key in keys]) for position in range(len(key_fields))]
     match = " AND ".join(f"r.{column} = k.c{position}" for position, column in enumerate(key_columns))
-    where = []
+    where, filter_columns = [], []
     for lookup, value in filters.items():
         name, _, operator = lookup.partition("__")
         column = quote(by_name[name].column)
+        filter_columns.append(column)
         if operator == "in":
             where.append(f"found.{column} = ANY(%s)")
             params.append(list(value))
@@ -208,12 +203,7 @@ def rows_by_keys(
         else:
             raise ValueError(f"unsupported filter {lookup!r}")
     key_names = ", ".join(f"c{position}" for position in range(len(key_fields)))
-    inner = ", ".join(
-        f"r.{column}"
-        for column in dict.fromkeys(
-            [*columns, *(quote(by_name[lookup.partition("__")[0]].column) for lookup in filters)]
-        )
-    )
+    inner = ", ".join(f"r.{column}" for column in dict.fromkeys([*columns, *filter_columns]))
     sql = (
         f"SELECT {', '.join(f'found.{column}' for column in columns)} "
         f"FROM unnest({', '.join(arrays)}) AS k({key_names}) "
