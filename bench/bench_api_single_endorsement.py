@@ -30,7 +30,13 @@ import threading
 import time
 from pathlib import Path
 
-from bench.setup import bench_database_url, django_ready, employer_with_policy, private_broker_url
+from bench.setup import (
+    bench_database_url,
+    django_ready,
+    employer_with_policy,
+    private_broker_url,
+    tables_vacuum,
+)
 
 HERE = Path(__file__).resolve().parent.parent
 CONCURRENCY = 16
@@ -186,26 +192,17 @@ def _cleanup(fixture: dict) -> None:
         cursor.execute("DELETE FROM insurers_insurer WHERE id = %s", [fixture["insurer_id"]])
 
 
-def _vacuum() -> None:
-    """Every run starts from tables without the dead rows of earlier runs (the ingest bench
-    leaves hundreds of thousands; their index entries slowed later runs' lookups)."""
-    from django.db import connection
-
-    tables = (
+def run():
+    django_ready()
+    per_client = int(os.environ.get("BENCH_API_REQUESTS_PER_CLIENT", "60"))
+    workers = int(os.environ.get("BENCH_API_WORKERS", "2"))
+    # The ingest bench leaves hundreds of thousands of dead rows in these tables.
+    tables_vacuum(
         "endorsements_endorsementrequest",
         "endorsements_endorsementtransition",
         "ems_outboxevent",
         "ems_idempotencyrecord",
     )
-    with connection.cursor() as cursor:
-        cursor.execute(f"VACUUM ANALYZE {', '.join(tables)}")
-
-
-def run():
-    django_ready()
-    per_client = int(os.environ.get("BENCH_API_REQUESTS_PER_CLIENT", "60"))
-    workers = int(os.environ.get("BENCH_API_WORKERS", "2"))
-    _vacuum()
     fixture = _fixture()
     port = _free_port()
     env = {

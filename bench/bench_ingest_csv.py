@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.setup import django_ready, employer_with_policy, private_broker_url
+from bench.setup import django_ready, employer_with_policy, private_broker_url, tables_vacuum
 
 HERE = Path(__file__).resolve().parent.parent
 FIRST = ["Asha", "Ravi", "Meera", "Arjun", "Divya", "Kiran", "Neha", "Vikram", "Priya", "Rahul"]
@@ -194,22 +194,6 @@ def _cleanup(employer_id: int, outbox_from: int) -> None:
             "AND (payload->>'employer_id')::bigint = %s))",
             [outbox_from, employer_id, employer_id],
         )
-
-
-def _vacuum() -> None:
-    """Every run starts from tables without the dead rows of the last one (fair to all three)."""
-    from django.db import connection
-
-    tables = (
-        "endorsements_endorsementrequest",
-        "endorsements_endorsementtransition",
-        "endorsements_batchrowerror",
-        "ems_outboxevent",
-        "endorsements_member",
-        "endorsements_coverage",
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(f"VACUUM ANALYZE {', '.join(tables)}")
 
 
 def _outbox_max() -> int:
@@ -436,7 +420,15 @@ def _measure(mode: str, rows: int, workdir: Path, extra_env: dict | None = None)
     fixture = _fixture(rows)
     path = workdir / f"hr-{rows}.csv"
     _file_write(path, rows, fixture)
-    _vacuum()
+    # Fair to all three ways in: each starts from tables without the last one's dead rows.
+    tables_vacuum(
+        "endorsements_endorsementrequest",
+        "endorsements_endorsementtransition",
+        "endorsements_batchrowerror",
+        "ems_outboxevent",
+        "endorsements_member",
+        "endorsements_coverage",
+    )
     outbox_from = _outbox_max()
     try:
         return _spawn(mode, path, fixture["employer_id"], extra_env)
