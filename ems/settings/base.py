@@ -86,26 +86,31 @@ TEMPLATES = [
 # Threads per ASGI process for the sync request handling (ems.asgi_http): one request
 # at a time each; the others wait their turn in order. More threads than the process can
 # keep busy only contend for its one GIL: with 8 connections per process, 8 threads made
-# p99 worse than 4 (docs/decisions.md). More than DB_POOL_MAX would wait for a connection.
+# p99 worse than 4 (docs/decisions.md). Each thread keeps its own database connection.
 ASGI_THREADS = env.int("ASGI_THREADS", default=4)
 
 # --- Database -----------------------------------------------------------------
 
 
-def postgres_connections(database: dict, env: environ.Env, *, conn_max_age_default: int) -> dict:
+def postgres_connections(database: dict, env: environ.Env) -> dict:
     """How a process holds its PostgreSQL connections (SQLite is left as it is).
 
-    By default a psycopg pool per process (DB_POOL_MIN..DB_POOL_MAX connections, a
-    request waits up to DB_POOL_TIMEOUT seconds for one). Under ASGI every request runs
-    in a thread of its own, so Django's per-thread persistent connections
-    (CONN_MAX_AGE) are never reused and pile up; the pool hands a connection to the
-    request's thread and takes it back at the end of the request. DB_POOL_MAX=0 turns
-    the pool off and uses CONN_MAX_AGE (DB_CONN_MAX_AGE) instead.
+    The engine is `ems.postgresql` (Django's, with django-prometheus' metrics at less
+    cost per statement, and a health check only for a connection that sat idle).
+
+    By default each thread keeps its connection for DB_CONN_MAX_AGE seconds. The web
+    process runs requests on ASGI_THREADS reused threads (`ems.asgi_http`), a Celery
+    worker process on one, so a process holds at most that many connections. Before a
+    request or task uses a connection that has been idle for DB_HEALTH_CHECK_IDLE_SECONDS
+    or more, Django checks it (`SELECT 1`) and replaces it if it is broken. A psycopg pool
+    per process is there for deployments that run requests on threads of their own
+    (DB_POOL_MAX > 0: DB_POOL_MIN..DB_POOL_MAX connections, a request waits up to
+    DB_POOL_TIMEOUT seconds for one); it checks a connection each time it hands one out.
     """
     if "sqlite" in database["ENGINE"]:
         return database
-    database = {**database, "OPTIONS": dict(database.get("OPTIONS", {}))}
-    pool_max = env.int("DB_POOL_MAX", default=10)
+    database = {**database, "ENGINE": "ems.postgresql", "OPTIONS": dict(database.get("OPTIONS", {}))}
+    pool_max = env.int("DB_POOL_MAX", default=0)
     if pool_max > 0:
         database["OPTIONS"]["pool"] = {
             "min_size": min(env.int("DB_POOL_MIN", default=2), pool_max),
@@ -115,16 +120,20 @@ def postgres_connections(database: dict, env: environ.Env, *, conn_max_age_defau
         database["CONN_MAX_AGE"] = 0  # required with a pool: closing returns the connection
     else:
         database["OPTIONS"].pop("pool", None)
-        database["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=conn_max_age_default)
+        database["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
     # No JIT compilation: our statements are short OLTP ones, and a misestimated plan (a
     # table a large file is growing faster than its statistics) crossed jit_above_cost
     # and spent 54 of 70 ms compiling a 5,000-probe index lookup. DB_JIT=on restores it.
     if not env.bool("DB_JIT", default=False):
         options = database["OPTIONS"].get("options", "")
         database["OPTIONS"]["options"] = f"{options} -c jit=off".strip()
-    # With a pool: the pool checks a connection before handing it out.
     database["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=True)
     return database
+
+
+# A persistent connection that answered less than this long ago is not checked again
+# before the next request uses it (ems.postgresql).
+DB_HEALTH_CHECK_IDLE_SECONDS = env.float("DB_HEALTH_CHECK_IDLE_SECONDS", default=1.0)
 
 
 # SQLite needs IMMEDIATE transactions so that `select_for_update` (a no-op there)
@@ -143,9 +152,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL;",
         }
     )
-else:
-    DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
-DATABASES["default"] = postgres_connections(DATABASES["default"], env, conn_max_age_default=0)
+DATABASES["default"] = postgres_connections(DATABASES["default"], env)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -9,7 +9,7 @@ from .base import *  # noqa: F403
 from .base import env
 
 DATABASES = {"default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/ems")}
-DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
+DATABASES["default"]["ENGINE"] = "ems.postgresql"
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_ems")}
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/15")

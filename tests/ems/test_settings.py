@@ -88,7 +88,23 @@ def database_settings(env: dict) -> dict:
     return json.loads(result.stdout)
 
 
-def test_postgresql_gets_a_connection_pool_per_process_sized_by_the_environment():
+def test_postgresql_keeps_a_connection_per_thread_checked_after_idling_by_default():
+    database = database_settings(
+        {
+            "DJANGO_SETTINGS_MODULE": "ems.settings.base",
+            "DATABASE_URL": "postgres://ems@db.example.com:5432/ems",
+        }
+    )
+    assert database == {
+        "ENGINE": "ems.postgresql",
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
+        "pool": None,
+        "options": "-c jit=off",
+    }
+
+
+def test_db_pool_max_gives_a_connection_pool_per_process_sized_by_the_environment():
     database = database_settings(
         {
             "DJANGO_SETTINGS_MODULE": "ems.settings.base",
@@ -98,7 +114,7 @@ def test_postgresql_gets_a_connection_pool_per_process_sized_by_the_environment(
         }
     )
     assert database == {
-        "ENGINE": "django_prometheus.db.backends.postgresql",
+        "ENGINE": "ems.postgresql",
         "CONN_MAX_AGE": 0,
         "CONN_HEALTH_CHECKS": True,
         "pool": {"min_size": 3, "max_size": 12, "timeout": 10.0},
@@ -106,17 +122,19 @@ def test_postgresql_gets_a_connection_pool_per_process_sized_by_the_environment(
     }
 
 
-def test_production_pools_by_default_and_db_pool_max_0_goes_back_to_persistent_connections():
+def test_production_keeps_persistent_connections_and_db_pool_max_turns_the_pool_on():
     production = {
         "DJANGO_SETTINGS_MODULE": "ems.settings.production",
         "SECRET_KEY": "prod-" + "k3y!" * 16,
         "ALLOWED_HOSTS": "ems.example.com",
         "DATABASE_URL": "postgres://ems@db.example.com:5432/ems",
     }
-    assert database_settings(production)["pool"] == {"min_size": 2, "max_size": 10, "timeout": 10.0}
-    unpooled = database_settings({**production, "DB_POOL_MAX": "0"})
-    assert unpooled["pool"] is None
-    assert unpooled["CONN_MAX_AGE"] == 60
+    persistent = database_settings(production)
+    assert persistent["ENGINE"] == "ems.postgresql"
+    assert (persistent["pool"], persistent["CONN_MAX_AGE"]) == (None, 60)
+    pooled = database_settings({**production, "DB_POOL_MAX": "10", "DB_CONN_MAX_AGE": "300"})
+    assert pooled["pool"] == {"min_size": 2, "max_size": 10, "timeout": 10.0}
+    assert pooled["CONN_MAX_AGE"] == 0
 
 
 def test_db_jit_on_leaves_postgresqls_jit_as_the_server_has_it():

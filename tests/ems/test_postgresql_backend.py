@@ -1,0 +1,95 @@
+"""`ems.postgresql`: django-prometheus' series per statement, and the idle-window health check.
+
+Each test opens a connection of its own (a second wrapper for the test database, with a
+persistent connection and health checks on, as deployed) against the real PostgreSQL,
+outside the test's transaction, and breaks it for real with `pg_terminate_backend`.
+"""
+
+import pytest
+from django.db import OperationalError, connection, connections
+from django.test import override_settings
+from prometheus_client import REGISTRY
+
+from ems.postgresql.base import DatabaseWrapper
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def persistent():
+    settings_dict = {**connection.settings_dict, "CONN_MAX_AGE": 600, "CONN_HEALTH_CHECKS": True}
+    wrapper = DatabaseWrapper(settings_dict, alias="default")
+    yield wrapper
+    wrapper.close()
+
+
+def _backend_pid(wrapper) -> int:
+    with wrapper.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def _terminate(pid: int) -> None:
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+def _next_request(wrapper) -> None:
+    # What Django's request_started / request_finished handler does for each connection.
+    wrapper.close_if_unusable_or_obsolete()
+
+
+def _sample(name: str, **labels) -> float:
+    return REGISTRY.get_sample_value(name, {"alias": "default", "vendor": "postgresql", **labels}) or 0.0
+
+
+def test_statements_count_into_django_prometheus_series(persistent):
+    persistent.ensure_connection()
+    executed = _sample("django_db_execute_total")
+    timed = _sample("django_db_query_duration_seconds_count")
+    with persistent.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.executemany("SELECT %s", [(1,), (2,), (3,)])
+    assert _sample("django_db_execute_total") - executed == 4
+    assert _sample("django_db_execute_many_total") >= 3
+    assert _sample("django_db_query_duration_seconds_count") - timed == 2
+
+
+def test_a_failing_statement_counts_as_an_error_by_type(persistent):
+    failed = _sample("django_db_errors_total", type="UndefinedTable")
+    with pytest.raises(Exception), persistent.cursor() as cursor:  # noqa: B017, PT011
+        cursor.execute("SELECT * FROM no_such_table_here")
+    assert _sample("django_db_errors_total", type="UndefinedTable") - failed == 1
+
+
+def _statements_sent_by(call) -> float:
+    before = _sample("django_db_execute_total")
+    call()
+    return _sample("django_db_execute_total") - before
+
+
+@override_settings(DB_HEALTH_CHECK_IDLE_SECONDS=0)
+def test_a_connection_idle_past_the_window_is_checked_and_a_broken_one_replaced(persistent):
+    _backend_pid(persistent)
+    _next_request(persistent)
+    assert _statements_sent_by(lambda: _backend_pid(persistent)) == 2  # SELECT 1, then ours
+    first = _backend_pid(persistent)
+    _terminate(first)
+    _next_request(persistent)
+    second = _backend_pid(persistent)  # the check found it broken: a new connection, no error
+    assert second != first
+
+
+@override_settings(DB_HEALTH_CHECK_IDLE_SECONDS=60)
+def test_a_connection_used_within_the_window_is_not_checked_again(persistent):
+    first = _backend_pid(persistent)
+    _next_request(persistent)
+    assert _statements_sent_by(lambda: _backend_pid(persistent)) == 1  # no SELECT 1 first
+    # The trade: broken within the window, the request that uses it fails, and Django
+    # drops the connection when that request ends; the next request gets a new one.
+    _terminate(first)
+    _next_request(persistent)
+    with pytest.raises(OperationalError):
+        _backend_pid(persistent)
+    _next_request(persistent)
+    assert _backend_pid(persistent) != first
