@@ -26,12 +26,20 @@ Two costs of Django's own ASGI handler are avoided, both for a sync project:
   tenth of a web process's CPU together). A streamed response (the error-report CSV) is
   sent first and closed afterwards, as Django does. A client that disconnects does not
   cancel the view: a sync view runs to the end in its thread anyway.
+- Each visit goes straight to the request's executor with a copy of the task's context
+  (`run_in_executor`), not through `sync_to_async` and a `ThreadSensitiveContext`: their
+  bookkeeping per call (context hand-back, executor look-up, thread-locals) was about
+  7% of the web process's instructions per API request (callgrind, docs/decisions.md).
+  Nothing in EMS calls `sync_to_async` from inside a request; `async_to_sync` there (a
+  websocket push after commit) runs its coroutine on a loop of its own, as it does in a
+  Celery worker.
 """
 
 import asyncio
+import contextvars
 from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core import signals
 from django.core.exceptions import RequestAborted
@@ -66,28 +74,33 @@ class SyncChainASGIHandler(ASGIHandler):
         free = self._threads()
         executor = await free.get()
         try:
-            async with ThreadSensitiveContext(executor=executor):
-                await self.handle(scope, receive, send)
+            await self.handle(scope, receive, send, executor=executor)
         finally:
             free.put_nowait(executor)
 
-    async def handle(self, scope, receive, send):
+    async def handle(self, scope, receive, send, *, executor: ThreadPoolExecutor):
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
             return
+        loop = asyncio.get_running_loop()
+
+        def in_request_thread(function, *args):
+            # The request's own thread, with a copy of this task's context (as
+            # sync_to_async does, without its per-call bookkeeping). It keeps the
+            # thread's database connection until the response is closed.
+            return loop.run_in_executor(executor, contextvars.copy_context().run, function, *args)
+
         try:
             set_script_prefix(get_script_prefix(scope))
-            # Thread-sensitive: the request's borrowed thread, which keeps its database
-            # connection (checked out of the pool) until the response is closed.
-            response = await sync_to_async(self._respond, thread_sensitive=True)(scope, body_file)
+            response = await in_request_thread(self._respond, scope, body_file)
             try:
                 await self.send_response(response, send)
             except asyncio.CancelledError:
                 pass  # the client went away while we sent
             finally:
                 if response.streaming:
-                    await sync_to_async(response.close, thread_sensitive=True)()
+                    await in_request_thread(response.close)
         finally:
             body_file.close()
 
