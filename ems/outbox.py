@@ -163,16 +163,21 @@ def outbox_write(
     events: list[KafkaEvent] = (),
     documents: list[MongoDocument] = (),
     together_with: tuple[str, list] | None = None,
-) -> None:
+    first: tuple[str, list] | None = None,
+) -> tuple | None:
     """Queue Kafka events and Mongo documents in the current transaction, in one INSERT.
 
     The rows are exactly those `event_emit` and `document_emit` would write (same
     envelope, same payloads); the events get the lower ids, in the order given.
-    `together_with` is the caller's own data-modifying statement `(sql, params)` (an
-    INSERT/UPDATE whose result it does not need, e.g. a row whose id it already has):
-    on PostgreSQL it runs in the same round trip, as a CTE of the outbox INSERT (the
-    two touch different tables, so neither can see or depend on the other); elsewhere
-    it runs just before.
+
+    The caller's own writes can go in the same round trip (on PostgreSQL, as CTEs of one
+    statement; elsewhere they run just before, in order):
+    - `first`: an `INSERT ... RETURNING` whose row the caller needs (a new row's id);
+      outbox_write returns that row. `together_with` may read it as `first_row`.
+    - `together_with`: a data-modifying statement `(sql, params)` whose result the caller
+      does not need (e.g. a row for an id it already has, or for `first_row`'s id).
+    The statements touch different tables from the outbox, so none depends on the outbox
+    rows; only `together_with` may read `first_row`.
     """
     _require_transaction()
     now = timezone.now()
@@ -192,55 +197,90 @@ def outbox_write(
         event_id = uuid.uuid4()
         payload = {**document.document, "event_id": str(event_id)}
         rows.append((event_id, OutboxEvent.Sink.MONGO.value, document.collection, "", payload))
-    if not rows and together_with is None:
-        return
-    _rows_insert([(*row, 1) for row in rows], together_with=together_with)
+    if not rows and together_with is None and first is None:
+        return None
+    return _rows_insert([(*row, 1) for row in rows], together_with=together_with, first=first)
 
 
 _OUTBOX_COLUMNS = "(event_id, sink, destination, key, payload, created_at, attempts, last_error, event_count)"
 _OUTBOX_ROW = "(%s, %s, %s, %s, %s::jsonb, %s, 0, '', %s)"
 
 
-def _rows_insert(rows: list[tuple], *, together_with: tuple[str, list] | None = None) -> None:
-    """Insert (event_id, sink, destination, key, payload, event_count) rows in one statement."""
-    if not rows:
-        if together_with is not None:
-            with connection.cursor() as cursor:
-                cursor.execute(*together_with)
-        return
+def _rows_insert(
+    rows: list[tuple],
+    *,
+    together_with: tuple[str, list] | None = None,
+    first: tuple[str, list] | None = None,
+) -> tuple | None:
+    """Insert (event_id, sink, destination, key, payload, event_count) rows in one statement,
+    with the caller's `first` and `together_with` statements (see `outbox_write`)."""
     now = timezone.now()
-    if connection.vendor != "postgresql":
-        if together_with is not None:
-            with connection.cursor() as cursor:
-                cursor.execute(*together_with)
-        # SQLite (`make run`): the ORM adapts the values; the payloads are the same.
-        OutboxEvent.objects.bulk_create(
-            [
-                OutboxEvent(
-                    event_id=event_id,
-                    sink=sink,
-                    destination=destination,
-                    key=key,
-                    payload=_json_safe(payload),
-                    created_at=now,
-                    event_count=count,
-                )
-                for event_id, sink, destination, key, payload, count in rows
-            ]
-        )
+    if connection.vendor != "postgresql" or not rows:
+        returned = _statements_in_turn(first, together_with)
+        if rows:
+            # SQLite (`make run`): the ORM adapts the values; the payloads are the same.
+            OutboxEvent.objects.bulk_create(
+                [
+                    OutboxEvent(
+                        event_id=event_id,
+                        sink=sink,
+                        destination=destination,
+                        key=key,
+                        payload=_json_safe(payload),
+                        created_at=now,
+                        event_count=count,
+                    )
+                    for event_id, sink, destination, key, payload, count in rows
+                ]
+            )
+            _relay_after_commit()
+        return returned
+    ctes: list[str] = []
+    params: list = []
+    if first is not None:
+        ctes.append(f"first_row AS ({first[0]})")
+        params += first[1]
+    if together_with is not None:
+        ctes.append(f"together AS ({together_with[0]})")
+        params += together_with[1]
+    insert = f"INSERT INTO {OutboxEvent._meta.db_table} {_OUTBOX_COLUMNS} VALUES " + ", ".join(
+        [_OUTBOX_ROW] * len(rows)
+    )
+    for event_id, sink, destination, key, payload, count in rows:
+        params += [event_id, sink, destination, key, _ENCODER.encode(payload), now, count]
+    if first is not None:
+        sql = f"WITH {', '.join(ctes)}, outbox_rows AS ({insert}) SELECT * FROM first_row"
+    elif ctes:
+        sql = f"WITH {', '.join(ctes)} {insert}"
     else:
-        sql = f"INSERT INTO {OutboxEvent._meta.db_table} {_OUTBOX_COLUMNS} VALUES " + ", ".join(
-            [_OUTBOX_ROW] * len(rows)
-        )
-        params: list = []
-        if together_with is not None:
-            sql = f"WITH together AS ({together_with[0]}) {sql}"
-            params += together_with[1]
-        for event_id, sink, destination, key, payload, count in rows:
-            params += [event_id, sink, destination, key, _ENCODER.encode(payload), now, count]
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+        sql = insert
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        returned = cursor.fetchone() if first is not None else None
     _relay_after_commit()
+    return returned
+
+
+def _statements_in_turn(
+    first: tuple[str, list] | None, together_with: tuple[str, list] | None
+) -> tuple | None:
+    """`first` then `together_with` as separate statements; `first_row` is given to the second
+    as a one-row CTE of the values the first returned."""
+    returned = None
+    with connection.cursor() as cursor:
+        if first is not None:
+            cursor.execute(*first)
+            returned = cursor.fetchone()
+            columns = [column[0] for column in cursor.description]
+        if together_with is not None:
+            sql, params = together_with
+            if first is not None:
+                names = ", ".join(connection.ops.quote_name(name) for name in columns)
+                values = ", ".join(["%s"] * len(columns))
+                sql = f"WITH first_row ({names}) AS (VALUES ({values})) {sql}"
+                params = [*returned, *params]
+            cursor.execute(sql, params)
+    return returned
 
 
 def _relay_kick() -> None:

@@ -42,7 +42,7 @@ from functools import partial
 
 import structlog
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from ems.audit import audit_document, audit_record
@@ -50,7 +50,7 @@ from ems.errors import PermissionDenied
 from ems.identifiers import new_tracking_ids
 from ems.notifications import notify_employer
 from ems.outbox import outbox_write
-from ems.row_insert import row_insert
+from ems.row_insert import row_insert_statement
 from ems.tenancy import Caller
 from endorsements import bulk_writes, intake
 from endorsements.errors import EndorsementInvalid, UploadFormatUnknown
@@ -118,24 +118,24 @@ def endorsement_submit(
     values, issues = row_parse(cells, today=_today())
     if issues:
         raise EndorsementInvalid(details=[issue.as_detail() for issue in issues])
-    policy_id = _policy_id(employer_id, values["policy_number"])
     # No savepoint: under the API's idempotency transaction a failure rolls back all of it.
     with transaction.atomic(savepoint=False):
-        request = row_insert(
-            EndorsementRequest(
-                employer_id=employer_id,
-                policy_id=policy_id,
-                type=values["action"],
-                member_data=values,
-                effective_date=values["effective_date"],
-                content_hash=content_hash(values),
-                member_key=_provisional_key(values),
-                idempotency_key=idempotency_key,
-                source=source,
-            )
+        request = EndorsementRequest(
+            employer_id=employer_id,
+            type=values["action"],
+            member_data=values,
+            effective_date=values["effective_date"],
+            content_hash=content_hash(values),
+            member_key=_provisional_key(values),
+            idempotency_key=idempotency_key,
+            source=source,
         )
-        # The history record, the event and the audit record in one round trip.
-        outbox_write(
+        # The policy (looked up by number; none: validation rejects), the row, its
+        # history record, its event and its audit record: one statement, one round trip.
+        insert = row_insert_statement(
+            request, computed={"policy_id": (_POLICY_BY_NUMBER_SQL, [employer_id, values["policy_number"]])}
+        )
+        returned = outbox_write(
             events=[
                 outbox_event(
                     transition_event(
@@ -157,28 +157,21 @@ def endorsement_submit(
                     after={"state": EndorsementState.RECEIVED, "type": request.type, "source": source},
                 )
             ],
+            first=insert.statement,
             together_with=(
                 _RECEIVED_TRANSITION_SQL,
-                [request.pk, EndorsementState.RECEIVED, caller.principal[:100], timezone.now()],
+                [EndorsementState.RECEIVED, caller.principal[:100], timezone.now()],
             ),
         )
+        insert.finish(returned)
         transaction.on_commit(partial(_enqueue_validation, request.pk))
     request.effective_date = date.fromisoformat(values["effective_date"])
     return request
 
 
-def _policy_id(employer_id: int, number: str) -> int | None:
-    """The employer's policy with this number (case-insensitive), or None (validation rejects).
-
-    Ordered by number alone: the model's ordering (employer code, number) is the same
-    within one employer, without the join to the employer. Written as SQL: one per API
-    request, and the ORM's query building cost more than the statement."""
-    with connection.cursor() as cursor:
-        cursor.execute(_POLICY_BY_NUMBER_SQL, [employer_id, number])
-        row = cursor.fetchone()
-    return row[0] if row else None
-
-
+# The employer's policy with this number (case-insensitive); ordered by number alone:
+# the model's ordering (employer code, number) is the same within one employer, without
+# the join to the employer.
 _POLICY_BY_NUMBER_SQL = (
     f"SELECT id FROM {Policy._meta.db_table} WHERE employer_id = %s AND UPPER(number) = UPPER(%s)"
     " ORDER BY number, id LIMIT 1"
@@ -186,7 +179,7 @@ _POLICY_BY_NUMBER_SQL = (
 
 _RECEIVED_TRANSITION_SQL = (
     f"INSERT INTO {EndorsementTransition._meta.db_table}"
-    " (endorsement_id, from_state, to_state, actor, reason, at) VALUES (%s, '', %s, %s, '', %s)"
+    " (endorsement_id, from_state, to_state, actor, reason, at) SELECT id, '', %s, %s, '', %s FROM first_row"
 )
 
 

@@ -247,3 +247,31 @@ def test_the_created_body_is_the_endorsement_as_a_fresh_serializer_renders_it(ap
         stored = EndorsementRequest.objects.get(tracking_id=response.json()["tracking_id"])
         assert stored.state == "RECEIVED"
         assert response.json() == EndorsementSerializer(stored).data
+
+
+def test_the_row_its_policy_history_event_and_audit_record_are_written_in_one_statement(api, book):
+    # given a valid addition naming its policy in lower case
+    row = book.add_row(policy_number=book.policy.number.lower())
+    # when it is submitted (validation is left for later: no on-commit callbacks run)
+    with CaptureQueriesContext(connection) as queries:
+        response = api.post(URL, row, format="json")
+    # then one statement wrote the row with its policy, the history record and the outbox rows
+    assert response.status_code == 201
+    writes = [q["sql"] for q in queries if "endorsements_endorsementrequest" in q["sql"]]
+    assert len(writes) == 1 and writes[0].startswith("WITH first_row AS (INSERT INTO")
+    request = EndorsementRequest.objects.get(tracking_id=response.json()["tracking_id"])
+    assert request.policy_id == book.policy.pk
+    [(to_state, actor)] = request.transitions.values_list("to_state", "actor")
+    assert to_state == "RECEIVED" and actor.startswith("client:")
+    destinations = sorted(OutboxEvent.objects.values_list("destination", flat=True))
+    assert destinations == ["audit_logs", "ems.endorsements"]
+
+
+def test_an_unknown_policy_number_is_received_without_a_policy_then_rejected(
+    api, book, django_capture_on_commit_callbacks
+):
+    response = post(api, book.add_row(policy_number="NOPE-1"), django_capture_on_commit_callbacks)
+    assert response.status_code == 201
+    request = EndorsementRequest.objects.get()
+    assert request.state == "REJECTED"
+    assert [reason["code"] for reason in request.rejection_reasons] == ["policy_not_found"]
