@@ -1,18 +1,16 @@
-"""One model row in one INSERT, with the statement built once per model.
+"""One model row's INSERT, with the statement built once per model.
 
 `Model.save()` rebuilds and recompiles its INSERT on every call; on the API's hot path
 (one endorsement per request) that query building cost more CPU than the statement
-itself. `row_insert` prepares each field's value exactly as `save()` does
-(`pre_save` for defaults such as `auto_now_add`, then `get_db_prep_save`), sends one
-cached `INSERT ... RETURNING` and sets the primary key on the instance. It is for plain
-rows: no signals are sent (nothing in EMS listens to `post_save`), no multi-table
-inheritance.
-
-`row_insert_statement` is the same INSERT as a `RowInsert` for a caller that sends it
-together with other statements (`ems.outbox.outbox_write(first=...)`), then hands the
-returned row to `RowInsert.finish`. Its `computed` fields take their value from a
-scalar subquery run by the database in the same statement (e.g. a foreign key looked
-up by a natural key) and are returned after the primary key.
+itself. `row_insert_statement` prepares each field's value exactly as `save()` does
+(`pre_save` for defaults such as `auto_now_add`, then `get_db_prep_save`) into one
+cached `INSERT ... RETURNING`, as a `RowInsert` for a caller that sends it together with
+other statements (`ems.outbox.outbox_write(first=...)`) and then hands the returned row
+to `RowInsert.finish`, which sets the primary key on the instance. Its `computed` fields
+take their value from a scalar subquery run by the database in the same statement (e.g.
+a foreign key looked up by a natural key) and are returned after the primary key. It is
+for plain rows: no signals are sent (nothing in EMS listens to `post_save`), no
+multi-table inheritance.
 """
 
 import functools
@@ -76,11 +74,3 @@ def row_insert_statement(
         for name in names:
             params += computed[name][1]
     return RowInsert(sql=sql, params=params, instance=instance, computed=computed_fields)
-
-
-def row_insert(instance: models.Model) -> models.Model:
-    """Insert a new, unsaved instance; returns it with its primary key set."""
-    insert = row_insert_statement(instance)
-    with connection.cursor() as cursor:
-        cursor.execute(*insert.statement)
-        return insert.finish(cursor.fetchone())

@@ -6,7 +6,7 @@ from django.test.utils import CaptureQueriesContext
 
 from ems.models import OutboxEvent
 from ems.outbox import KafkaEvent, _statements_in_turn, outbox_write
-from ems.row_insert import row_insert, row_insert_statement
+from ems.row_insert import row_insert_statement
 from endorsements.models import EndorsementRequest, EndorsementTransition
 from tests.factories import EmployerFactory, PolicyFactory
 
@@ -30,12 +30,18 @@ def _request(employer, **fields) -> EndorsementRequest:
     )
 
 
+def _execute(insert) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(*insert.statement)
+        insert.finish(cursor.fetchone())
+
+
 def test_a_row_is_stored_with_its_defaults_in_one_statement():
     # given an unsaved request that leaves its defaults (tracking id, state, timestamps) unset
     request = _request(EmployerFactory())
     # when
     with CaptureQueriesContext(connection) as queries:
-        row_insert(request)
+        _execute(row_insert_statement(request))
     # then one statement stored it, and the instance knows its id
     assert len(queries) == 1
     assert request.pk is not None and not request._state.adding
@@ -62,9 +68,8 @@ def test_a_computed_field_takes_the_value_its_subquery_finds_in_the_same_stateme
             )
         },
     )
-    with CaptureQueriesContext(connection) as queries, connection.cursor() as cursor:
-        cursor.execute(*insert.statement)
-        insert.finish(cursor.fetchone())
+    with CaptureQueriesContext(connection) as queries:
+        _execute(insert)
     assert len(queries) == 1
     expected = policy.pk if found else None
     assert request.policy_id == expected
@@ -72,8 +77,10 @@ def test_a_computed_field_takes_the_value_its_subquery_finds_in_the_same_stateme
 
 
 def test_a_computed_field_must_be_a_column_of_the_model():
-    with pytest.raises(ValueError, match="no column"):
+    with CaptureQueriesContext(connection) as queries, pytest.raises(ValueError, match="no column"):
         row_insert_statement(_request(EmployerFactory()), computed={"no_such_id": ("SELECT 1", [])})
+    assert not [q for q in queries if "endorsements_endorsementrequest" in q["sql"]]
+    assert not EndorsementRequest.objects.exists()
 
 
 def _insert_with_history(actor: str):
