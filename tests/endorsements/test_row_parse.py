@@ -1,10 +1,11 @@
 """`endorsements.validation.row_parse` and `content_hash`: schema and formats of one row."""
 
+import hashlib
 from datetime import date
 
 import pytest
 
-from endorsements.validation import RowIssue, content_hash, row_parse
+from endorsements.validation import COLUMNS, RowIssue, content_hash, row_parse
 
 TODAY = date(2026, 11, 28)
 
@@ -220,3 +221,18 @@ def test_a_fractional_json_sum_insured_is_refused_even_after_the_same_whole_numb
     # then it is refused on its own terms, not answered from the whole number's entry
     assert values is None
     assert issues == [RowIssue("sum_insured", "integer_invalid", "Must be a whole number of currency units.")]
+
+
+def test_the_content_hash_covers_every_column_in_order_with_names_and_email_case_folded():
+    # Stored hashes must stay comparable: the digest is the documented normalisation of
+    # every file column, in COLUMNS order, so a column added to COLUMNS is hashed too.
+    values = {column: f"Value-{index}" for index, column in enumerate(COLUMNS)}
+    values["sum_insured"] = 500000
+    folded = {"first_name", "last_name", "email"}
+    expected = "\x1f".join(
+        str(values[column]).casefold() if column in folded else str(values[column]) for column in COLUMNS
+    )
+    assert content_hash(values) == hashlib.sha256(expected.encode()).hexdigest()
+    for column in COLUMNS:
+        changed = {**values, column: "other"}
+        assert content_hash(changed) != content_hash(values), column
