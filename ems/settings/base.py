@@ -106,6 +106,7 @@ def postgres_connections(database: dict, env: environ.Env) -> dict:
     per process is there for deployments that run requests on threads of their own
     (DB_POOL_MAX > 0: DB_POOL_MIN..DB_POOL_MAX connections, a request waits up to
     DB_POOL_TIMEOUT seconds for one); it checks a connection each time it hands one out.
+    Parameters are bound server-side (DB_SERVER_SIDE_BINDING, on by default).
     """
     if "sqlite" in database["ENGINE"]:
         return database
@@ -128,6 +129,14 @@ def postgres_connections(database: dict, env: environ.Env) -> dict:
         options = database["OPTIONS"].get("options", "")
         database["OPTIONS"]["options"] = f"{options} -c jit=off".strip()
     database["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=True)
+    # Parameters travel apart from the statement text, and psycopg prepares a statement a
+    # connection has run 5 times (its prepare_threshold), so PostgreSQL stops parsing and
+    # planning it again (docs/decisions.md). DB_SERVER_SIDE_BINDING=off goes back to
+    # client-side binding, e.g. behind a pooler that cannot keep prepared statements.
+    if env.bool("DB_SERVER_SIDE_BINDING", default=True):
+        database["OPTIONS"].update(server_side_binding=True, prepare_threshold=5)
+    else:
+        database["OPTIONS"].update(server_side_binding=False, prepare_threshold=None)
     return database
 
 

@@ -6,10 +6,14 @@ are set by the session fixtures in `tests/conftest.py`, which start the servers.
 """
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import env, postgres_connections
 
-DATABASES = {"default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/ems")}
-DATABASES["default"]["ENGINE"] = "ems.postgresql"
+# Connections as every deployed process holds them (engine, binding, JIT, health checks).
+DATABASES = {
+    "default": postgres_connections(
+        env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/ems"), env
+    )
+}
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_ems")}
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/15")

@@ -94,3 +94,27 @@ def test_a_connection_used_within_the_window_is_not_checked_again(persistent):
         _backend_pid(persistent)
     _next_request(persistent)
     assert _backend_pid(persistent) != first
+
+
+def test_parameters_are_bound_server_side_and_a_repeated_statement_is_prepared(persistent):
+    # The test settings go through postgres_connections, as every deployed process does.
+    persistent.ensure_connection()
+    with persistent.cursor() as cursor:
+        for n in range(persistent.connection.prepare_threshold + 1):
+            cursor.execute("SELECT %s::int + 1 AS prepared_probe", [n])
+            assert cursor.fetchone() == (n + 1,)
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert any("prepared_probe" in statement and "$1" in statement for statement in prepared)
+
+
+def test_server_side_binding_can_be_turned_off(monkeypatch):
+    from ems.settings.base import env, postgres_connections
+
+    database = {"ENGINE": "django.db.backends.postgresql", "NAME": "ems"}
+    monkeypatch.delenv("DB_SERVER_SIDE_BINDING", raising=False)
+    assert postgres_connections(database, env)["OPTIONS"]["server_side_binding"] is True
+    monkeypatch.setenv("DB_SERVER_SIDE_BINDING", "off")
+    options = postgres_connections(database, env)["OPTIONS"]
+    assert options["server_side_binding"] is False
+    assert options["prepare_threshold"] is None
