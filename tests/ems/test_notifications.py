@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.db import transaction
+from django.db import connections, transaction
 
 from ems.asgi import application
 from ems.notifications import notify_employer
@@ -27,6 +27,16 @@ async def connect_as(client, user) -> WebsocketCommunicator:
         ],
     )
     return communicator
+
+
+async def closing_executor_connections(scenario) -> None:
+    """Run a scenario, then close the connection of asgiref's executor thread, where
+    database_sync_to_async runs: it would outlive the test and keep the test database
+    from being dropped at the end of the run."""
+    try:
+        await scenario
+    finally:
+        await database_sync_to_async(connections.close_all)()
 
 
 def test_an_hr_user_receives_their_employers_notifications_after_commit(client):
@@ -52,7 +62,7 @@ def test_an_hr_user_receives_their_employers_notifications_after_commit(client):
         assert await communicator.receive_nothing(timeout=0.5)
         await communicator.disconnect()
 
-    asyncio.run(scenario())
+    asyncio.run(closing_executor_connections(scenario()))
 
 
 def test_anonymous_and_unlinked_users_are_closed(client):
@@ -68,4 +78,4 @@ def test_anonymous_and_unlinked_users_are_closed(client):
         connected, code = await unlinked.connect()
         assert (connected, code) == (False, 4403)
 
-    asyncio.run(scenario())
+    asyncio.run(closing_executor_connections(scenario()))
