@@ -2,7 +2,7 @@
 
 One JSON line:
 `{"bench": "api_single_endorsement", "concurrency": 16, "requests": N, "requests_per_s", "p50_ms",
-"p99_ms", "errors"}`
+"p99_ms", "errors", "cpu_ms_per_request", "cpu_ms_per_request_by"}`
 
 The server is the deployed one, `python -m ems.web_server` (uvicorn worker processes
 serving `ems.asgi:application` that take new connections in turn; BENCH_API_WORKERS
@@ -10,6 +10,13 @@ processes, default 2) on loopback, with a Celery worker validating behind it as 
 production. 16 client threads, each on its own keep-alive connection, send distinct
 valid additions with an `Idempotency-Key`; latency is measured per request from send to
 the full answer. A short warm-up is not counted. The employer and everything written are deleted afterwards.
+
+`cpu_ms_per_request` is the whole machine's CPU time during the timed load (`/proc/stat`:
+the server, PostgreSQL, the validating worker, Redis and this client) divided by the
+requests answered; `cpu_ms_per_request_by` splits it by process: `web` (the server's
+processes), `worker` (the validating Celery worker), `postgres`, `client` (this process)
+and `other`. The load is CPU-bound on 2 cores, so a run whose p99 is high because the
+machine itself ran slow shows it here, beside the same request's usual cost.
 
 The client process freezes what it loaded (Django, the fixture) out of its garbage
 collector before the load, like the server processes do: otherwise each of its full
@@ -40,6 +47,58 @@ from bench.setup import (
 
 HERE = Path(__file__).resolve().parent.parent
 CONCURRENCY = 16
+
+
+def _machine_cpu_seconds() -> float | None:
+    """CPU time the whole machine has spent so far (user, nice, system, irq, softirq)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()[1:8]
+    except OSError:
+        return None
+    busy = sum(int(fields[i]) for i in (0, 1, 2, 5, 6))
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_by_part(server_pid: int, worker_pid: int) -> dict[int, tuple[str, float]]:
+    """Each running process's CPU seconds so far, by pid, with the part it plays."""
+    import psutil
+
+    def tree(pid: int) -> set[int]:
+        try:
+            root = psutil.Process(pid)
+            return {pid} | {child.pid for child in root.children(recursive=True)}
+        except psutil.NoSuchProcess:
+            return set()
+
+    web, worker, me = tree(server_pid), tree(worker_pid), os.getpid()
+    seen: dict[int, tuple[str, float]] = {}
+    for process in psutil.process_iter(["pid", "name", "cpu_times"]):
+        times = process.info["cpu_times"]
+        if times is None:
+            continue
+        pid = process.info["pid"]
+        if pid in web:
+            part = "web"
+        elif pid in worker:
+            part = "worker"
+        elif pid == me:
+            part = "client"
+        elif process.info["name"] == "postgres":
+            part = "postgres"
+        else:
+            part = "other"
+        seen[pid] = (part, times.user + times.system)
+    return seen
+
+
+def _cpu_ms_per_request_by(before: dict, after: dict, requests: int) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for pid, (part, seconds) in after.items():
+        earlier = before.get(pid)
+        spent = seconds - (earlier[1] if earlier and earlier[0] == part else 0.0)
+        totals[part] = totals.get(part, 0.0) + spent
+    return {part: round(seconds * 1000 / max(requests, 1), 2) for part, seconds in sorted(totals.items())}
 
 
 def _free_port() -> int:
@@ -259,7 +318,9 @@ def run():
         _load(port, token, fixture, per_client=5, offset=9_000_000)  # warm-up: connections, code paths
         gc.collect()
         gc.freeze()
+        cpu_before, parts_before = _machine_cpu_seconds(), _cpu_by_part(server.pid, worker.pid)
         latencies, errors, elapsed = _load(port, token, fixture, per_client=per_client, offset=0)
+        cpu_after, parts_after = _machine_cpu_seconds(), _cpu_by_part(server.pid, worker.pid)
     finally:
         for process in (server, worker):
             process.terminate()
@@ -281,6 +342,12 @@ def run():
         "p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 1),
         "max_ms": round(latencies[-1] * 1000, 1),
         "errors": errors,
+        "cpu_ms_per_request": (
+            round((cpu_after - cpu_before) * 1000 / len(latencies), 2)
+            if cpu_before is not None and cpu_after is not None and latencies
+            else None
+        ),
+        "cpu_ms_per_request_by": _cpu_ms_per_request_by(parts_before, parts_after, len(latencies)),
     }
 
 
