@@ -1,4 +1,5 @@
-"""`ems.postgresql`: django-prometheus' series per statement, and the idle-window health check.
+"""`ems.postgresql`: django-prometheus' series per statement, the idle-window health check,
+and the connection options of `postgres_connections` (server-side binding, prepared statements).
 
 Each test opens a connection of its own (a second wrapper for the test database, with a
 persistent connection and health checks on, as deployed) against the real PostgreSQL,
