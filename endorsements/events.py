@@ -39,6 +39,19 @@ def transition_event(
     reason: str = "",
     changes: dict | None = None,
 ) -> QueuedEvent:
+    return QueuedEvent(
+        key=tracking_id,
+        event_type=state_event_type(to_state),
+        employer_id=employer_id,
+        data=transition_data(tracking_id, endorsement_type, from_state, to_state, reason, changes),
+    )
+
+
+def transition_data(
+    tracking_id: str, endorsement_type: str, from_state: str, to_state: str, reason: str, changes: dict | None
+) -> dict:
+    """The `data` of an endorsement's transition event (also built straight into a file's
+    group rows, `transitions.endorsements_create_decided`)."""
     data = {
         "tracking_id": tracking_id,
         "endorsement_type": endorsement_type,
@@ -48,9 +61,7 @@ def transition_event(
     }
     if changes:
         data.update(changes)
-    return QueuedEvent(
-        key=tracking_id, event_type=state_event_type(to_state), employer_id=employer_id, data=data
-    )
+    return data
 
 
 def outbox_event(event: QueuedEvent) -> KafkaEvent:

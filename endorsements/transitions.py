@@ -29,7 +29,7 @@ from ems.notifications import notify_employer
 from ems.outbox import TOPIC_ENDORSEMENTS, events_bulk_emit, outbox_write
 from endorsements import bulk_writes
 from endorsements.errors import IllegalTransition
-from endorsements.events import events_queue, state_event_type, transition_event
+from endorsements.events import events_queue, state_event_type, transition_data, transition_event
 from endorsements.locks import endorsements_lock
 from endorsements.models import (
     VALIDATION_ACTOR,
@@ -341,21 +341,21 @@ def endorsements_create_decided(
             )
 
     bulk_writes.rows_insert(EndorsementRequest, _CREATE_COLUMNS, request_rows())
-    # A chunk's events always go as group rows (the envelope of `transition_event`, built
-    # straight into the group: a QueuedEvent and a dict per row cost more than the rest).
+    # A chunk's events always go as group rows (the data of `transition_event`, built
+    # straight into the group: a QueuedEvent per row cost more than the rest).
     event_types = {state: state_event_type(state) for state in by_state}
 
     def chunk_events():
         for r in rows:
             decision = decisions[r.pk]
-            data = {
-                "tracking_id": r.tracking_id,
-                "endorsement_type": r.type,
-                "from_state": S.RECEIVED,
-                "to_state": decision.state,
-                "reason": _reason_text(decision.changes),
-            }
-            data.update(_event_changes(decision.changes))
+            data = transition_data(
+                r.tracking_id,
+                r.type,
+                S.RECEIVED,
+                decision.state,
+                _reason_text(decision.changes),
+                _event_changes(decision.changes),
+            )
             yield r.tracking_id, event_types[decision.state], r.employer_id, data
 
     events_bulk_emit(TOPIC_ENDORSEMENTS, chunk_events())

@@ -150,3 +150,56 @@ def test_decided_rows_without_a_batch_are_refused_and_nothing_is_written(book):
         endorsements_create_decided(rows=[row], decisions={pk: Decision("VALIDATED", {})}, source="API")
     # then nothing was written
     assert snapshot() == before
+
+
+def test_a_files_decided_rows_emit_the_events_a_single_transition_would(book):
+    # given a chunk of a file, decided before it is stored: one validated, one rejected
+    from ems.outbox import kafka_messages
+    from endorsements.bulk_writes import ids_reserve
+    from endorsements.models import VALIDATION_ACTOR, EndorsementBatch
+    from endorsements.transitions import endorsements_create_decided
+    from endorsements.validation import Decision, IntakeRow
+
+    batch = EndorsementBatch.objects.create(employer=book.employer, source="CSV", file_format="CSV")
+    rejection = [{"field": "plan_code", "code": "plan_unknown", "message": "No plan GOLDX."}]
+    outcomes = [
+        ("VALIDATED", {"premium_amount": 12_345, "tax_amount": 2_222}),
+        ("REJECTED", {"rejection_reasons": rejection}),
+    ]
+    ids = ids_reserve(EndorsementRequest, len(outcomes))
+    rows = [
+        IntakeRow(
+            pk=pk,
+            tracking_id=f"END-FILE{n}",
+            employer_id=book.employer.pk,
+            policy_id=book.policy.pk,
+            type="ADD",
+            member_data={"employee_code": f"F{n}", "effective_date": book.today.isoformat()},
+            content_hash=f"file-h{n}",
+            member_key=f"F{n}|SELF",
+            batch_id=batch.pk,
+            row_number=n + 2,
+        )
+        for n, pk in enumerate(ids)
+    ]
+    decisions = {pk: Decision(state, changes) for pk, (state, changes) in zip(ids, outcomes, strict=True)}
+    # when it is stored decided, and the same moves are made on stored requests one at a time
+    with transaction.atomic():
+        endorsements_create_decided(rows=rows, decisions=decisions, source="CSV")
+    (group,) = OutboxEvent.objects.filter(destination="ems.endorsements")
+    from_file = dict(kafka_messages(group))
+    for n, (row, (state, changes)) in enumerate(zip(rows, outcomes, strict=True)):
+        single = request_create(book, n=100 + n)
+        last = OutboxEvent.objects.order_by("-id").values_list("id", flat=True).first()
+        with transaction.atomic():
+            endorsement_transition(
+                endorsements=[single], to_state=state, actor=VALIDATION_ACTOR, changes={single.pk: changes}
+            )
+        single_event = OutboxEvent.objects.filter(destination="ems.endorsements", id__gt=last).get().payload
+        # then the file's message has the same type, employer and data (but its own tracking id)
+        file_event = from_file[row.tracking_id]
+        assert (file_event["type"], file_event["employer_id"]) == (
+            single_event["type"],
+            single_event["employer_id"],
+        )
+        assert file_event["data"] == {**single_event["data"], "tracking_id": row.tracking_id}
