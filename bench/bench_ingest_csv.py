@@ -2,7 +2,8 @@
 
 One JSON line:
 `{"bench": "ingest_csv", "rows": 100000, "rows_per_s", "peak_rss_mb", "import_export_rows_per_s",
-"ratio_vs_import_export", "copy_rows_per_s", "ratio_vs_copy", "rows_1m_peak_rss_mb", ...}`
+"ratio_vs_import_export", "copy_rows_per_s", "ratio_vs_copy", "store_only_rows_per_s",
+"store_only_ratio_vs_import_export", "rows_1m_peak_rss_mb", ...}`
 
 - ours: `endorsements.services.batch_submit` (store, check, then the Celery tasks in a real
   2-process worker pool: each partition streams the file, checks and decides each chunk in
@@ -11,6 +12,8 @@ One JSON line:
 - import-export: the same file into the same table with django-import-export's
   `ModelResource` and `use_bulk=True` (its fastest mode), also in a fresh process.
 - copy: the same rows loaded raw by psycopg `COPY` (no validation): the physical limit.
+- store_only: PostgreSQL's part of that COPY alone (the rows encoded before the clock starts):
+  the ceiling of any way in on this table, `store_only_ratio_vs_import_export`.
 - the 1,000,000-row run (set BENCH_INGEST_MILLION=0 to skip) checks memory stays flat.
 
 The generated file is about 94% additions of new joiners, 2% deletions and 2%
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.setup import django_ready, employer_with_policy, private_broker_url, tables_vacuum
@@ -212,6 +216,8 @@ def _worker(mode: str, path: str, employer_id: int) -> dict:
         result = _ours(Path(path), employer_id)
     elif mode == "import_export":
         result = _import_export(Path(path), employer_id)
+    elif mode == "store_only":
+        result = _store_only(Path(path), employer_id)
     else:
         result = _copy(Path(path), employer_id)
     result["seconds"] = result.pop("work_seconds", time.perf_counter() - started)
@@ -350,51 +356,82 @@ def _import_export(path: Path, employer_id: int) -> dict:
     return {"imported": result.totals.get("new", 0), "errors": len(result.row_errors())}
 
 
-def _copy(path: Path, employer_id: int) -> dict:
-    from django.db import connection, transaction
+_COPY_COLUMNS = (
+    "tracking_id, employer_id, type, member_data, effective_date, content_hash, member_key, "
+    "idempotency_key, source, state, rejection_reasons, attempts, last_error, insurer_reference, "
+    "intake_state, received_at, updated_at"
+)
+
+
+def _copy_rows(path: Path, employer_id: int) -> Iterator[tuple]:
+    """The file's rows as stored, unchecked: what the raw loads write."""
     from django.utils import timezone
 
     from ems.identifiers import new_tracking_id
 
     now = timezone.now().isoformat()  # as our path sends it: psycopg's datetime dumper is slow
-    count = 0
-    columns = (
-        "tracking_id, employer_id, type, member_data, effective_date, content_hash, member_key, "
-        "idempotency_key, source, state, rejection_reasons, attempts, last_error, insurer_reference, "
-        "intake_state, received_at, updated_at"
-    )
-    with (
-        transaction.atomic(),
-        connection.cursor() as cursor,
-        open(path, encoding="utf-8", newline="") as text,
-    ):
+    with open(path, encoding="utf-8", newline="") as text:
         reader = csv.reader(text)
         header = next(reader)
-        with cursor.cursor.copy(f"COPY endorsements_endorsementrequest ({columns}) FROM STDIN") as copy:
-            for cells in reader:
-                copy.write_row(
-                    (
-                        new_tracking_id(),
-                        employer_id,
-                        cells[0],
-                        json.dumps(dict(zip(header, cells, strict=False))),
-                        cells[11],
-                        "",
-                        "",
-                        "",
-                        "CSV",
-                        "RECEIVED",
-                        "[]",
-                        0,
-                        "",
-                        "",
-                        "",
-                        now,
-                        now,
-                    )
-                )
-                count += 1
+        for cells in reader:
+            yield (
+                new_tracking_id(),
+                employer_id,
+                cells[0],
+                json.dumps(dict(zip(header, cells, strict=False))),
+                cells[11],
+                "",
+                "",
+                "",
+                "CSV",
+                "RECEIVED",
+                "[]",
+                0,
+                "",
+                "",
+                "",
+                now,
+                now,
+            )
+
+
+def _requests_copy(cursor):
+    return cursor.cursor.copy(f"COPY endorsements_endorsementrequest ({_COPY_COLUMNS}) FROM STDIN")
+
+
+def _copy(path: Path, employer_id: int) -> dict:
+    """psycopg COPY of the file's rows, read and encoded as they stream (no validation)."""
+    from django.db import connection, transaction
+
+    count = 0
+    with transaction.atomic(), connection.cursor() as cursor, _requests_copy(cursor) as copy:
+        for row in _copy_rows(path, employer_id):
+            copy.write_row(row)
+            count += 1
     return {"loaded": count}
+
+
+_COPY_TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _store_only(path: Path, employer_id: int) -> dict:
+    """Only PostgreSQL's part of storing the rows: the same rows, encoded in COPY's text format
+    before the clock starts, then sent in 1 MiB pieces. The most any way in could reach on this
+    table, whatever it does in Python: the time of its indexes, foreign keys and WAL alone."""
+    from django.db import connection, transaction
+
+    lines = [
+        "\t".join(str(cell).translate(_COPY_TEXT_ESCAPES) for cell in row) + "\n"
+        for row in _copy_rows(path, employer_id)
+    ]
+    data = "".join(lines).encode()
+    del lines
+    piece = 1024 * 1024
+    started = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cursor, _requests_copy(cursor) as copy:
+        for offset in range(0, len(data), piece):
+            copy.write(data[offset : offset + piece])
+    return {"work_seconds": time.perf_counter() - started, "loaded": data.count(b"\n")}
 
 
 def _spawn(mode: str, path: Path, employer_id: int, extra_env: dict | None = None) -> dict:
@@ -445,6 +482,7 @@ def run():
         ours = _measure("ours", rows, workdir)
         import_export = _measure("import_export", rows, workdir)
         copy = _measure("copy", rows, workdir)
+        store_only = _measure("store_only", rows, workdir)
         line = {
             "bench": "ingest_csv",
             "rows": rows,
@@ -455,6 +493,9 @@ def run():
             "ratio_vs_import_export": round(import_export["seconds"] / ours["seconds"], 2),
             "copy_rows_per_s": round(rows / copy["seconds"]),
             "ratio_vs_copy": round(copy["seconds"] / ours["seconds"], 3),
+            # The ceiling of any way in on this table: PostgreSQL storing ready-made rows.
+            "store_only_rows_per_s": round(rows / store_only["seconds"]),
+            "store_only_ratio_vs_import_export": round(import_export["seconds"] / store_only["seconds"], 2),
             "batch": {k: ours[k] for k in ("state", "rows_total", "accepted", "rejected", "duplicates")},
             "request_states": ours["request_states"],
             "import_export_errors": import_export.get("errors"),
