@@ -363,7 +363,7 @@ class CoverageAdmin(ReadOnlyAdmin):
 
 class BatchRowErrorInline(ReadOnlyInline):
     model = BatchRowError
-    fields = ("row_number", "column", "code", "message")
+    fields = ("row_number", "tracking_id", "column", "code", "message")
     readonly_fields = fields
     verbose_name_plural = "row errors (first 100; see the row errors list for all)"
     shown = 100
@@ -437,10 +437,10 @@ class EndorsementBatchAdmin(ServiceManagedAdmin):
 
 @admin.register(BatchRowError)
 class BatchRowErrorAdmin(ReadOnlyAdmin):
-    list_display = ("batch", "row_number", "column", "code", "message")
+    list_display = ("batch", "row_number", "tracking_id", "column", "code", "message")
     list_select_related = ("batch",)
     list_filter = ("code",)
-    search_fields = ("=batch__id", "code", "message", "column")
+    search_fields = ("=batch__id", "=tracking_id", "code", "message", "column")
     raw_id_fields = ("batch",)
 
 

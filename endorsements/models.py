@@ -365,6 +365,9 @@ class EndorsementBatch(models.Model):
 class BatchRowError(models.Model):
     batch = models.ForeignKey(EndorsementBatch, on_delete=models.CASCADE, related_name="row_errors")
     row_number = models.PositiveIntegerField()
+    # The rejected request's tracking id; empty for a row that failed its format checks,
+    # which is never stored as a request.
+    tracking_id = models.CharField(max_length=32, blank=True)
     column = models.CharField(max_length=64, blank=True)
     code = models.CharField(max_length=64)
     message = models.CharField(max_length=500)

@@ -263,7 +263,7 @@ def _assessment_close(*, employer_id: int, requests, assessment, actor: str, bat
         _row_errors_write(
             batch_id,
             (
-                (r.row_number, reason, r.member_data)
+                (r.row_number, reason, r.member_data, r.tracking_id)
                 for r in requests
                 if decisions[r.pk].state == "REJECTED"
                 for reason in decisions[r.pk].changes["rejection_reasons"]
@@ -541,7 +541,7 @@ def _chunk_store(
         _row_errors_write(
             batch.pk,
             (
-                (row_number, issue.as_dict(), raw)
+                (row_number, issue.as_dict(), raw, "")
                 for row_number, issues, raw in prepared.bad
                 for issue in issues
             ),
@@ -622,21 +622,23 @@ def _rows_decide_store(
     )
 
 
-_ERROR_COLUMNS = ("batch_id", "row_number", "column", "code", "message", "raw")
+_ERROR_COLUMNS = ("batch_id", "row_number", "tracking_id", "column", "code", "message", "raw")
 
 
-def _row_errors_write(batch_id: int, errors: Iterable[tuple[int, dict, dict]]) -> None:
-    """One BatchRowError per (row, reason); the row's cells are kept on its first error."""
+def _row_errors_write(batch_id: int, errors: Iterable[tuple[int, dict, dict, str]]) -> None:
+    """One BatchRowError per (row, reason, raw cells, tracking id or ""); the row's cells are
+    kept on its first error."""
     last_row = None
 
     def rows():
         nonlocal last_row
-        for row_number, reason, raw in errors:
+        for row_number, reason, raw, tracking_id in errors:
             keep_raw = row_number != last_row
             last_row = row_number
             yield (
                 batch_id,
                 row_number,
+                tracking_id,
                 (reason.get("field") or "")[:64],
                 reason["code"][:64],
                 reason["message"][:500],
@@ -726,7 +728,8 @@ def spreadsheet_safe(value) -> str:
 
 
 def batch_error_report_csv(*, batch: EndorsementBatch) -> Iterator[str]:
-    """The rejected rows of a batch as CSV text chunks: row number, the columns, `errors`."""
+    """The rejected rows of a batch as CSV text chunks: row number, the rejected request's
+    tracking id (empty for a row that failed its format checks), the columns, `errors`."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
 
@@ -736,14 +739,15 @@ def batch_error_report_csv(*, batch: EndorsementBatch) -> Iterator[str]:
         buffer.truncate()
         return text
 
-    writer.writerow(["row_number", *COLUMNS, "errors"])
+    writer.writerow(["row_number", "tracking_id", *COLUMNS, "errors"])
     yield take()
     current: int | None = None
     raw: dict = {}
+    tracking = ""
     messages: list[str] = []
 
     def line() -> list[str]:
-        cells = [spreadsheet_safe(current)]
+        cells = [spreadsheet_safe(current), spreadsheet_safe(tracking)]
         cells += [spreadsheet_safe(raw.get(column, "")) for column in COLUMNS]
         extra = raw.get("_extra") or raw.get("_value")
         notes = messages + ([f"extra cells: {extra}"] if extra else [])
@@ -753,10 +757,10 @@ def batch_error_report_csv(*, batch: EndorsementBatch) -> Iterator[str]:
     rows = (
         BatchRowError.objects.filter(batch_id=batch.pk)
         .order_by("row_number", "id")
-        .values_list("row_number", "column", "code", "message", "raw")
+        .values_list("row_number", "tracking_id", "column", "code", "message", "raw")
     )
     pending = 0
-    for row_number, column, code, message, row_raw in rows.iterator(chunk_size=2000):
+    for row_number, tracking_id, column, code, message, row_raw in rows.iterator(chunk_size=2000):
         if row_number != current:
             if current is not None:
                 writer.writerow(line())
@@ -764,7 +768,7 @@ def batch_error_report_csv(*, batch: EndorsementBatch) -> Iterator[str]:
                 if pending >= 500:
                     yield take()
                     pending = 0
-            current, raw, messages = row_number, {}, []
+            current, raw, tracking, messages = row_number, {}, tracking_id, []
         if row_raw:
             raw = row_raw
         messages.append(f"{column}: {code}: {message}" if column else f"{code}: {message}")

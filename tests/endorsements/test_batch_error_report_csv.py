@@ -1,4 +1,5 @@
-"""`services.batch_error_report_csv`: rejected rows, one line each, cells safe for spreadsheets."""
+"""`services.batch_error_report_csv`: rejected rows, one line each, cells safe for spreadsheets,
+with the rejected request's tracking id where the row was stored as one."""
 
 import csv
 import io
@@ -18,10 +19,22 @@ def test_each_rejected_row_is_one_line_with_all_its_errors_and_escaped_cells(boo
         "phone": "+9198",
     }
     BatchRowError.objects.create(
-        batch=batch, row_number=7, column="phone", code="phone_invalid", message="Bad.", raw=raw
+        batch=batch,
+        row_number=7,
+        tracking_id="01JTRACKING0000000000000007",
+        column="phone",
+        code="phone_invalid",
+        message="Bad.",
+        raw=raw,
     )
     BatchRowError.objects.create(
-        batch=batch, row_number=7, column="", code="x_rule", message="-Also bad.", raw={}
+        batch=batch,
+        row_number=7,
+        tracking_id="01JTRACKING0000000000000007",
+        column="",
+        code="x_rule",
+        message="-Also bad.",
+        raw={},
     )
     BatchRowError.objects.create(
         batch=batch,
@@ -33,14 +46,16 @@ def test_each_rejected_row_is_one_line_with_all_its_errors_and_escaped_cells(boo
     )
     text = "".join(batch_error_report_csv(batch=batch))
     lines = list(csv.reader(io.StringIO(text)))
-    assert lines[0] == ["row_number", *COLUMNS, "errors"]
+    assert lines[0] == ["row_number", "tracking_id", *COLUMNS, "errors"]
     row3 = dict(zip(lines[0], lines[1], strict=True))
-    assert (row3["row_number"], row3["action"], row3["errors"]) == (
+    assert (row3["row_number"], row3["tracking_id"], row3["action"], row3["errors"]) == (
         "3",
+        "",
         "'@x",
         "row_ragged: Ragged. | extra cells: a | b",
     )
     row7 = dict(zip(lines[0], lines[2], strict=True))
+    assert row7["tracking_id"] == "01JTRACKING0000000000000007"
     assert (row7["first_name"], row7["last_name"], row7["phone"]) == ("'=1+2", "'\tTab", "'+9198")
     assert row7["errors"] == "phone: phone_invalid: Bad. | x_rule: -Also bad."
     assert len(lines) == 3
@@ -50,7 +65,7 @@ def test_each_rejected_row_is_one_line_with_all_its_errors_and_escaped_cells(boo
 def test_a_batch_without_errors_has_only_the_header(book):
     batch = EndorsementBatch.objects.create(employer=book.employer, source="CSV", file_format="CSV")
     assert list(batch_error_report_csv(batch=batch)) == [
-        ",".join(["row_number", *COLUMNS, "errors"]) + "\r\n"
+        ",".join(["row_number", "tracking_id", *COLUMNS, "errors"]) + "\r\n"
     ]
 
 

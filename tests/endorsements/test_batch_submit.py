@@ -283,9 +283,10 @@ def test_formula_cells_are_stored_as_text_and_escaped_in_the_error_report(
     assert report.status_code == 200
     assert report["Content-Type"] == "text/csv; charset=utf-8"
     lines = list(csv.reader(io.StringIO(b"".join(report.streaming_content).decode())))
-    assert lines[0][-1] == "errors" and lines[0][0] == "row_number"
-    assert lines[1][:6] == ["3", "ADD", "E2", "SELF", "'@SUM(A1)", "'-2+3"]
-    assert lines[1][9] == "'+919812345678"
+    assert lines[0][-1] == "errors" and lines[0][:2] == ["row_number", "tracking_id"]
+    rejected = EndorsementRequest.objects.get(row_number=3)
+    assert lines[1][:7] == ["3", rejected.tracking_id, "ADD", "E2", "SELF", "'@SUM(A1)", "'-2+3"]
+    assert lines[1][10] == "'+919812345678"
     assert lines[1][-1] == "plan_code: plan_not_found: No plan PLATINUM on this policy."
     assert len(lines) == 2
 

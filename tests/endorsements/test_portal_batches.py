@@ -114,9 +114,9 @@ def test_the_error_report_downloads_as_csv_with_formulas_escaped(hr):
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert response["Content-Disposition"] == f'attachment; filename="batch-{batch.pk}-errors.csv"'
     lines = b"".join(response.streaming_content).decode().split("\r\n")
-    assert lines[0] == f"row_number,{HEADER},errors"
+    assert lines[0] == f"row_number,tracking_id,{HEADER},errors"
     assert lines[1] == (
-        '3,ADD,E3,,"\'=HYPERLINK(""x"")",,,,,,,,,,,,'
+        '3,,ADD,E3,,"\'=HYPERLINK(""x"")",,,,,,,,,,,,'
         "effective_date: date_invalid: effective_date must be a real date as YYYY-MM-DD."
     )
     assert lines[2:] == [""]
@@ -169,17 +169,19 @@ def upload_file(rows: list[str], name: str = "people.csv") -> SimpleUploadedFile
 def test_uploading_a_file_accepts_good_rows_and_reports_bad_ones(
     hr, policy, django_capture_on_commit_callbacks
 ):
-    # given a file with one good row and two bad ones
+    # given a file with one good row, two rows that fail their format checks and one that
+    # breaks a business rule
     today = datetime.date.today().isoformat()
     rows = [
         f"ADD,E100,SELF,Asha,Rao,1990-01-15,F,asha@example.com,+919812345678,{today},,{today},POL-PORTAL,GOLD,500000",
         f"ADD,E101,SELF,Ravi,Kumar,1988-02-30,M,,,{today},,{today},POL-PORTAL,GOLD,500000",
         f"ADD,E102,SELF,,Iyer,1991-03-03,F,,,{today},,{today},POL-PORTAL,GOLD,500000",
+        f"ADD,E103,SELF,Meera,Nair,1992-04-04,F,,,{today},,{today},POL-PORTAL,PLATINUM,500000",
     ]
     # when the HR user uploads it (processing runs eagerly once the upload commits)
     with django_capture_on_commit_callbacks(execute=True):
         response = hr.post("/portal/", {"file": upload_file(rows)})
-    # then they are taken to the batch, which accepted one row and reported two
+    # then they are taken to the batch, which accepted one row and reported three
     batch = EndorsementBatch.objects.get()
     assert response.status_code == 302
     assert response["Location"] == f"/portal/batches/{batch.pk}/"
@@ -187,14 +189,24 @@ def test_uploading_a_file_accepts_good_rows_and_reports_bad_ones(
     assert (batch.employer_id, batch.file_name, batch.source) == (hr.employer.pk, "people.csv", "CSV")
     assert (batch.state, batch.rows_total, batch.accepted_count, batch.rejected_count) == (
         "COMPLETED",
-        3,
+        4,
         1,
-        2,
+        3,
     )
-    assert list(EndorsementRequest.objects.values_list("member_data__employee_code", flat=True)) == ["E100"]
+    stored = dict(EndorsementRequest.objects.values_list("member_data__employee_code", "state"))
+    assert stored == {"E100": "VALIDATED", "E103": "REJECTED"}
     page = hr.get(response["Location"]).content.decode()
-    assert '<caption id="errors-caption">2 errors</caption>' in page
+    assert '<caption id="errors-caption">3 errors</caption>' in page
     assert '<td class="num">3</td>' in page and '<td class="num">4</td>' in page
+    # the rule-broken row was stored: its tracking id links to its endorsement; the rows that
+    # failed their format checks were never stored and have none
+    rejected = EndorsementRequest.objects.get(member_data__employee_code="E103")
+    assert (
+        f'<td class="num">5</td><td><a href="/portal/endorsements/{rejected.tracking_id}/">'
+        f"<code>{rejected.tracking_id}</code></a></td>"
+    ) in page
+    assert page.count('title="The row failed its format checks, so no endorsement was stored">—</span>') == 2
+    assert hr.get(f"/portal/endorsements/{rejected.tracking_id}/").status_code == 200
 
 
 def test_a_file_the_service_refuses_shows_its_message_and_stores_nothing(hr):
