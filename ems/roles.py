@@ -35,6 +35,9 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
     + (
         "endorsements.change_endorsementrequest",
         "endorsements.change_endorsementbatch",
+        # send an endorsement or a file for an employer (the admin's intake pages)
+        "endorsements.add_endorsementrequest",
+        "endorsements.add_endorsementbatch",
         # revoke a leaked API client (the admin's revoke action is gated by change)
         "endorsements.change_apiclient",
         # custom operational permissions, declared by the apps that own the actions

@@ -50,6 +50,12 @@ def caller_for_user(user) -> Caller:
     )
 
 
+def caller_for_staff_acting_for(user, employer_id: int) -> Caller:
+    """An operations staff user sending intake for one employer (the admin's intake pages):
+    writes go to that employer; the audit actor is the staff user."""
+    return Caller(kind="staff", employer_id=employer_id, principal=f"user:{user.pk}", user_id=user.pk)
+
+
 def scoped(queryset: QuerySet, caller: Caller, *, employer_field: str = "employer_id") -> QuerySet:
     """Restrict a queryset to the caller's employer; staff see everything."""
     if caller.is_staff:

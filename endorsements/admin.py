@@ -5,15 +5,25 @@ Thin, as STYLE.md asks: columns, filters, search; heavy columns annotated in
 write (members, coverages, endorsement requests, batches and their errors and history) are
 read-only here; ops actions on them (retry, cancel, approve) call services and are gated by
 permissions. API clients never show their secret hash: a new client's secret is shown once
-after adding it, and "revoke" goes through `endorsements.identity`.
+after adding it, and "revoke" goes through `endorsements.identity`. "Add" on endorsement
+requests and batches is the admin's door into intake: a form that sends one endorsement or
+a file for an employer through `endorsement_submit` / `batch_submit`, the services the API
+and the portal use (so the same validation, duplicate detection and audit apply).
 """
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from ems.errors import EmsError
+from ems.tenancy import caller_for_staff_acting_for
+from endorsements import services as endorsement_services
+from endorsements.admin_forms import BatchUploadAdminForm, EndorsementSubmitForm
 from endorsements.identity import api_client_create, api_client_revoke
 from endorsements.models import (
     ApiClient,
@@ -28,6 +38,7 @@ from endorsements.models import (
     Plan,
     PlanRate,
     Policy,
+    Source,
 )
 
 
@@ -84,6 +95,65 @@ class ServiceManagedAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class IntakeAdmin(ServiceManagedAdmin):
+    """Its "add" page is a form whose input goes through an intake service, never a model form."""
+
+    intake_form: type
+    intake_title: str
+    intake_intro: str
+    intake_submit_label: str
+
+    def has_add_permission(self, request) -> bool:
+        opts = self.model._meta
+        return request.user.has_perm(f"{opts.app_label}.add_{opts.model_name}")
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = self.intake_form(request.POST or None, request.FILES or None)
+        status = 200
+        if request.method == "POST":
+            if not form.is_valid():
+                status = 400
+            else:
+                caller = caller_for_staff_acting_for(request.user, form.cleaned_data["employer"].pk)
+                try:
+                    created = self.intake_send(caller, form)
+                except EmsError as error:
+                    _service_errors_show(form, error)
+                    status = error.status
+                else:
+                    self.message_user(request, self.intake_sent_message(created), messages.SUCCESS)
+                    opts = self.model._meta
+                    return redirect(f"admin:{opts.app_label}_{opts.model_name}_change", created.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": self.intake_title,
+            "intro": self.intake_intro,
+            "submit_label": self.intake_submit_label,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/endorsements/intake_form.html", context, status=status)
+
+    def intake_send(self, caller, form):
+        raise NotImplementedError
+
+    def intake_sent_message(self, created) -> str:
+        raise NotImplementedError
+
+
+def _service_errors_show(form, error: EmsError) -> None:
+    """A service's refusal on the form: each detail on its column's field, the rest on top."""
+    form.add_error(None, error.message)
+    for detail in error.details:
+        if detail.field in form.fields and detail.field != "employer":
+            form.add_error(detail.field, f"{detail.message} ({detail.code})")
+        else:
+            where = f"{detail.field}: " if detail.field else ""
+            form.add_error(None, f"{where}{detail.message} ({detail.code})")
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -370,7 +440,24 @@ class BatchRowErrorInline(ReadOnlyInline):
 
 
 @admin.register(EndorsementBatch)
-class EndorsementBatchAdmin(ServiceManagedAdmin):
+class EndorsementBatchAdmin(IntakeAdmin):
+    intake_form = BatchUploadAdminForm
+    intake_title = "Upload a file for an employer"
+    intake_intro = (
+        "The file goes through the same checks as an HR upload: bad rows are reported with their "
+        "reasons, good rows go on. Processing runs in the background; the batch page shows its progress."
+    )
+    intake_submit_label = "Upload"
+
+    def intake_send(self, caller, form):
+        upload = form.cleaned_data["file"]
+        return endorsement_services.batch_submit(
+            caller=caller, upload=upload, file_name=upload.name, file_format=form.file_format()
+        )
+
+    def intake_sent_message(self, created) -> str:
+        return f"Batch {created.pk} ({created.file_name}) received; its rows are being checked."
+
     list_display = (
         "id",
         "employer",
@@ -445,9 +532,25 @@ class BatchRowErrorAdmin(ReadOnlyAdmin):
 
 
 @admin.register(EndorsementRequest)
-class EndorsementRequestAdmin(ServiceManagedAdmin):
+class EndorsementRequestAdmin(IntakeAdmin):
     """State and money change only through the orchestrator's services; retry/cancel/approve
     actions arrive with those services (endorsements/transitions.py)."""
+
+    intake_form = EndorsementSubmitForm
+    intake_title = "Send an endorsement for an employer"
+    intake_intro = (
+        "The columns of the HR file. It is stored as RECEIVED and validated in the background, "
+        "by the same rules as the API and the portal; empty cells in a correction mean unchanged."
+    )
+    intake_submit_label = "Send"
+
+    def intake_send(self, caller, form):
+        return endorsement_services.endorsement_submit(
+            caller=caller, data=form.endorsement_data(), source=Source.ADMIN
+        )
+
+    def intake_sent_message(self, created) -> str:
+        return f"Endorsement {created.tracking_id} received; it is being validated."
 
     list_display = (
         "tracking_id",

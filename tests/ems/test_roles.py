@@ -47,6 +47,8 @@ def existing(specs: set[str]) -> set[str]:
 OPERATOR_EXTRA = {
     "endorsements.change_endorsementrequest",
     "endorsements.change_endorsementbatch",
+    "endorsements.add_endorsementrequest",
+    "endorsements.add_endorsementbatch",
     "endorsements.change_apiclient",
     "endorsements.retry_endorsementrequest",
     "endorsements.cancel_endorsementrequest",
