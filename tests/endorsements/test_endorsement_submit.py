@@ -6,11 +6,12 @@ import hashlib
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
 from ems.models import IdempotencyRecord, OutboxEvent
-from endorsements.models import EndorsementRequest, EndorsementTransition
+from endorsements.models import EndorsementBatch, EndorsementRequest, EndorsementTransition
 from endorsements.serializers import EndorsementSerializer
 from tests.factories import EmployerFactory, api_client_create
 
@@ -275,3 +276,56 @@ def test_an_unknown_policy_number_is_received_without_a_policy_then_rejected(
     request = EndorsementRequest.objects.get()
     assert request.state == "REJECTED"
     assert [reason["code"] for reason in request.rejection_reasons] == ["policy_not_found"]
+
+
+def listed(api, **filters) -> list[str]:
+    """The employee codes the list shows for these filters, newest first."""
+    response = api.get(URL, filters)
+    assert response.status_code == 200, response.content
+    return [item["employee_code"] for item in response.json()["items"]]
+
+
+def test_each_list_filter_leaves_out_the_rows_it_does_not_match(
+    api, book, django_capture_on_commit_callbacks
+):
+    # given additions effective today (E1), yesterday (E2) and tomorrow (E3), and a deletion
+    # effective today (D1); E1 and D1 came in batch one, E2 in batch two, E3 alone; E2 was
+    # received yesterday, the rest today
+    yesterday, tomorrow = book.today - datetime.timedelta(days=1), book.today + datetime.timedelta(days=1)
+    today = book.today.isoformat()
+    book.covered_member(code="D1")
+    for code, effective in (("E1", book.today), ("E2", yesterday), ("E3", tomorrow)):
+        post(
+            api,
+            book.add_row(employee_code=code, effective_date=effective.isoformat()),
+            django_capture_on_commit_callbacks,
+        )
+    deletion = {
+        "action": "DELETE",
+        "employee_code": "D1",
+        "relation": "SELF",
+        "policy_number": book.policy.number,
+    }
+    post(api, {**deletion, "effective_date": today}, django_capture_on_commit_callbacks)
+    one, two = (
+        EndorsementBatch.objects.create(employer=book.employer, source="API", file_format="CSV")
+        for _ in range(2)
+    )
+    requests = EndorsementRequest.objects.all()
+    requests.filter(member_data__employee_code__in=["E1", "D1"]).update(batch=one)
+    requests.filter(member_data__employee_code="E2").update(
+        batch=two, received_at=timezone.make_aware(datetime.datetime.combine(yesterday, datetime.time(12)))
+    )
+    # then unfiltered, all four are listed, newest first
+    assert listed(api) == ["D1", "E3", "E1", "E2"]
+    # and each filter leaves out what it does not match
+    assert listed(api, type="ADD") == ["E3", "E1", "E2"]
+    assert listed(api, type="DELETE") == ["D1"]
+    assert listed(api, batch=one.pk) == ["D1", "E1"]
+    assert listed(api, batch=two.pk) == ["E2"]
+    assert listed(api, effective_from=today) == ["D1", "E3", "E1"]
+    assert listed(api, effective_to=today) == ["D1", "E1", "E2"]
+    assert listed(api, effective_from=today, effective_to=today, type="ADD") == ["E1"]
+    assert listed(api, created_from=today) == ["D1", "E3", "E1"]
+    assert listed(api, created_to=yesterday.isoformat()) == ["E2"]
+    assert listed(api, created_from=today, created_to=today, batch=one.pk, type="DELETE") == ["D1"]

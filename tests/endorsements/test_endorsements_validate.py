@@ -5,14 +5,15 @@ on commit, then asserts the decision and its reasons exactly.
 """
 
 import datetime
+import functools
 
 import pytest
 
 from ems.tenancy import Caller
-from endorsements.models import Coverage, EndorsementRequest
+from endorsements.models import Coverage, EndorsementRequest, Plan
 from endorsements.services import endorsement_submit
 from ledger.models import Hold
-from tests.factories import AccountFactory, EmployerFactory, MemberFactory
+from tests.factories import AccountFactory, EmployerFactory, MemberFactory, PlanFactory, PlanRateFactory
 from tests.ledger.conftest import APPROVER_CODENAMES, fund, user_with_ledger_permissions
 
 
@@ -265,3 +266,243 @@ def test_a_sent_request_is_not_superseded(book, submit):
     assert older.state == "SENT"
     assert newer.state == "VALIDATED"
     assert Coverage.objects.count() == 0
+
+
+# --- age limits per plan and relation ------------------------------------------------------
+
+
+def born_aged(age: int, on: datetime.date) -> datetime.date:
+    """The latest date of birth that makes someone `age` full years old on `on`."""
+    try:
+        return on.replace(year=on.year - age)
+    except ValueError:  # 29 February, in a year without one
+        return on.replace(year=on.year - age, day=28)
+
+
+def age_out_of_range(age: int, low: int, high: int, relation: str, plan_code: str) -> list[dict]:
+    return [
+        {
+            "field": "date_of_birth",
+            "code": "age_out_of_range",
+            "message": f"Age {age} on the effective date is outside {low}–{high}"
+            f" for {relation} on plan {plan_code}.",
+        }
+    ]
+
+
+def existing(book, action: str, code: str, relation: str = "SELF", **fields) -> dict:
+    """A DELETE or CORRECTION row for a member on record, effective today unless given."""
+    return {
+        "action": action,
+        "employee_code": code,
+        "relation": relation,
+        "policy_number": book.policy.number,
+        "effective_date": book.today.isoformat(),
+        **fields,
+    }
+
+
+def test_a_child_is_refused_above_the_plans_child_limit_and_accepted_at_it(book, submit):
+    # given a covered employee, and additions effective on the policy's first day (so no
+    # mid-term rule applies) on GOLD, whose CHILD limit is 0-25
+    book.policy.backdating_limit_days = 365
+    book.policy.save(update_fields=["backdating_limit_days"])
+    book.covered_member(code="E1001")
+    start = book.policy.start_date
+    first_day = {"effective_date": start.isoformat()}
+    # when a child aged 26 on that day is added, it is refused
+    too_old = submit(dependant(book, "CHILD", date_of_birth=born_aged(26, start).isoformat(), **first_day))
+    assert too_old.state == "REJECTED"
+    assert too_old.rejection_reasons == age_out_of_range(26, 0, 25, "CHILD", "GOLD")
+    assert too_old.premium_amount is None
+    # and a child one day short of 26 is accepted at the full year's ₹6,000 plus 18% tax
+    at_limit = born_aged(26, start) + days(1)
+    child = submit(
+        dependant(book, "CHILD", first_name="Kabir", date_of_birth=at_limit.isoformat(), **first_day)
+    )
+    assert child.state == "VALIDATED"
+    assert (child.premium_amount, child.tax_amount) == (708_000, 108_000)
+
+
+def silver(book, **age_limits) -> Plan:
+    """A second plan on the book's policy: its own age limits, 5 lakh at ₹15,000 a year for 18-65."""
+    plan = PlanFactory(policy=book.policy, code="SILVER", sum_insured_options=[500000], age_limits=age_limits)
+    PlanRateFactory(plan=plan, relation="SELF", age_from=18, age_to=65, annual_premium=1_500_000)
+    return plan
+
+
+def test_another_plan_applies_its_own_age_limits_to_the_same_relation(book, submit):
+    # given GOLD takes employees up to 65 and SILVER only up to 55
+    silver(book, SELF=[18, 55])
+    aged_56 = born_aged(56, book.today)
+    # when the same 56-year-old joins each plan
+    on_gold = submit(book.add_row(employee_code="E1", date_of_birth=aged_56.isoformat()))
+    on_silver = submit(
+        book.add_row(employee_code="E2", date_of_birth=aged_56.isoformat(), plan_code="SILVER")
+    )
+    # then GOLD accepts and SILVER refuses, naming its own limits
+    assert on_gold.state == "VALIDATED"
+    assert on_silver.state == "REJECTED"
+    assert on_silver.rejection_reasons == age_out_of_range(56, 18, 55, "SELF", "SILVER")
+    assert on_silver.premium_amount is None
+    # and a 55-year-old joins SILVER: 1,500,000 × 245 / 365 = 1,006,849; tax 181,233
+    aged_55 = born_aged(56, book.today) + days(1)
+    at_limit = submit(book.add_row(employee_code="E3", date_of_birth=aged_55.isoformat(), plan_code="SILVER"))
+    assert at_limit.state == "VALIDATED"
+    assert (at_limit.premium_amount, at_limit.tax_amount) == (1_188_082, 181_233)
+
+
+def test_a_correction_is_refused_when_the_new_birth_date_or_plan_puts_the_age_out_of_limits(book, submit):
+    # given an employee aged 46 covered on GOLD (SELF 18-65), and SILVER taking SELF 18-40
+    born = born_aged(46, book.today)
+    member = book.covered_member(code="E2", date_of_birth=born)
+    silver(book, SELF=[18, 40])
+    correction = functools.partial(existing, book, "CORRECTION", "E2")
+    # when the birth date is corrected to one that makes the employee 66, or 17
+    too_old = submit(correction(date_of_birth=born_aged(66, book.today).isoformat()))
+    too_young = submit(correction(date_of_birth=(born_aged(18, book.today) + days(1)).isoformat()))
+    # then each is refused by GOLD's limits, with nothing priced
+    assert too_old.rejection_reasons == age_out_of_range(66, 18, 65, "SELF", "GOLD")
+    assert too_young.rejection_reasons == age_out_of_range(17, 18, 65, "SELF", "GOLD")
+    # and a move to SILVER is refused for the age on record
+    moved = submit(correction(plan_code="SILVER"))
+    assert moved.rejection_reasons == age_out_of_range(46, 18, 40, "SELF", "SILVER")
+    assert [r.premium_amount for r in (too_old, too_young, moved)] == [None, None, None]
+    # while a birth date making the employee 30 moves them to the 18-35 band:
+    # (1,200,000 - 1,800,000) × 245 / 365 = -402,739.73 -> -402,740; tax -72,493
+    younger = submit(correction(date_of_birth=born_aged(30, book.today).isoformat()))
+    assert younger.state == "VALIDATED"
+    assert (younger.premium_amount, younger.tax_amount) == (-475_233, -72_493)
+    member.refresh_from_db()
+    assert member.date_of_birth == born
+
+
+# --- a deletion or correction needs the member's open cover -------------------------------
+
+
+@pytest.mark.parametrize(("action", "fields"), [("DELETE", {}), ("CORRECTION", {"sum_insured": "300000"})])
+def test_a_member_whose_cover_has_ended_is_not_covered(book, submit, action, fields):
+    # given an employee on record whose cover on this policy ended yesterday
+    member = book.covered_member(code="E3")
+    Coverage.objects.filter(member=member).update(status=Coverage.Status.ENDED, end_date=book.today - days(1))
+    # when
+    request = submit(existing(book, action, "E3", **fields))
+    # then
+    assert request.state == "REJECTED"
+    assert request.rejection_reasons == [
+        {"field": "employee_code", "code": "not_covered", "message": "E3 SELF has no cover on this policy."}
+    ]
+    assert (request.member_id, request.premium_amount) == (None, None)
+
+
+@pytest.mark.parametrize(("action", "fields"), [("DELETE", {}), ("CORRECTION", {"sum_insured": "300000"})])
+def test_a_change_cannot_take_effect_before_the_cover_started(book, submit, action, fields):
+    # given cover that started five days ago
+    member = book.covered_member(code="E4", date_of_birth=datetime.date(1980, 1, 1))
+    started = book.today - days(5)
+    Coverage.objects.filter(member=member).update(start_date=started)
+    # when the change is effective the day before
+    early = submit(existing(book, action, "E4", effective_date=(started - days(1)).isoformat(), **fields))
+    # then
+    assert early.state == "REJECTED"
+    assert early.rejection_reasons == [
+        {
+            "field": "effective_date",
+            "code": "effective_before_cover",
+            "message": f"Cover started on {started}.",
+        }
+    ]
+    assert early.premium_amount is None
+    # and on the day the cover started it is accepted
+    on_start = submit(existing(book, action, "E4", effective_date=started.isoformat(), **fields))
+    assert on_start.state == "VALIDATED"
+    assert on_start.member_id == member.pk
+
+
+def test_a_deletion_among_several_children_must_say_which_one(book, submit):
+    # given an employee with two covered children
+    employee = book.covered_member(code="E1001")
+    tara, veer = (
+        book.covered_member(
+            code="E1001", relation="CHILD", primary=employee, first_name=name, date_of_birth=born
+        )
+        for name, born in (("Tara", datetime.date(2015, 1, 1)), ("Veer", datetime.date(2018, 6, 6)))
+    )
+    deletion = functools.partial(existing, book, "DELETE", "E1001", "CHILD")
+    ambiguous = [
+        {
+            "field": "first_name",
+            "code": "member_ambiguous",
+            "message": "E1001 has several CHILD members; give the first name (or date of birth) of one.",
+        }
+    ]
+    # when neither is named, or the name and birth date match neither, then it is refused
+    unnamed = submit(deletion())
+    assert unnamed.state == "REJECTED"
+    assert unnamed.rejection_reasons == ambiguous
+    assert (unnamed.member_id, unnamed.premium_amount) == (None, None)
+    nobody = submit(deletion(first_name="Nina", date_of_birth="2016-02-02"))
+    assert nobody.rejection_reasons == ambiguous
+    # and a first name (any case) or a birth date picks one
+    by_name = submit(deletion(first_name="VEER"))
+    assert (by_name.state, by_name.member_id, by_name.member_key) == (
+        "VALIDATED",
+        veer.pk,
+        "E1001|CHILD|veer",
+    )
+    by_birth = submit(deletion(first_name="Nina", date_of_birth="2015-01-01"))
+    assert (by_birth.state, by_birth.member_id, by_birth.member_key) == (
+        "VALIDATED",
+        tara.pk,
+        "E1001|CHILD|tara",
+    )
+
+
+# --- the newborn window --------------------------------------------------------------------
+
+
+@pytest.fixture
+def newborn(book):
+    """A covered employee, a 14-day newborn window, and a CHILD addition effective today."""
+    book.covered_member(code="E1001")
+    book.policy.newborn_window_days = 14
+    book.policy.save(update_fields=["newborn_window_days"])
+
+    def row(*, born: datetime.date, event: datetime.date | None = None, **fields) -> dict:
+        event_date = {"event_date": event.isoformat()} if event else {}
+        return dependant(
+            book, "CHILD", first_name="Tara", date_of_birth=born.isoformat(), **event_date, **fields
+        )
+
+    return row
+
+
+WINDOW_PASSED = [
+    {
+        "field": "event_date",
+        "code": "event_window_passed",
+        "message": "Mid-term additions must come within 14 days of the birth.",
+    }
+]
+
+
+def test_a_child_born_before_the_newborn_window_is_refused(book, submit, newborn):
+    late = submit(newborn(born=book.today - days(15), event=book.today - days(15)))
+    assert late.state == "REJECTED"
+    assert late.rejection_reasons == WINDOW_PASSED
+    assert late.premium_amount is None
+    # 600,000 × 245 / 365 = 402,740; tax 72,493
+    on_time = submit(newborn(born=book.today - days(14), event=book.today - days(14)))
+    assert on_time.state == "VALIDATED"
+    assert (on_time.premium_amount, on_time.tax_amount) == (475_233, 72_493)
+
+
+def test_without_an_event_date_the_childs_birth_date_opens_the_window(book, submit, newborn):
+    late = submit(newborn(born=book.today - days(15)))
+    assert late.state == "REJECTED"
+    assert late.rejection_reasons == WINDOW_PASSED
+    on_time = submit(newborn(born=book.today - days(14)))
+    assert on_time.state == "VALIDATED"
+    # and an event date, when given, opens the window instead (an adoption of an older child)
+    adopted = submit(newborn(born=datetime.date(2020, 3, 3), event=book.today - days(3)))
+    assert adopted.state == "VALIDATED"

@@ -3,6 +3,7 @@
 import datetime
 
 import pytest
+from django.utils import timezone
 
 from endorsements.models import EndorsementBatch, EndorsementRequest, EndorsementTransition
 from tests.factories import EmployerFactory, hr_user_create
@@ -73,6 +74,46 @@ def test_the_list_filters_by_effective_and_received_dates(hr):
     assert june.tracking_id in html and may.tracking_id not in html
     today = datetime.date.today().isoformat()
     assert hr.get("/portal/endorsements/", {"created_from": today}).context["page"].paginator.count == 2
+
+
+def listed(hr, **filters) -> list[str]:
+    """The employee codes the list shows for these filters, newest first."""
+    response = hr.get("/portal/endorsements/", filters)
+    assert response.status_code == 200
+    return [endorsement.member_data["employee_code"] for endorsement in response.context["page"]]
+
+
+def test_each_filter_leaves_out_the_rows_it_does_not_match(hr):
+    # given additions effective in May, June and July and a deletion effective in June;
+    # MAY and DEL came in batch one, JUL in batch two, JUN alone; MAY was received yesterday
+    one, two = (
+        EndorsementBatch.objects.create(employer=hr.employer, source="CSV", file_format="CSV")
+        for _ in range(2)
+    )
+    endorsement_create(hr.employer, code="MAY", effective_date=datetime.date(2026, 5, 1), batch=one)
+    endorsement_create(hr.employer, code="JUN", effective_date=datetime.date(2026, 6, 1))
+    endorsement_create(hr.employer, code="JUL", effective_date=datetime.date(2026, 7, 1), batch=two)
+    endorsement_create(
+        hr.employer, code="DEL", type="DELETE", effective_date=datetime.date(2026, 6, 1), batch=one
+    )
+    today = timezone.localdate()
+    yesterday = today - datetime.timedelta(days=1)
+    EndorsementRequest.objects.filter(member_data__employee_code="MAY").update(
+        received_at=timezone.make_aware(datetime.datetime.combine(yesterday, datetime.time(12)))
+    )
+    # then unfiltered, all four are listed, newest first
+    assert listed(hr) == ["DEL", "JUL", "JUN", "MAY"]
+    # and each filter leaves out what it does not match
+    assert listed(hr, type="ADD") == ["JUL", "JUN", "MAY"]
+    assert listed(hr, type="DELETE") == ["DEL"]
+    assert listed(hr, batch=one.pk) == ["DEL", "MAY"]
+    assert listed(hr, batch=two.pk) == ["JUL"]
+    assert listed(hr, effective_from="2026-06-01") == ["DEL", "JUL", "JUN"]
+    assert listed(hr, effective_to="2026-06-01") == ["DEL", "JUN", "MAY"]
+    assert listed(hr, effective_from="2026-06-01", effective_to="2026-06-01", type="ADD") == ["JUN"]
+    assert listed(hr, created_from=today.isoformat()) == ["DEL", "JUL", "JUN"]
+    assert listed(hr, created_to=yesterday.isoformat()) == ["MAY"]
+    assert listed(hr, created_from=yesterday.isoformat(), created_to=yesterday.isoformat()) == ["MAY"]
 
 
 def test_invalid_filters_are_explained_and_list_nothing(hr):
