@@ -58,7 +58,7 @@ class UploadNotText(UploadError):
 
 class UploadEncodingUnsupported(UploadError):
     code = "file_encoding_unsupported"
-    message = "The file is UTF-16; save it as UTF-8 CSV."
+    message = "The file looks like UTF-16 without a byte-order mark; save it as UTF-8 CSV."
 
 
 class UploadHeaderInvalid(UploadError):

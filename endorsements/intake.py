@@ -6,13 +6,14 @@ How it works
   refusing it (UploadTooLarge, 413) as soon as it passes UPLOAD_MAX_BYTES — so memory is
   bounded whatever arrives. It also counts line endings: an upper bound on the rows.
 - `upload_check` refuses, before anything is written to the database, what no row of the
-  file could survive: empty, binary, UTF-16, a bad CSV header (missing, unknown or
+  file could survive: empty, binary, UTF-16 without a BOM, a bad CSV header (missing, unknown or
   duplicate columns), a header with no rows, JSON that is not an array, or more rows than
   UPLOAD_MAX_ROWS. It reads only the first kilobytes, except to count rows exactly when
   the cheap bound passes the limit, and to check a JSON file's syntax in one streaming pass.
 - `csv_records` / `json_records` yield `(row_number, cells, issues)` one at a time:
-  a streaming `csv.reader` over a UTF-8 decoder (BOM dropped; bytes that are not UTF-8
-  become an `encoding_invalid` issue on their row only; CRLF, LF or CR line ends) or an
+  a streaming `csv.reader` over a UTF-8 decoder (BOM dropped), or a UTF-16 one for a file
+  that starts with a UTF-16 BOM; bytes that are not text in it become an `encoding_invalid`
+  issue on their row only; CRLF, LF or CR line ends or an
   incremental JSON array decoder. Row numbers are what a spreadsheet shows: the header is
   row 1, so the first data row is row 2 (for JSON, the first element is row 1).
 """
@@ -116,18 +117,26 @@ def upload_discard(stored: StoredUpload) -> None:
 
 
 def _text_check(head: bytes) -> None:
-    body = head.removeprefix(codecs.BOM_UTF8)
-    if not body.strip():
-        raise UploadEmpty()
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise UploadEncodingUnsupported()
-    sample = body[:4096]
-    if b"\x00" in sample:
-        # UTF-16 without a BOM has a zero byte in every other position.
-        if sample[1::2].count(0) > len(sample) // 4 or sample[0::2].count(0) > len(sample) // 4:
-            raise UploadEncodingUnsupported("The file looks like UTF-16 (no BOM); save it as UTF-8 CSV.")
+    if head.startswith(_UTF16_BOMS):
+        # Excel's "Unicode text" and some HRIS exports: read as UTF-16 (the BOM says which
+        # byte order); checked as text, since every other byte of its ASCII is a zero.
+        body = head[: len(head) - len(head) % 2].decode("utf-16", errors="replace")
+        if not body.strip():
+            raise UploadEmpty()
+        sample = [ord(char) for char in body[:4096]]
+    else:
+        body = head.removeprefix(codecs.BOM_UTF8)
+        if not body.strip():
+            raise UploadEmpty()
+        sample = body[:4096]
+        if b"\x00" in sample:
+            # UTF-16 without a BOM has a zero byte in every other position.
+            if sample[1::2].count(0) > len(sample) // 4 or sample[0::2].count(0) > len(sample) // 4:
+                raise UploadEncodingUnsupported()
+            raise UploadNotText()
+    if 0 in sample:
         raise UploadNotText()
-    controls = sum(1 for byte in sample if byte < 32 and byte not in (9, 10, 13))
+    controls = sum(1 for code in sample if code < 32 and code not in (9, 10, 13))
     if controls > len(sample) // 20:
         raise UploadNotText()
 
@@ -155,9 +164,25 @@ def _header_columns(header: list[str]) -> list[str]:
     return names
 
 
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def _bytes_escape(error: UnicodeDecodeError) -> tuple[str, int]:
+    """Decoding errors: each byte that is not text becomes U+DC00 + byte (as Python's
+    surrogateescape does for UTF-8, but for any byte, so a broken UTF-16 unit too), which
+    `row_parse` refuses as `encoding_invalid` on that row only."""
+    return "".join(chr(0xDC00 + byte) for byte in error.object[error.start : error.end]), error.end
+
+
+codecs.register_error("ems.bytes_escape", _bytes_escape)
+
+
 def _text_stream(path: Path) -> io.TextIOWrapper:
+    """The file as text: UTF-16 when it starts with a UTF-16 BOM, else UTF-8 (BOM dropped)."""
+    raw = open(path, "rb")  # noqa: SIM115 - closed with the wrapper
+    encoding = "utf-16" if raw.peek(2)[:2] in _UTF16_BOMS else "utf-8-sig"
     return io.TextIOWrapper(
-        open(path, "rb"), encoding="utf-8-sig", errors="surrogateescape", newline="", write_through=False
+        raw, encoding=encoding, errors="ems.bytes_escape", newline="", write_through=False
     )
 
 

@@ -31,7 +31,10 @@ class PortalAuthenticationForm(AuthenticationForm):
 class BatchUploadForm(forms.Form):
     file = forms.FileField(
         label="CSV file",
-        help_text="A .csv file in the template's columns, UTF-8. Bad rows are reported; good rows go on.",
+        help_text=(
+            "A .csv file in the template's columns, UTF-8 (or UTF-16 with a byte-order mark). "
+            "Bad rows are reported; good rows go on."
+        ),
         widget=forms.ClearableFileInput(attrs={"accept": ".csv,text/csv"}),
     )
 

@@ -84,6 +84,7 @@ from endorsements.validation import (
     member_key,
     policy_book_load,
     row_parse,
+    text_printable,
 )
 
 log = structlog.get_logger(__name__)
@@ -326,7 +327,7 @@ def batch_submit(*, caller: Caller, upload, file_name: str, file_format: str) ->
     """Store and check an uploaded file, create its batch and enqueue processing on commit.
 
     Raises UploadTooLarge (413) or an UploadError (422) — with nothing written — for a
-    file that is too big, empty, binary, UTF-16, has a bad header, no rows, too many rows,
+    file that is too big, empty, binary, UTF-16 without a BOM, has a bad header, no rows, too many rows,
     or (JSON) is not an array of objects.
     """
     employer_id = _employer_required(caller)
@@ -649,11 +650,9 @@ def _row_errors_write(batch_id: int, errors: Iterable[tuple[int, dict, dict, str
 
 
 def _printable(raw: dict) -> dict:
-    """Cells as stored for the error report: bytes that were not UTF-8 become U+FFFD."""
+    """Cells as stored for the error report: bytes that were not text become U+FFFD."""
     return {
-        key: value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        if isinstance(value, str) and not value.isascii()
-        else value
+        key: text_printable(value) if isinstance(value, str) and not value.isascii() else value
         for key, value in raw.items()
     }
 

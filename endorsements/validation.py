@@ -100,7 +100,9 @@ _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}")
 _PHONE = re.compile(r"\+[1-9]\d{6,14}")
 _DIGITS = re.compile(r"[+-]?\d{1,30}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_NOT_UTF8 = re.compile(r"[\udc80-\udcff]")
+# A byte the file's decoder could not read (U+DC00 + byte, intake._bytes_escape), or an
+# unpaired surrogate from a JSON "\\ud800" escape: neither is text, nor storable as JSON.
+_NOT_TEXT = re.compile(r"[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,17 @@ for _column in (
 del _column
 
 
+def text_printable(text: str) -> str:
+    """The text with each character that is not text (see _NOT_TEXT) as U+FFFD."""
+    return _NOT_TEXT.sub("\ufffd", text)
+
+
+def _not_text_message(code: int) -> str:
+    if 0xDC00 <= code <= 0xDCFF:
+        return f"Contains a byte that cannot be read as text (0x{code - 0xDC00:02X}); save the file as UTF-8."
+    return f"Contains an unpaired surrogate (U+{code:04X}), which is not text."
+
+
 def row_parse(cells: Mapping[str, Any], *, today: date) -> tuple[dict | None, list[RowIssue]]:
     """Check one row's schema and formats. Returns (normalised values, []) or (None, issues).
 
@@ -252,15 +265,8 @@ def row_parse(cells: Mapping[str, Any], *, today: date) -> tuple[dict | None, li
             issues.append(RowIssue(column, "column_unknown", f"Unknown column {column!r}."))
             continue
         if isinstance(raw, str):
-            if not raw.isascii() and _NOT_UTF8.search(raw):
-                byte = ord(_NOT_UTF8.search(raw).group()) - 0xDC00
-                issues.append(
-                    RowIssue(
-                        column,
-                        "encoding_invalid",
-                        f"Contains a byte that is not UTF-8 (0x{byte:02X}); save the file as UTF-8.",
-                    )
-                )
+            if not raw.isascii() and (found := _NOT_TEXT.search(raw)):
+                issues.append(RowIssue(column, "encoding_invalid", _not_text_message(ord(found.group()))))
                 continue
             text = raw.strip()
             if not text:

@@ -102,9 +102,41 @@ def test_missing_unknown_and_duplicate_columns_are_each_named(api, book, django_
     ]
 
 
-def test_a_utf16_file_is_refused(api, book, django_capture_on_commit_callbacks):
-    content = csv_text([book.add_row()]).encode("utf-16")
-    refused(send(api, django_capture_on_commit_callbacks, content), 422, "file_encoding_unsupported")
+@pytest.mark.parametrize(
+    "bom, encoding", [(b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")], ids=["le", "be"]
+)
+def test_a_utf16_file_with_a_byte_order_mark_is_read_like_a_utf8_one(
+    api, book, django_capture_on_commit_callbacks, bom, encoding
+):
+    # Excel's "Unicode text" and some HRIS exports write UTF-16 with a BOM.
+    rows = [
+        book.add_row(employee_code="E1"),
+        book.add_row(employee_code="E2", first_name="Zoë", last_name="Ñúñez"),
+        book.add_row(employee_code="E3", date_of_birth="1990-13-01"),
+    ]
+    content = bom + csv_text(rows).encode(encoding)
+    response = send(api, django_capture_on_commit_callbacks, content)
+    assert response.status_code == 202
+    assert states() == {2: "VALIDATED", 3: "VALIDATED"}
+    names = EndorsementRequest.objects.get(row_number=3).member_data
+    assert (names["first_name"], names["last_name"]) == ("Zoë", "Ñúñez")
+    assert row_errors() == [(4, "date_of_birth", "date_invalid")]
+
+
+def test_a_utf16_file_without_a_byte_order_mark_is_refused(api, book, django_capture_on_commit_callbacks):
+    content = csv_text([book.add_row()]).encode("utf-16-le")
+    error = refused(send(api, django_capture_on_commit_callbacks, content), 422, "file_encoding_unsupported")
+    assert error["message"] == "The file looks like UTF-16 without a byte-order mark; save it as UTF-8 CSV."
+
+
+def test_a_broken_utf16_unit_rejects_only_its_row(api, book, django_capture_on_commit_callbacks):
+    rows = [book.add_row(employee_code="E1"), book.add_row(employee_code="E2", first_name="Ana\udc00")]
+    # an unpaired surrogate is not UTF-16 text; surrogatepass writes its two bytes anyway
+    content = b"\xff\xfe" + csv_text(rows).encode("utf-16-le", "surrogatepass")
+    send(api, django_capture_on_commit_callbacks, content)
+    assert states() == {2: "VALIDATED"}
+    error = BatchRowError.objects.get()
+    assert (error.row_number, error.column, error.code) == (3, "first_name", "encoding_invalid")
 
 
 def test_a_binary_file_named_csv_is_refused(api, book, django_capture_on_commit_callbacks):
@@ -196,7 +228,7 @@ def test_latin1_bytes_reject_only_their_row(api, book, django_capture_on_commit_
     assert states() == {2: "VALIDATED"}
     error = BatchRowError.objects.get()
     assert (error.row_number, error.column, error.code) == (3, "first_name", "encoding_invalid")
-    assert error.message == "Contains a byte that is not UTF-8 (0xE9); save the file as UTF-8."
+    assert error.message == "Contains a byte that cannot be read as text (0xE9); save the file as UTF-8."
 
 
 def test_quoted_commas_and_newlines_stay_inside_their_field(api, book, django_capture_on_commit_callbacks):

@@ -130,7 +130,14 @@ def test_a_valid_addition_is_normalised():
             RowIssue(
                 "first_name",
                 "encoding_invalid",
-                "Contains a byte that is not UTF-8 (0xE9); save the file as UTF-8.",
+                "Contains a byte that cannot be read as text (0xE9); save the file as UTF-8.",
+            ),
+        ),
+        (
+            "last_name",
+            "Rao\ud800",  # a JSON "\\ud800" escape: not text, and PostgreSQL's jsonb refuses it
+            RowIssue(
+                "last_name", "encoding_invalid", "Contains an unpaired surrogate (U+D800), which is not text."
             ),
         ),
     ],
