@@ -484,3 +484,25 @@ def test_a_rows_history_starts_with_its_arrival_and_intake_decision_then_every_l
     assert history[0]["at"] == history[1]["at"] <= history[2]["at"]
     rejected = api.get(f"/api/v1/endorsements/{duplicate.tracking_id}").json()["transitions"]
     assert [(s["to_state"], s["reason"]) for s in rejected] == [("RECEIVED", ""), ("REJECTED", "duplicate")]
+
+
+def test_a_chunk_is_stored_with_the_same_statements_whatever_its_size(
+    api, book, django_capture_on_commit_callbacks
+):
+    """Rows go in by COPY, decided, with set-based lookups: 5 rows or 60 (with bad ones among
+    them) cost the same statements; one INSERT or lookup per row would grow with the file."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def statements(count: int) -> int:
+        rows = [book.add_row(employee_code=f"S{count}-{n}") for n in range(count)]
+        rows[1]["plan_code"] = "PLATINUM"  # rejected by a rule: stored REJECTED, with a row error
+        rows[2]["date_of_birth"] = "1990-02-30"  # rejected by its format: a row error only
+        with CaptureQueriesContext(connection) as captured:
+            response = send(api, django_capture_on_commit_callbacks, csv_text(rows).encode())
+        batch = EndorsementBatch.objects.get(pk=response.json()["batch_id"])
+        assert (batch.state, batch.accepted_count, batch.rejected_count) == ("COMPLETED", count - 2, 2)
+        return len(captured)
+
+    assert statements(5) == statements(60)
+    assert EndorsementRequest.objects.filter(state="VALIDATED").count() == 3 + 58
