@@ -7,10 +7,16 @@ replays the stored response (header `Idempotent-Replayed: true`); with a differe
 it is refused (422); while the first is still running it is refused (409). A claim left
 IN_FLIGHT by a crashed process (its transaction rolled back) is taken over after
 IDEMPOTENCY_STALE_SECONDS, which is safe because nothing of it committed.
+
+The fingerprint is taken before the view runs, so it must leave the body readable: a
+multipart upload is hashed from its parsed parts (rewound after), a raw body is read in
+pieces into a spooled copy (memory, then disk) that then stands in for the request's
+stream — a raw batch upload of UPLOAD_MAX_BYTES is never held in memory whole.
 """
 
 import functools
 import hashlib
+import tempfile
 from datetime import timedelta
 
 from django.conf import settings
@@ -23,27 +29,48 @@ from ems.models import IdempotencyRecord
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
+_PIECE = 64 * 1024
 
 
 def request_fingerprint(request) -> str:
-    """SHA-256 of what the caller sent: the raw body, or the parts of a multipart upload."""
+    """SHA-256 of what the caller sent: path and query, then the raw body or the parts of
+    a multipart upload (each file's field, name and bytes)."""
     digest = hashlib.sha256()
     digest.update(request.method.encode())
-    digest.update(request.path.encode())
+    digest.update(request.get_full_path().encode())
     content_type = request.content_type or ""
     if content_type.startswith("multipart/"):
         for name in sorted(request.data.keys()):
             if name in request.FILES:
                 for upload in request.FILES.getlist(name):
-                    digest.update(name.encode())
+                    digest.update(f"{name}={upload.name}\n".encode())
                     for chunk in upload.chunks():
                         digest.update(chunk)
                     upload.seek(0)
             else:
                 digest.update(f"{name}={request.data.getlist(name)}".encode())
     else:
-        digest.update(request.body)
+        _raw_body_hash(request, digest)
     return digest.hexdigest()
+
+
+def _raw_body_hash(request, digest) -> None:
+    """Feed the raw body to `digest` piece by piece while copying it to a spooled file,
+    then put the copy in place of the body's stream, unread, for the view's parser.
+
+    (`request.body` would hold the whole body in memory, and refuses one above
+    DATA_UPLOAD_MAX_MEMORY_SIZE, which a raw batch upload may well be.)"""
+    http_request = request._request
+    # Not closed here: it outlives this call as the request's stream, freed with the request.
+    copy = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+        max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, dir=settings.FILE_UPLOAD_TEMP_DIR
+    )
+    for piece in iter(functools.partial(http_request.read, _PIECE), b""):
+        digest.update(piece)
+        copy.write(piece)
+    copy.seek(0)
+    http_request._stream = copy
+    http_request._read_started = False
 
 
 @functools.cache

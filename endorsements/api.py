@@ -29,6 +29,7 @@ _AUTH = [BearerTokenAuthentication, SessionCallerAuthentication]
 # Rendering reads the fields only, so threads share it; the body is the same.
 _CREATED_BODY = EndorsementSerializer()
 _ERROR = OpenApiResponse(description="Error envelope: {error: {code, message, details, request_id}}")
+_IDEMPOTENCY_KEY = OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER)
 
 
 class EndorsementListCreateView(APIView):
@@ -63,7 +64,7 @@ class EndorsementListCreateView(APIView):
     @extend_schema(
         operation_id="endorsements_create",
         request=EndorsementInputSerializer,
-        parameters=[OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER)],
+        parameters=[_IDEMPOTENCY_KEY],
         responses={201: EndorsementSerializer, 409: _ERROR, 422: _ERROR},
     )
     @idempotent("endorsements.create")
@@ -138,8 +139,10 @@ class BatchCreateView(APIView):
             "application/json": {"type": "array", "items": {"type": "object"}},
             "text/csv": {"type": "string"},
         },
-        responses={202: BatchSerializer, 413: _ERROR, 422: _ERROR},
+        parameters=[_IDEMPOTENCY_KEY],
+        responses={202: BatchSerializer, 409: _ERROR, 413: _ERROR, 422: _ERROR},
     )
+    @idempotent("endorsements.batch")
     def post(self, request):
         content_type = request.content_type or ""
         if content_type.startswith("multipart/"):
