@@ -202,7 +202,8 @@ def upload_check(*, stored: StoredUpload, file_format: str) -> int:
         if header is None or _is_blank(header):
             raise UploadEmpty("The file has no header row.")
         _header_columns(header)
-        if not any(not _is_blank(cells) for cells in _first(reader, 1000)):
+        # Stops at the first row with a value; reads on only through blank lines.
+        if not any(not _is_blank(cells) for cells in reader):
             raise UploadNoRows()
     bound = stored.row_bound
     if bound - 1 > limit:
@@ -212,13 +213,6 @@ def upload_check(*, stored: StoredUpload, file_format: str) -> int:
             raise UploadTooManyRows(f"The file has {rows} rows; the limit is {limit}.")
         bound = rows + 1
     return max(bound - 1, 1)
-
-
-def _first(reader, count: int):
-    for index, cells in enumerate(reader):
-        if index >= count:
-            return
-        yield cells
 
 
 # --- streaming rows ------------------------------------------------------------------------

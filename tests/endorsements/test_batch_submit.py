@@ -81,6 +81,14 @@ def test_a_header_without_rows_is_refused(api, book, django_capture_on_commit_ca
     refused(send(api, django_capture_on_commit_callbacks, content), 422, "file_no_rows")
 
 
+def test_rows_after_many_blank_lines_are_still_found(api, book, django_capture_on_commit_callbacks):
+    header, row = csv_text([book.add_row()]).splitlines()
+    content = (header + "\r\n" + ",,,\r\n" * 1500 + row + "\r\n").encode()
+    response = send(api, django_capture_on_commit_callbacks, content)
+    assert response.status_code == 202
+    assert states() == {1502: "VALIDATED"}
+
+
 def test_missing_unknown_and_duplicate_columns_are_each_named(api, book, django_capture_on_commit_callbacks):
     content = (
         b"Action,employee_code,relation,salary,relation,effective_date,\r\nADD,E1,SELF,1,SELF,2026-01-01,\r\n"
