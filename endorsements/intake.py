@@ -113,6 +113,22 @@ def upload_discard(stored: StoredUpload) -> None:
     stored.path.unlink(missing_ok=True)
 
 
+def uploads_older_than(seconds: float) -> Iterator[str]:
+    """Relative paths (as stored on a batch) of uploaded files last written over `seconds` ago."""
+    import time
+
+    root = media_path("uploads")
+    cutoff = time.time() - seconds
+    if not root.is_dir():
+        return
+    for path in root.glob("*/*"):
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                yield str(path.relative_to(media_path("")))
+        except FileNotFoundError:
+            continue  # removed meanwhile
+
+
 # --- whole-file checks --------------------------------------------------------------------
 
 

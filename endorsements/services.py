@@ -791,3 +791,25 @@ def endorsements_received_sweep(*, older_than_seconds: int = 300, limit: int = 1
     if ids:
         endorsements_validate(endorsement_ids=ids)
     return len(ids)
+
+
+def uploads_orphaned_sweep(*, older_than_seconds: int = 24 * 3600) -> int:
+    """Delete stored upload files that no batch names, once they are a day old: left when the
+    transaction around `batch_submit` rolled back after the file was stored (a failed
+    idempotency record, a crash before commit). Returns how many files were deleted."""
+    deleted = 0
+    candidates = list(intake.uploads_older_than(older_than_seconds))
+    for start in range(0, len(candidates), 1000):
+        chunk = candidates[start : start + 1000]
+        named = set(
+            bulk_writes.filter_any(EndorsementBatch.objects.all(), "file_path", chunk).values_list(
+                "file_path", flat=True
+            )
+        )
+        for relative in chunk:
+            if relative not in named:
+                intake.media_path(relative).unlink(missing_ok=True)
+                deleted += 1
+    if deleted:
+        log.info("uploads.orphans_deleted", count=deleted)
+    return deleted

@@ -31,3 +31,11 @@ def endorsements_received_sweep_task(older_than_seconds: int = 300) -> int:
     from endorsements.services import endorsements_received_sweep
 
     return endorsements_received_sweep(older_than_seconds=older_than_seconds)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def uploads_orphaned_sweep_task() -> int:
+    """Beat sweep: delete day-old upload files that no batch names."""
+    from endorsements.services import uploads_orphaned_sweep
+
+    return uploads_orphaned_sweep()

@@ -302,4 +302,9 @@ CELERY_BEAT_SCHEDULE = {
         "task": "endorsements.tasks.endorsements_received_sweep_task",
         "schedule": 120.0,
     },
+    # deletes day-old upload files whose batch was rolled back (no batch names them)
+    "endorsements-uploads-orphaned-sweep": {
+        "task": "endorsements.tasks.uploads_orphaned_sweep_task",
+        "schedule": 3600.0,
+    },
 }
