@@ -103,11 +103,10 @@ def _claim(caller: str, scope: str, key: str, fingerprint: str) -> int | Respons
     if record.request_hash != fingerprint:
         raise IdempotencyKeyReused()
     if record.state == IdempotencyRecord.State.DONE:
-        return Response(
-            record.response_body,
-            status=record.response_status,
-            headers={"Idempotent-Replayed": "true"},
-        )
+        headers = {"Idempotent-Replayed": "true"}
+        if record.response_location:
+            headers["Location"] = record.response_location
+        return Response(record.response_body, status=record.response_status, headers=headers)
     taken = IdempotencyRecord.objects.filter(
         pk=record.pk,
         state=IdempotencyRecord.State.IN_FLIGHT,
@@ -123,7 +122,8 @@ def _store_sql() -> str:
     quote = connection.ops.quote_name
     return (
         f"UPDATE {quote(IdempotencyRecord._meta.db_table)} SET {quote('state')} = %s, "
-        f"{quote('response_status')} = %s, {quote('response_body')} = %s WHERE {quote('id')} = %s"
+        f"{quote('response_status')} = %s, {quote('response_body')} = %s, {quote('response_location')} = %s"
+        f" WHERE {quote('id')} = %s"
     )
 
 
@@ -132,7 +132,16 @@ def _store(record_id: int, response: Response) -> None:
     (on the API's hot path the ORM's query building cost more than the statement)."""
     body = IdempotencyRecord._meta.get_field("response_body").get_db_prep_save(response.data, connection)
     with connection.cursor() as cursor:
-        cursor.execute(_store_sql(), [IdempotencyRecord.State.DONE, response.status_code, body, record_id])
+        cursor.execute(
+            _store_sql(),
+            [
+                IdempotencyRecord.State.DONE,
+                response.status_code,
+                body,
+                response.get("Location", "")[:500],
+                record_id,
+            ],
+        )
 
 
 def idempotent(scope: str):

@@ -63,6 +63,9 @@ class IdempotencyRecord(models.Model):
     state = models.CharField(max_length=10, choices=State.choices, default=State.IN_FLIGHT)
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
     response_body = models.JSONField(null=True, blank=True)
+    # the first response's Location header (created resources), replayed with it; a database
+    # default, so the claim INSERT (raw SQL) and processes of the last release need not name it
+    response_location = models.CharField(max_length=500, blank=True, db_default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

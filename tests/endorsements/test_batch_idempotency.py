@@ -33,6 +33,7 @@ def replayed(first, second) -> None:
     assert "Idempotent-Replayed" not in first
     assert second["Idempotent-Replayed"] == "true"
     assert second.json() == first.json()
+    assert second["Location"] == first["Location"] == first.json()["links"]["self"]
 
 
 def only_batch(first) -> EndorsementBatch:

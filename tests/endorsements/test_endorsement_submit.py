@@ -89,6 +89,7 @@ def test_the_same_idempotency_key_and_body_replays_the_first_answer(
     assert first.status_code == again.status_code == 201
     assert again["Idempotent-Replayed"] == "true"
     assert again.json() == first.json()
+    assert again["Location"] == first["Location"] == f"/api/v1/endorsements/{first.json()['tracking_id']}"
     assert EndorsementRequest.objects.count() == 1
     assert EndorsementRequest.objects.get().idempotency_key == "k-1"
 
