@@ -55,12 +55,22 @@ def request_fingerprint(request) -> str:
 
 
 def _raw_body_hash(request, digest) -> None:
-    """Feed the raw body to `digest` piece by piece while copying it to a spooled file,
-    then put the copy in place of the body's stream, unread, for the view's parser.
+    """Feed the raw body to `digest`. A large one (or one of unknown size) is read piece by
+    piece while copied to a spooled file, which then takes the place of the body's stream,
+    unread, for the view's parser.
 
     (`request.body` would hold the whole body in memory, and refuses one above
     DATA_UPLOAD_MAX_MEMORY_SIZE, which a raw batch upload may well be.)"""
     http_request = request._request
+    try:
+        length = int(http_request.META.get("CONTENT_LENGTH") or -1)
+    except ValueError:
+        length = -1
+    if 0 <= length <= (settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0):
+        # A small body of known size (every single-endorsement POST): Django reads it once
+        # and serves the parser from that copy.
+        digest.update(http_request.body)
+        return
     # Not closed here: it outlives this call as the request's stream, freed with the request.
     copy = tempfile.SpooledTemporaryFile(  # noqa: SIM115
         max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, dir=settings.FILE_UPLOAD_TEMP_DIR
