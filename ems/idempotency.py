@@ -154,15 +154,25 @@ def _store(record_id: int, response: Response) -> None:
         )
 
 
-def idempotent(scope: str):
-    """Decorate an APIView method. Requests without the header run as usual."""
+def idempotent(scope: str, *, stage=None):
+    """Decorate an APIView method. Requests without the header run as usual.
+
+    With `stage(view, request)`, its result is passed to the method as `staged=`: the stage
+    runs after the key is claimed and outside the transaction that holds the method and the
+    stored response, for slow work with no database writes (a batch upload's file is copied
+    and checked there). A stage that fails frees the key, as the method failing does."""
 
     def decorate(method):
+        def call(self, request, *args, **kwargs):
+            if stage is not None:
+                kwargs["staged"] = stage(self, request)
+            return method(self, request, *args, **kwargs)
+
         @functools.wraps(method)
         def wrapper(self, request, *args, **kwargs):
             key = request.headers.get(HEADER)
             if key is None:
-                return method(self, request, *args, **kwargs)
+                return call(self, request, *args, **kwargs)
             if not key.strip() or len(key) > MAX_KEY_LENGTH:
                 raise ValidationFailed(f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters.")
             fingerprint = request_fingerprint(request)
@@ -171,6 +181,8 @@ def idempotent(scope: str):
                 return claimed
             request.idempotency_key = key
             try:
+                if stage is not None:
+                    kwargs["staged"] = stage(self, request)
                 with transaction.atomic():
                     response = method(self, request, *args, **kwargs)
                     if response.status_code >= 500:

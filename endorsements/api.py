@@ -121,6 +121,26 @@ def _format_from(name: str, content_type: str, declared: str) -> str:
     )
 
 
+def _upload_stage(_view, request) -> services.StagedUpload:
+    """The request's file, stored and checked (outside any transaction: see batch_stage)."""
+    content_type = request.content_type or ""
+    if content_type.startswith("multipart/"):
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise UploadFormatUnknown("Send the file in the multipart field `file`.")
+        file_name = upload.name
+        file_format = _format_from(upload.name, upload.content_type, request.data.get("format", ""))
+    else:
+        upload = request.data.get("_stream") if hasattr(request.data, "get") else None
+        file_name = request.query_params.get("file_name", "")
+        file_format = "CSV" if content_type.startswith("text/csv") else "JSON"
+        if upload is None:
+            upload = _EmptyBody()
+    return services.batch_stage(
+        caller=request.caller, upload=upload, file_name=file_name, file_format=file_format
+    )
+
+
 class BatchCreateView(APIView):
     authentication_classes = _AUTH
     permission_classes = [IsEmployerClient]
@@ -142,24 +162,9 @@ class BatchCreateView(APIView):
         parameters=[_IDEMPOTENCY_KEY],
         responses={202: BatchSerializer, 409: _ERROR, 413: _ERROR, 422: _ERROR},
     )
-    @idempotent("endorsements.batch")
-    def post(self, request):
-        content_type = request.content_type or ""
-        if content_type.startswith("multipart/"):
-            upload = request.FILES.get("file")
-            if upload is None:
-                raise UploadFormatUnknown("Send the file in the multipart field `file`.")
-            file_name = upload.name
-            file_format = _format_from(upload.name, upload.content_type, request.data.get("format", ""))
-        else:
-            upload = request.data.get("_stream") if hasattr(request.data, "get") else None
-            file_name = request.query_params.get("file_name", "")
-            file_format = "CSV" if content_type.startswith("text/csv") else "JSON"
-            if upload is None:
-                upload = _EmptyBody()
-        batch = services.batch_submit(
-            caller=request.caller, upload=upload, file_name=file_name, file_format=file_format
-        )
+    @idempotent("endorsements.batch", stage=_upload_stage)
+    def post(self, request, staged):
+        batch = services.batch_create(caller=request.caller, staged=staged)
         body = BatchSerializer(batch).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["links"]["self"]})
 

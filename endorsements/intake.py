@@ -42,7 +42,7 @@ from endorsements.errors import (
     UploadTooLarge,
     UploadTooManyRows,
 )
-from endorsements.validation import COLUMN_SET, HEADER_REQUIRED, RowIssue
+from endorsements.validation import COLUMN_SET, HEADER_REQUIRED, RowIssue, text_printable
 
 PIECE = 64 * 1024
 csv.field_size_limit(1024 * 1024)
@@ -159,6 +159,7 @@ def _text_check(head: bytes) -> None:
 
 def _header_columns(header: list[str]) -> list[str]:
     """Canonical column names for a header row, or UploadHeaderInvalid naming every problem."""
+    header = [cell if cell.isascii() else text_printable(cell) for cell in header]
     names = [cell.strip().lower() for cell in header]
     details: list[ErrorDetail] = []
     seen: set[str] = set()

@@ -61,7 +61,9 @@ _INTAKE_LOCK_NAMESPACE = 0x454D53 << 40
 
 
 def intake_slot(employee_code: str) -> int:
-    return zlib.crc32(employee_code.encode("utf-8", "surrogateescape")) % INTAKE_SLOTS
+    # surrogatepass: a cell may hold any lone surrogate (bytes that were not text), refused
+    # later on its own row; it must not fail the slot of the whole file.
+    return zlib.crc32(employee_code.encode("utf-8", "surrogatepass")) % INTAKE_SLOTS
 
 
 def partition_slots(partition: int, partitions: int) -> list[int]:

@@ -323,13 +323,35 @@ def _hold_release(endorsement: EndorsementRequest, *, reason: str) -> None:
 # --- batch files -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class StagedUpload:
+    """A stored, whole-file-checked upload that no batch names yet (see batch_stage)."""
+
+    stored: intake.StoredUpload
+    file_name: str
+    file_format: str
+    rows_expected: int
+
+    def discard(self) -> None:
+        intake.upload_discard(self.stored)
+
+
 def batch_submit(*, caller: Caller, upload, file_name: str, file_format: str) -> EndorsementBatch:
     """Store and check an uploaded file, create its batch and enqueue processing on commit.
 
     Raises UploadTooLarge (413) or an UploadError (422) — with nothing written — for a
-    file that is too big, empty, binary, UTF-16 without a BOM, has a bad header, no rows, too many rows,
-    or (JSON) is not an array of objects.
+    file that is too big, empty, binary, UTF-16 without a BOM, has a bad header, no rows,
+    too many rows, or (JSON) is not an array of objects.
     """
+    staged = batch_stage(caller=caller, upload=upload, file_name=file_name, file_format=file_format)
+    return batch_create(caller=caller, staged=staged)
+
+
+def batch_stage(*, caller: Caller, upload, file_name: str, file_format: str) -> StagedUpload:
+    """The file part of `batch_submit`, with no database work: copy the upload to MEDIA_ROOT
+    and check it whole. Kept out of any transaction (the API's idempotent POST runs it
+    before its own): copying and checking a large file must not hold a transaction open,
+    nor SQLite's one write lock."""
     employer_id = _employer_required(caller)
     file_format = (file_format or "").upper()
     if file_format not in EndorsementBatch.Format.values:
@@ -337,6 +359,20 @@ def batch_submit(*, caller: Caller, upload, file_name: str, file_format: str) ->
     stored = intake.upload_store(upload=upload, employer_id=employer_id, file_format=file_format)
     try:
         rows_expected = intake.upload_check(stored=stored, file_format=file_format)
+    except BaseException:
+        intake.upload_discard(stored)
+        raise
+    return StagedUpload(
+        stored=stored, file_name=(file_name or "")[:255], file_format=file_format, rows_expected=rows_expected
+    )
+
+
+def batch_create(*, caller: Caller, staged: StagedUpload) -> EndorsementBatch:
+    """The batch of a staged upload, its event and audit record; processing starts on commit.
+    The file is discarded if this fails."""
+    employer_id = _employer_required(caller)
+    stored = staged.stored
+    try:
         source = {"client": Source.API, "staff": Source.ADMIN}.get(caller.kind, Source.CSV)
         with transaction.atomic():
             batch = EndorsementBatch.objects.create(
@@ -344,12 +380,12 @@ def batch_submit(*, caller: Caller, upload, file_name: str, file_format: str) ->
                 uploaded_by_id=caller.user_id,
                 api_client_id=caller.api_client_id,
                 source=source,
-                file_name=(file_name or "")[:255],
-                file_format=file_format,
+                file_name=staged.file_name,
+                file_format=staged.file_format,
                 file_path=stored.relative_path,
                 file_sha256=stored.sha256,
                 file_bytes=stored.size,
-                rows_expected=rows_expected,
+                rows_expected=staged.rows_expected,
             )
             events_queue(
                 [
@@ -370,7 +406,7 @@ def batch_submit(*, caller: Caller, upload, file_name: str, file_format: str) ->
             )
             transaction.on_commit(partial(_enqueue_processing, batch.pk))
     except BaseException:
-        intake.upload_discard(stored)
+        staged.discard()
         raise
     return batch
 
@@ -652,7 +688,9 @@ def _row_errors_write(batch_id: int, errors: Iterable[tuple[int, dict, dict, str
 def _printable(raw: dict) -> dict:
     """Cells as stored for the error report: bytes that were not text become U+FFFD."""
     return {
-        key: text_printable(value) if isinstance(value, str) and not value.isascii() else value
+        (key if key.isascii() else text_printable(key)): text_printable(value)
+        if isinstance(value, str) and not value.isascii()
+        else value
         for key, value in raw.items()
     }
 

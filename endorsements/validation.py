@@ -262,7 +262,8 @@ def row_parse(cells: Mapping[str, Any], *, today: date) -> tuple[dict | None, li
             continue
         parser = _PARSERS.get(column)
         if parser is None:
-            issues.append(RowIssue(column, "column_unknown", f"Unknown column {column!r}."))
+            name = column if column.isascii() else text_printable(column)
+            issues.append(RowIssue(name, "column_unknown", f"Unknown column {name!r}."))
             continue
         if isinstance(raw, str):
             if not raw.isascii() and (found := _NOT_TEXT.search(raw)):

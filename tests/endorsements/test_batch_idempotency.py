@@ -177,3 +177,26 @@ def test_same_key_while_the_first_upload_is_running_is_409(api, book):
     assert results["first"].status_code == 202
     only_batch(results["first"])
     replayed(results["first"], upload(api, content))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("key", ["batch-1", None], ids=["with a key", "without"])
+def test_the_file_is_stored_and_checked_outside_any_transaction(api, book, monkeypatch, key):
+    # Copying and checking a 50 MB file inside the request's transaction would keep it open
+    # that long (and hold SQLite's only write lock under `make run`).
+    from endorsements import intake
+
+    seen = []
+    check = intake.upload_check
+
+    def watched(**kwargs):
+        seen.append(connection.in_atomic_block)
+        return check(**kwargs)
+
+    monkeypatch.setattr(intake, "upload_check", watched)
+    file = SimpleUploadedFile("people.csv", csv_text([book.add_row()]).encode(), content_type="text/csv")
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    response = api.post(URL, {"file": file}, format="multipart", **headers)
+    assert response.status_code == 202
+    assert seen == [False]
+    assert EndorsementBatch.objects.count() == 1

@@ -121,6 +121,44 @@ def test_partitions_decide_a_file_as_one_reader_would(
     assert older.superseded_by_id == newer.pk
 
 
+@pytest.mark.parametrize("file_format", ["CSV", "JSON"])
+def test_characters_that_are_not_text_reject_only_their_rows_in_a_partitioned_file(
+    book, settings, tmp_path, monkeypatch, django_capture_on_commit_callbacks, file_format
+):
+    # a lone surrogate in the employee code picks the row's partition, then rejects it
+    rows = [
+        book.add_row(employee_code="E1"),
+        book.add_row(employee_code="E2\ud800"),
+        book.add_row(employee_code="E3", first_name="Ana\udc00"),
+        book.add_row(employee_code="E4"),
+    ]
+    if file_format == "CSV":
+        # as a broken UTF-16 file would read: the bytes written with surrogatepass
+        settings.MEDIA_ROOT = tmp_path
+        settings.INTAKE_PARTITIONS = 2
+        monkeypatch.setattr(services, "PARTITION_MIN_ROWS", 1)
+        content = b"\xff\xfe" + csv_text(rows, header=list(COLUMNS)).encode("utf-16-le", "surrogatepass")
+        caller = Caller(kind="client", employer_id=book.employer.pk, principal="client:test")
+        with django_capture_on_commit_callbacks(execute=True):
+            batch = services.batch_submit(
+                caller=caller, upload=io.BytesIO(content), file_name="big.csv", file_format="CSV"
+            )
+    else:
+        with django_capture_on_commit_callbacks(execute=True):
+            batch = _submit(
+                book, settings, tmp_path, monkeypatch, partitions=2, rows=rows, file_format="JSON"
+            )
+    batch.refresh_from_db()
+    assert (batch.partitions, batch.state, batch.accepted_count, batch.rejected_count) == (
+        2,
+        "COMPLETED",
+        2,
+        2,
+    )
+    errors = sorted(batch.row_errors.values_list("column", "code"))
+    assert errors == [("employee_code", "encoding_invalid"), ("first_name", "encoding_invalid")]
+
+
 def test_a_partition_run_twice_stores_its_rows_once(
     book, settings, tmp_path, monkeypatch, django_capture_on_commit_callbacks
 ):

@@ -89,6 +89,15 @@ def test_rows_after_many_blank_lines_are_still_found(api, book, django_capture_o
     assert states() == {1502: "VALIDATED"}
 
 
+def test_a_header_cell_with_bytes_that_are_not_text_is_named_printably(
+    api, book, django_capture_on_commit_callbacks
+):
+    header, row = csv_text([book.add_row()]).splitlines()
+    content = (header + ",sal").encode() + b"\xe9ry\r\n" + (row + ",1\r\n").encode()
+    error = refused(send(api, django_capture_on_commit_callbacks, content), 422, "header_invalid")
+    assert [(d["field"], d["code"]) for d in error["details"]] == [("sal\ufffdry", "column_unknown")]
+
+
 def test_missing_unknown_and_duplicate_columns_are_each_named(api, book, django_capture_on_commit_callbacks):
     content = (
         b"Action,employee_code,relation,salary,relation,effective_date,\r\nADD,E1,SELF,1,SELF,2026-01-01,\r\n"

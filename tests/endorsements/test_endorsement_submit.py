@@ -2,6 +2,7 @@
 
 import datetime
 import hashlib
+import json
 
 import pytest
 from django.db import connection
@@ -166,6 +167,20 @@ def test_nested_junk_in_a_body_is_refused(api, book, django_capture_on_commit_ca
     assert [(d["field"], d["code"]) for d in response.json()["error"]["details"]] == [
         ("first_name", "value_not_scalar"),
         ("last_name", "value_not_scalar"),
+    ]
+    nothing_written()
+
+
+def test_unpaired_surrogates_in_a_body_are_refused_by_name(api, book, django_capture_on_commit_callbacks):
+    # JSON may escape a lone surrogate ("\\ud800"): not text, and not storable as jsonb
+    body = json.dumps({**book.add_row(last_name="Rao\ud800"), "x\udce9": "1"})  # ASCII, escaped
+    assert "\\ud800" in body
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(URL, body, content_type="application/json")
+    assert response.status_code == 422
+    assert [(d["field"], d["code"]) for d in response.json()["error"]["details"]] == [
+        ("last_name", "encoding_invalid"),
+        ("x\ufffd", "column_unknown"),
     ]
     nothing_written()
 
