@@ -457,7 +457,7 @@ def _measure(mode: str, rows: int, workdir: Path, extra_env: dict | None = None)
     fixture = _fixture(rows)
     path = workdir / f"hr-{rows}.csv"
     _file_write(path, rows, fixture)
-    # Fair to all three ways in: each starts from tables without the last one's dead rows.
+    # Fair to every way in: each starts from tables without the last one's dead rows.
     tables_vacuum(
         "endorsements_endorsementrequest",
         "endorsements_endorsementtransition",

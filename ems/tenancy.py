@@ -2,8 +2,9 @@
 
 A `Caller` is resolved once per request: an API client (bearer token), an HR user
 (session, linked to one employer) or an operations staff user (admin; no employer
-scope). Selectors take a caller and pass their querysets through `scoped()`, so no view
-can forget the employer filter.
+scope, except when sending intake for one employer: `caller_for_staff_acting_for`).
+Selectors take a caller and pass their querysets through `scoped()`, so no view can
+forget the employer filter.
 """
 
 from dataclasses import dataclass

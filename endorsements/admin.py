@@ -138,6 +138,13 @@ class IntakeAdmin(ServiceManagedAdmin):
         }
         return TemplateResponse(request, "admin/endorsements/intake_form.html", context, status=status)
 
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        # Django turns a POST with "_saveasnew" to a change page into an "add" through the
+        # model form, whatever `save_as` says: the intake page is the only way in.
+        if object_id is not None and "_saveasnew" in request.POST:
+            raise PermissionDenied
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
     def intake_send(self, caller, form):
         raise NotImplementedError
 

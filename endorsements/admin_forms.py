@@ -6,8 +6,18 @@ every check and its message comes from the one validation service behind
 """
 
 from django import forms
+from django.contrib import admin
+from django.contrib.admin.widgets import AutocompleteSelect
 
-from endorsements.models import Employer, EndorsementType, Gender, Relation
+from endorsements.intake import upload_format
+from endorsements.models import (
+    Employer,
+    EndorsementBatch,
+    EndorsementRequest,
+    EndorsementType,
+    Gender,
+    Relation,
+)
 from endorsements.validation import COLUMNS
 
 _CHOICE_COLUMNS = {
@@ -28,14 +38,27 @@ _HELP = {
 
 
 class _EmployerForm(forms.Form):
+    """The employer as the admin's autocomplete (searched by code, name or email): an
+    insurer's book holds too many employers for one select."""
+
+    employer_of: type  # the model whose `employer` foreign key the autocomplete serves
+
     employer = forms.ModelChoiceField(
         queryset=Employer.objects.order_by("code"),
         help_text="The employer this is sent for; it is audited as your action.",
     )
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["employer"]
+        field.widget = AutocompleteSelect(self.employer_of._meta.get_field("employer"), admin.site)
+        field.widget.choices = field.choices
+
 
 class EndorsementSubmitForm(_EmployerForm):
     """The file columns of DESIGN.md; empty in a correction means unchanged."""
+
+    employer_of = EndorsementRequest
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -52,7 +75,9 @@ class EndorsementSubmitForm(_EmployerForm):
 
 
 class BatchUploadAdminForm(_EmployerForm):
+    employer_of = EndorsementBatch
     file = forms.FileField(help_text="A .csv file in the template's columns, or a .json array of rows.")
 
     def file_format(self) -> str:
-        return "JSON" if self.cleaned_data["file"].name.lower().endswith(".json") else "CSV"
+        upload = self.cleaned_data["file"]
+        return upload_format(upload.name, upload.content_type)

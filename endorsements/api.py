@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from ems.auth import BearerTokenAuthentication, IsEmployerClient, SessionCallerAuthentication
 from ems.idempotency import idempotent
 from ems.pagination import EmsPagination
-from endorsements import selectors, services
+from endorsements import intake, selectors, services
 from endorsements.errors import UploadFormatUnknown
 from endorsements.serializers import (
     BatchSerializer,
@@ -108,19 +108,6 @@ class CsvUploadParser(UploadBodyParser):
     media_type = "text/csv"
 
 
-def _format_from(name: str, content_type: str, declared: str) -> str:
-    if declared:
-        return declared.upper()
-    lowered = (name or "").lower()
-    if lowered.endswith(".csv") or "csv" in (content_type or ""):
-        return "CSV"
-    if lowered.endswith(".json") or "json" in (content_type or ""):
-        return "JSON"
-    raise UploadFormatUnknown(
-        "Say the format (CSV or JSON) in the `format` field or by the file's extension."
-    )
-
-
 def _upload_stage(_view, request) -> services.StagedUpload:
     """The request's file, stored and checked (outside any transaction: see batch_stage)."""
     content_type = request.content_type or ""
@@ -129,7 +116,7 @@ def _upload_stage(_view, request) -> services.StagedUpload:
         if upload is None:
             raise UploadFormatUnknown("Send the file in the multipart field `file`.")
         file_name = upload.name
-        file_format = _format_from(upload.name, upload.content_type, request.data.get("format", ""))
+        file_format = intake.upload_format(upload.name, upload.content_type, request.data.get("format", ""))
     else:
         upload = request.data.get("_stream") if hasattr(request.data, "get") else None
         file_name = request.query_params.get("file_name", "")
@@ -201,7 +188,10 @@ class BatchErrorsView(APIView):
     @extend_schema(
         operation_id="endorsements_batch_errors",
         responses={(200, "text/csv"): OpenApiTypes.STR, 404: _ERROR},
-        description="The rejected rows as CSV: row_number, the file's columns, and `errors`.",
+        description=(
+            "The rejected rows as CSV: row_number, the rejected request's tracking_id (empty for a "
+            "row that failed its format checks), the file's columns, and `errors`."
+        ),
     )
     def get(self, request, batch_id: int):
         batch = selectors.batch_get(caller=request.caller, batch_id=batch_id)

@@ -6,15 +6,16 @@ How it works
   refusing it (UploadTooLarge, 413) as soon as it passes UPLOAD_MAX_BYTES — so memory is
   bounded whatever arrives. It also counts line endings: an upper bound on the rows.
 - `upload_check` refuses, before anything is written to the database, what no row of the
-  file could survive: empty, binary, UTF-16 without a BOM, a bad CSV header (missing, unknown or
-  duplicate columns), a header with no rows, JSON that is not an array, or more rows than
-  UPLOAD_MAX_ROWS. It reads only the first kilobytes, except to count rows exactly when
-  the cheap bound passes the limit, and to check a JSON file's syntax in one streaming pass.
-- `csv_records` / `json_records` yield `(row_number, cells, issues)` one at a time:
-  a streaming `csv.reader` over a UTF-8 decoder (BOM dropped), or a UTF-16 one for a file
-  that starts with a UTF-16 BOM; bytes that are not text in it become an `encoding_invalid`
-  issue on their row only; CRLF, LF or CR line ends or an
-  incremental JSON array decoder. Row numbers are what a spreadsheet shows: the header is
+  file could survive: empty, binary, UTF-16 without a BOM (or JSON in UTF-16), a bad CSV
+  header (missing, unknown or duplicate columns), a header with no rows, JSON that is not
+  an array, or more rows than UPLOAD_MAX_ROWS. It reads only the first kilobytes, except
+  to count rows exactly when the cheap bound passes the limit (or the file is UTF-16), and
+  to check a JSON file's syntax in one streaming pass.
+- `csv_records` yields `(row_number, cells, issues)` one at a time from a streaming
+  `csv.reader` over a UTF-8 decoder (BOM dropped), or a UTF-16 one for a file that starts
+  with a UTF-16 BOM; bytes that are not text in it become an `encoding_invalid` issue on
+  their row only; CRLF, LF or CR line ends. `json_records` does the same from an
+  incremental decoder of a (UTF-8) JSON array. Row numbers are what a spreadsheet shows: the header is
   row 1, so the first data row is row 2 (for JSON, the first element is row 1).
 """
 
@@ -23,6 +24,7 @@ import csv
 import hashlib
 import io
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from ems.errors import ErrorDetail
 from endorsements.errors import (
     UploadEmpty,
     UploadEncodingUnsupported,
+    UploadFormatUnknown,
     UploadHeaderInvalid,
     UploadJsonInvalid,
     UploadJsonNotArray,
@@ -56,6 +59,20 @@ class StoredUpload:
     size: int
     row_bound: int  # at least the number of records in the file
     head: bytes
+
+
+def upload_format(name: str, content_type: str = "", declared: str = "") -> str:
+    """CSV or JSON: as declared, else by the file's extension or content type."""
+    if declared:
+        return declared.upper()
+    lowered = (name or "").lower()
+    if lowered.endswith(".csv") or "csv" in (content_type or ""):
+        return "CSV"
+    if lowered.endswith(".json") or "json" in (content_type or ""):
+        return "JSON"
+    raise UploadFormatUnknown(
+        "Say the format (CSV or JSON) in the `format` field or by the file's extension."
+    )
 
 
 def media_path(relative: str | Path) -> Path:
@@ -113,20 +130,20 @@ def upload_discard(stored: StoredUpload) -> None:
     stored.path.unlink(missing_ok=True)
 
 
-def uploads_older_than(seconds: float) -> Iterator[str]:
-    """Relative paths (as stored on a batch) of uploaded files last written over `seconds` ago."""
-    import time
-
+def uploads_aged(*, older_than: float, newer_than: float) -> Iterator[str]:
+    """Relative paths (as stored on a batch) of uploaded files last written between
+    `older_than` and `newer_than` seconds ago."""
     root = media_path("uploads")
-    cutoff = time.time() - seconds
+    now = time.time()
     if not root.is_dir():
         return
     for path in root.glob("*/*"):
         try:
-            if path.is_file() and path.stat().st_mtime < cutoff:
-                yield str(path.relative_to(media_path("")))
+            age = now - path.stat().st_mtime
         except FileNotFoundError:
             continue  # removed meanwhile
+        if older_than < age < newer_than and path.is_file():
+            yield str(path.relative_to(media_path("")))
 
 
 # --- whole-file checks --------------------------------------------------------------------
@@ -212,6 +229,8 @@ def upload_check(*, stored: StoredUpload, file_format: str) -> int:
     _text_check(stored.head)
     limit = settings.UPLOAD_MAX_ROWS
     if file_format == "JSON":
+        if stored.head.startswith(_UTF16_BOMS):
+            raise UploadEncodingUnsupported("A JSON file must be UTF-8 (RFC 8259); this one is UTF-16.")
         return _json_check(stored.path, limit)
     with _text_stream(stored.path) as text:
         reader = csv.reader(text)
@@ -223,7 +242,9 @@ def upload_check(*, stored: StoredUpload, file_format: str) -> int:
         if not any(not _is_blank(cells) for cells in reader):
             raise UploadNoRows()
     bound = stored.row_bound
-    if bound - 1 > limit:
+    # UTF-16's line ends are two bytes each (and other characters hold 0x0A or 0x0D bytes):
+    # the byte count is no bound worth showing, so such a file is counted exactly.
+    if bound - 1 > limit or stored.head.startswith(_UTF16_BOMS):
         with _text_stream(stored.path) as text:
             rows = sum(1 for cells in csv.reader(text) if not _is_blank(cells)) - 1
         if rows > limit:

@@ -367,7 +367,8 @@ class BatchRowError(models.Model):
     row_number = models.PositiveIntegerField()
     # The rejected request's tracking id; empty for a row that failed its format checks,
     # which is never stored as a request.
-    tracking_id = models.CharField(max_length=32, blank=True)
+    # (a database default too: processes of the last release COPY rows without it)
+    tracking_id = models.CharField(max_length=32, blank=True, db_default="")
     column = models.CharField(max_length=64, blank=True)
     code = models.CharField(max_length=64)
     message = models.CharField(max_length=500)

@@ -97,7 +97,10 @@ PARTITION_MIN_ROWS = 20_000
 
 def _employer_required(caller: Caller) -> int:
     if caller.employer_id is None:
-        raise PermissionDenied("Only an employer's HR users and API clients can submit endorsements.")
+        raise PermissionDenied(
+            "Only a caller acting for one employer (its HR users, its API clients, or staff in the admin "
+            "choosing it) can submit endorsements."
+        )
     return caller.employer_id
 
 
@@ -831,12 +834,16 @@ def endorsements_received_sweep(*, older_than_seconds: int = 300, limit: int = 1
     return len(ids)
 
 
-def uploads_orphaned_sweep(*, older_than_seconds: int = 24 * 3600) -> int:
+def uploads_orphaned_sweep(
+    *, older_than_seconds: int = 24 * 3600, newer_than_seconds: int = 8 * 24 * 3600
+) -> int:
     """Delete stored upload files that no batch names, once they are a day old: left when the
-    transaction around `batch_submit` rolled back after the file was stored (a failed
-    idempotency record, a crash before commit). Returns how many files were deleted."""
+    transaction around `batch_submit` rolled back after the file was stored (a crash before
+    commit, a failed idempotency record). Files of every batch are kept for its whole life,
+    so only those of the last week are looked up (the hourly sweep stays small). Returns how
+    many files were deleted."""
     deleted = 0
-    candidates = list(intake.uploads_older_than(older_than_seconds))
+    candidates = list(intake.uploads_aged(older_than=older_than_seconds, newer_than=newer_than_seconds))
     for start in range(0, len(candidates), 1000):
         chunk = candidates[start : start + 1000]
         named = set(

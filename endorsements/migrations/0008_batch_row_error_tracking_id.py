@@ -12,6 +12,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="batchrowerror",
             name="tracking_id",
-            field=models.CharField(blank=True, max_length=32),
+            field=models.CharField(blank=True, db_default="", max_length=32),
         ),
     ]

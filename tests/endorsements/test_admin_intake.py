@@ -6,14 +6,16 @@ same checks, duplicate detection, audit and background validation apply.
 
 import csv
 import io
+import json
 
 import pytest
 from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from ems.models import OutboxEvent
 from endorsements.models import EndorsementBatch, EndorsementRequest, EndorsementTransition
-from tests.factories import UserFactory
+from tests.factories import EmployerFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -28,6 +30,15 @@ def operator(client):
     client.force_login(user)
     client.user = user
     return client
+
+
+def nothing_written(media_root=None) -> None:
+    assert EndorsementRequest.objects.count() == 0
+    assert EndorsementTransition.objects.count() == 0
+    assert EndorsementBatch.objects.count() == 0
+    assert OutboxEvent.objects.count() == 0  # no event, no audit record
+    if media_root is not None:
+        assert [p for p in media_root.rglob("*") if p.is_file()] == []
 
 
 def form_data(book, **overrides) -> dict:
@@ -84,7 +95,7 @@ def test_a_value_the_service_refuses_is_shown_on_its_field_and_nothing_is_stored
     response = operator.post(SEND_URL, form_data(book, date_of_birth="31/02/1990", phone="98123"))
     html = response.content.decode()
     assert response.status_code == 422
-    assert EndorsementRequest.objects.count() == 0
+    nothing_written()
     field_errors = response.context["form"].errors
     assert "(date_format)" in field_errors["date_of_birth"][0]
     assert "(phone_invalid)" in field_errors["phone"][0]
@@ -161,5 +172,52 @@ def test_a_viewer_can_neither_open_nor_post_the_intake_pages(client, book):
         ).status_code
         == 403
     )
-    assert EndorsementRequest.objects.count() == 0
-    assert EndorsementBatch.objects.count() == 0
+    nothing_written()
+
+
+def test_an_operator_uploads_a_json_array_and_a_file_of_unknown_format_is_refused(
+    operator, book, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    settings.MEDIA_ROOT = tmp_path
+    rows = SimpleUploadedFile(
+        "people.json", json.dumps([book.add_row()]).encode(), content_type="application/json"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        operator.post(UPLOAD_URL, {"employer": book.employer.pk, "file": rows})
+    batch = EndorsementBatch.objects.get()
+    assert (batch.file_format, batch.state, batch.accepted_count) == ("JSON", "COMPLETED", 1)
+    spreadsheet = SimpleUploadedFile("people.xlsx", b"PK\x03\x04", content_type="application/octet-stream")
+    response = operator.post(UPLOAD_URL, {"employer": book.employer.pk, "file": spreadsheet})
+    assert response.status_code == 422
+    assert "Say the format (CSV or JSON)" in response.content.decode()
+    assert list(EndorsementBatch.objects.values_list("pk", flat=True)) == [batch.pk]
+    assert len([p for p in tmp_path.rglob("*") if p.is_file()]) == 1  # the JSON file only
+
+
+def test_the_employer_is_chosen_by_the_admins_autocomplete(operator, book):
+    EmployerFactory(code="OTHER", name="Other Ltd")
+    page = operator.get(SEND_URL).content.decode()
+    assert 'class="admin-autocomplete"' in page and "data-ajax--url" in page
+    found = operator.get(
+        reverse("admin:autocomplete"),
+        {
+            "app_label": "endorsements",
+            "model_name": "endorsementrequest",
+            "field_name": "employer",
+            "term": book.employer.code,
+        },
+    )
+    assert found.status_code == 200
+    assert [r["id"] for r in found.json()["results"]] == [str(book.employer.pk)]
+
+
+def test_save_as_new_on_a_request_page_cannot_bypass_the_intake_page(
+    operator, book, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        operator.post(SEND_URL, form_data(book))
+    endorsement = EndorsementRequest.objects.get()
+    change = reverse("admin:endorsements_endorsementrequest_change", args=[endorsement.pk])
+    response = operator.post(change, {"_saveasnew": "Save as new", "type": "ADD"})
+    assert response.status_code == 403
+    assert EndorsementRequest.objects.count() == 1

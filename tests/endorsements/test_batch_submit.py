@@ -135,6 +135,7 @@ def test_a_utf16_file_with_a_byte_order_mark_is_read_like_a_utf8_one(
     response = send(api, django_capture_on_commit_callbacks, content)
     assert response.status_code == 202
     assert states() == {2: "VALIDATED", 3: "VALIDATED"}
+    assert EndorsementBatch.objects.get().rows_expected == 3  # counted, not the bytes' line ends
     names = EndorsementRequest.objects.get(row_number=3).member_data
     assert (names["first_name"], names["last_name"]) == ("Zoë", "Ñúñez")
     assert row_errors() == [(4, "date_of_birth", "date_invalid")]
@@ -154,6 +155,7 @@ def test_a_broken_utf16_unit_rejects_only_its_row(api, book, django_capture_on_c
     assert states() == {2: "VALIDATED"}
     error = BatchRowError.objects.get()
     assert (error.row_number, error.column, error.code) == (3, "first_name", "encoding_invalid")
+    assert error.message == "Contains a byte that cannot be read as text (0x00); save the file as UTF-8."
 
 
 def test_a_binary_file_named_csv_is_refused(api, book, django_capture_on_commit_callbacks):
@@ -523,37 +525,3 @@ def test_a_chunk_is_stored_with_the_same_statements_whatever_its_size(
 
     assert statements(5) == statements(60)
     assert EndorsementRequest.objects.filter(state="VALIDATED").count() == 3 + 58
-
-
-def test_the_sweep_deletes_day_old_upload_files_that_no_batch_names(book, settings, tmp_path):
-    import os
-    import time
-
-    from django.db import transaction
-
-    settings.MEDIA_ROOT = tmp_path
-    caller = Caller(kind="client", employer_id=book.employer.pk, principal="client:test")
-    content = csv_text([book.add_row()]).encode()
-
-    def submit():
-        return services.batch_submit(
-            caller=caller, upload=io.BytesIO(content), file_name="a.csv", file_format="CSV"
-        )
-
-    kept = submit()
-    # a file whose batch was rolled back by the transaction around it (as when the
-    # idempotency record cannot be saved after the upload was stored)
-    with pytest.raises(RuntimeError), transaction.atomic():
-        rolled_back = submit()
-        raise RuntimeError("the caller's transaction fails after the file was stored")
-    young_orphan = submit()
-    EndorsementBatch.objects.filter(pk=young_orphan.pk).delete()
-    day_ago = time.time() - 25 * 3600
-    for batch in (kept, rolled_back):
-        os.utime(tmp_path / batch.file_path, (day_ago, day_ago))
-
-    assert services.uploads_orphaned_sweep() == 1
-    assert (tmp_path / kept.file_path).is_file()
-    assert not (tmp_path / rolled_back.file_path).exists()
-    assert (tmp_path / young_orphan.file_path).is_file()  # may still be committing
-    assert services.uploads_orphaned_sweep() == 0
