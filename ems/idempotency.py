@@ -9,9 +9,10 @@ IN_FLIGHT by a crashed process (its transaction rolled back) is taken over after
 IDEMPOTENCY_STALE_SECONDS, which is safe because nothing of it committed.
 
 The fingerprint is taken before the view runs, so it must leave the body readable: a
-multipart upload is hashed from its parsed parts (rewound after), a raw body is read in
-pieces into a spooled copy (memory, then disk) that then stands in for the request's
-stream — a raw batch upload of UPLOAD_MAX_BYTES is never held in memory whole.
+multipart upload is hashed from its parsed parts (rewound after); a small raw body of known
+size from `request.body`; a larger one is read in pieces into a spooled copy (memory, then
+disk) that then stands in for the request's stream — a raw batch upload of
+UPLOAD_MAX_BYTES is never held in memory whole.
 """
 
 import functools
@@ -162,17 +163,15 @@ def idempotent(scope: str, *, stage=None):
     stored response, for slow work with no database writes (a batch upload's file is copied
     and checked there). A stage that fails frees the key, as the method failing does."""
 
-    def decorate(method):
-        def call(self, request, *args, **kwargs):
-            if stage is not None:
-                kwargs["staged"] = stage(self, request)
-            return method(self, request, *args, **kwargs)
+    def staged(self, request, kwargs: dict) -> dict:
+        return kwargs if stage is None else {**kwargs, "staged": stage(self, request)}
 
+    def decorate(method):
         @functools.wraps(method)
         def wrapper(self, request, *args, **kwargs):
             key = request.headers.get(HEADER)
             if key is None:
-                return call(self, request, *args, **kwargs)
+                return method(self, request, *args, **staged(self, request, kwargs))
             if not key.strip() or len(key) > MAX_KEY_LENGTH:
                 raise ValidationFailed(f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters.")
             fingerprint = request_fingerprint(request)
@@ -181,8 +180,7 @@ def idempotent(scope: str, *, stage=None):
                 return claimed
             request.idempotency_key = key
             try:
-                if stage is not None:
-                    kwargs["staged"] = stage(self, request)
+                kwargs = staged(self, request, kwargs)
                 with transaction.atomic():
                     response = method(self, request, *args, **kwargs)
                     if response.status_code >= 500:

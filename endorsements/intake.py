@@ -15,8 +15,8 @@ How it works
   `csv.reader` over a UTF-8 decoder (BOM dropped), or a UTF-16 one for a file that starts
   with a UTF-16 BOM; bytes that are not text in it become an `encoding_invalid` issue on
   their row only; CRLF, LF or CR line ends. `json_records` does the same from an
-  incremental decoder of a (UTF-8) JSON array. Row numbers are what a spreadsheet shows: the header is
-  row 1, so the first data row is row 2 (for JSON, the first element is row 1).
+  incremental decoder of a (UTF-8) JSON array. Row numbers are what a spreadsheet shows:
+  the header is row 1, so the first data row is row 2 (for JSON, the first element is row 1).
 """
 
 import codecs
@@ -149,8 +149,16 @@ def uploads_aged(*, older_than: float, newer_than: float) -> Iterator[str]:
 # --- whole-file checks --------------------------------------------------------------------
 
 
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def _is_utf16(head: bytes) -> bool:
+    """A file read as UTF-16: it starts with a UTF-16 byte-order mark."""
+    return head[:2] in _UTF16_BOMS
+
+
 def _text_check(head: bytes) -> None:
-    if head.startswith(_UTF16_BOMS):
+    if _is_utf16(head):
         # Excel's "Unicode text" and some HRIS exports: read as UTF-16 (the BOM says which
         # byte order); checked as text, since every other byte of its ASCII is a zero.
         body = head[: len(head) - len(head) % 2].decode("utf-16", errors="replace")
@@ -176,7 +184,7 @@ def _text_check(head: bytes) -> None:
 
 def _header_columns(header: list[str]) -> list[str]:
     """Canonical column names for a header row, or UploadHeaderInvalid naming every problem."""
-    header = [cell if cell.isascii() else text_printable(cell) for cell in header]
+    header = [text_printable(cell) for cell in header]
     names = [cell.strip().lower() for cell in header]
     details: list[ErrorDetail] = []
     seen: set[str] = set()
@@ -198,9 +206,6 @@ def _header_columns(header: list[str]) -> list[str]:
     return names
 
 
-_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
-
-
 def _bytes_escape(error: UnicodeDecodeError) -> tuple[str, int]:
     """Decoding errors: each byte that is not text becomes U+DC00 + byte (as Python's
     surrogateescape does for UTF-8, but for any byte, so a broken UTF-16 unit too), which
@@ -214,7 +219,7 @@ codecs.register_error("ems.bytes_escape", _bytes_escape)
 def _text_stream(path: Path) -> io.TextIOWrapper:
     """The file as text: UTF-16 when it starts with a UTF-16 BOM, else UTF-8 (BOM dropped)."""
     raw = open(path, "rb")  # noqa: SIM115 - closed with the wrapper
-    encoding = "utf-16" if raw.peek(2)[:2] in _UTF16_BOMS else "utf-8-sig"
+    encoding = "utf-16" if _is_utf16(raw.peek(2)) else "utf-8-sig"
     return io.TextIOWrapper(
         raw, encoding=encoding, errors="ems.bytes_escape", newline="", write_through=False
     )
@@ -229,7 +234,7 @@ def upload_check(*, stored: StoredUpload, file_format: str) -> int:
     _text_check(stored.head)
     limit = settings.UPLOAD_MAX_ROWS
     if file_format == "JSON":
-        if stored.head.startswith(_UTF16_BOMS):
+        if _is_utf16(stored.head):
             raise UploadEncodingUnsupported("A JSON file must be UTF-8 (RFC 8259); this one is UTF-16.")
         return _json_check(stored.path, limit)
     with _text_stream(stored.path) as text:
@@ -244,7 +249,7 @@ def upload_check(*, stored: StoredUpload, file_format: str) -> int:
     bound = stored.row_bound
     # UTF-16's line ends are two bytes each (and other characters hold 0x0A or 0x0D bytes):
     # the byte count is no bound worth showing, so such a file is counted exactly.
-    if bound - 1 > limit or stored.head.startswith(_UTF16_BOMS):
+    if bound - 1 > limit or _is_utf16(stored.head):
         with _text_stream(stored.path) as text:
             rows = sum(1 for cells in csv.reader(text) if not _is_blank(cells)) - 1
         if rows > limit:

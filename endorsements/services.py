@@ -691,9 +691,7 @@ def _row_errors_write(batch_id: int, errors: Iterable[tuple[int, dict, dict, str
 def _printable(raw: dict) -> dict:
     """Cells as stored for the error report: bytes that were not text become U+FFFD."""
     return {
-        (key if key.isascii() else text_printable(key)): text_printable(value)
-        if isinstance(value, str) and not value.isascii()
-        else value
+        text_printable(key): text_printable(value) if isinstance(value, str) else value
         for key, value in raw.items()
     }
 

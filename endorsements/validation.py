@@ -239,7 +239,7 @@ del _column
 
 def text_printable(text: str) -> str:
     """The text with each character that is not text (see _NOT_TEXT) as U+FFFD."""
-    return _NOT_TEXT.sub("\ufffd", text)
+    return text if text.isascii() else _NOT_TEXT.sub("\ufffd", text)
 
 
 def _not_text_message(code: int) -> str:
@@ -262,7 +262,7 @@ def row_parse(cells: Mapping[str, Any], *, today: date) -> tuple[dict | None, li
             continue
         parser = _PARSERS.get(column)
         if parser is None:
-            name = column if column.isascii() else text_printable(column)
+            name = text_printable(column)
             issues.append(RowIssue(name, "column_unknown", f"Unknown column {name!r}."))
             continue
         if isinstance(raw, str):

@@ -218,6 +218,8 @@ def test_save_as_new_on_a_request_page_cannot_bypass_the_intake_page(
         operator.post(SEND_URL, form_data(book))
     endorsement = EndorsementRequest.objects.get()
     change = reverse("admin:endorsements_endorsementrequest_change", args=[endorsement.pk])
+    before = (EndorsementTransition.objects.count(), OutboxEvent.objects.count())
     response = operator.post(change, {"_saveasnew": "Save as new", "type": "ADD"})
     assert response.status_code == 403
-    assert EndorsementRequest.objects.count() == 1
+    assert list(EndorsementRequest.objects.values_list("pk", "state")) == [(endorsement.pk, "VALIDATED")]
+    assert (EndorsementTransition.objects.count(), OutboxEvent.objects.count()) == before

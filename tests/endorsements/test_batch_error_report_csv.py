@@ -18,24 +18,20 @@ def test_each_rejected_row_is_one_line_with_all_its_errors_and_escaped_cells(boo
         "last_name": "\tTab",
         "phone": "+9198",
     }
-    BatchRowError.objects.create(
-        batch=batch,
-        row_number=7,
-        tracking_id="01JTRACKING0000000000000007",
-        column="phone",
-        code="phone_invalid",
-        message="Bad.",
-        raw=raw,
-    )
-    BatchRowError.objects.create(
-        batch=batch,
-        row_number=7,
-        tracking_id="01JTRACKING0000000000000007",
-        column="",
-        code="x_rule",
-        message="-Also bad.",
-        raw={},
-    )
+    # row 7 was stored as a request and rejected by two rules; its cells are on the first error
+    for column, code, message, cells in (
+        ("phone", "phone_invalid", "Bad.", raw),
+        ("", "x_rule", "-Also bad.", {}),
+    ):
+        BatchRowError.objects.create(
+            batch=batch,
+            row_number=7,
+            tracking_id="01JTRACKING0000000000000007",
+            column=column,
+            code=code,
+            message=message,
+            raw=cells,
+        )
     BatchRowError.objects.create(
         batch=batch,
         row_number=3,
