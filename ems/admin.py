@@ -24,6 +24,7 @@ from django.utils import timezone
 from pymongo.errors import PyMongoError
 
 from ems import clients
+from ems.admin_mixins import ReadOnlyAdmin
 from ems.audit_reader import audit_search
 from ems.models import IdempotencyRecord, OutboxEvent
 from ems.outbox_relay import SINKS, backoff_remaining, outbox_backoff_clear
@@ -31,19 +32,6 @@ from ems.outbox_relay import SINKS, backoff_remaining, outbox_backoff_clear
 AUDIT_TRAIL_PERMISSION = "ems.view_audit_trail"
 OUTBOX_RETRY_PERMISSION = "ems.retry_outboxevent"
 AUDIT_PAGE_SIZE = 50
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Nobody adds, edits or deletes these rows here, superusers included."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class DeliveredFilter(admin.SimpleListFilter):

@@ -22,23 +22,11 @@ from django.contrib.admin.helpers import ActionForm
 from django.urls import reverse
 from django.utils.html import format_html
 
+from ems.admin_mixins import ReadOnlyAdmin, actor_of
+from ems.formatting import money_text
 from ledger import selectors, services
 from ledger.errors import LedgerError
 from ledger.models import Account, Adjustment, Entry, Hold, ParkedRequest, TopUp
-
-
-def money(minor: int | None, currency: str = "INR") -> str:
-    """Integer minor units with two decimals and grouping: 123456 -> '₹1,234.56'."""
-    if minor is None:
-        return "—"
-    symbol = "₹" if currency == "INR" else f"{currency} "
-    sign = "-" if minor < 0 else ""
-    whole, fraction = divmod(abs(minor), 100)
-    return f"{sign}{symbol}{whole:,}.{fraction:02d}"
-
-
-def actor_of(request) -> str:
-    return f"user:{request.user.pk}"
 
 
 class NoteActionForm(ActionForm):
@@ -60,19 +48,6 @@ def _run_each(modeladmin, request, rows, call, done: str) -> None:
             modeladmin.message_user(request, f"#{row.pk}: {exc.message} ({exc.code})", messages.ERROR)
     if succeeded:
         modeladmin.message_user(request, f"{succeeded} {done}.", messages.SUCCESS)
-
-
-class ReadOnlyLedgerAdmin(admin.ModelAdmin):
-    """Ledger rows: nobody adds, edits or deletes them here, superusers included."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class AccountForm(forms.ModelForm):
@@ -124,19 +99,19 @@ class AccountAdmin(admin.ModelAdmin):
 
     @admin.display(description="posted", ordering="posted")
     def posted_display(self, obj):
-        return money(obj.posted, obj.currency)
+        return money_text(obj.posted, obj.currency)
 
     @admin.display(description="held", ordering="held")
     def held_display(self, obj):
-        return money(obj.held, obj.currency)
+        return money_text(obj.held, obj.currency)
 
     @admin.display(description="available", ordering="available_amount")
     def available_display(self, obj):
-        return money(obj.available_amount, obj.currency)
+        return money_text(obj.available_amount, obj.currency)
 
     @admin.display(description="low-balance threshold", ordering="low_balance_threshold")
     def threshold_display(self, obj):
-        return money(obj.low_balance_threshold, obj.currency)
+        return money_text(obj.low_balance_threshold, obj.currency)
 
     @admin.display(description="parked", ordering="parked_count")
     def parked_display(self, obj):
@@ -148,7 +123,7 @@ class AccountAdmin(admin.ModelAdmin):
             url,
             obj.pk,
             obj.parked_count,
-            money(obj.parked_amount, obj.currency),
+            money_text(obj.parked_amount, obj.currency),
         )
 
     def save_model(self, request, obj, form, change) -> None:
@@ -178,7 +153,7 @@ class AccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(Entry)
-class EntryAdmin(ReadOnlyLedgerAdmin):
+class EntryAdmin(ReadOnlyAdmin):
     list_display = ["id", "account", "kind", "amount_display", "balance_display", "reference", "created_at"]
     list_select_related = ["account"]
     list_filter = ["kind"]
@@ -188,15 +163,15 @@ class EntryAdmin(ReadOnlyLedgerAdmin):
 
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, obj):
-        return money(obj.amount, obj.account.currency)
+        return money_text(obj.amount, obj.account.currency)
 
     @admin.display(description="balance after", ordering="balance_after")
     def balance_display(self, obj):
-        return money(obj.balance_after, obj.account.currency)
+        return money_text(obj.balance_after, obj.account.currency)
 
 
 @admin.register(Hold)
-class HoldAdmin(ReadOnlyLedgerAdmin):
+class HoldAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "account",
@@ -220,11 +195,11 @@ class HoldAdmin(ReadOnlyLedgerAdmin):
 
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, obj):
-        return money(obj.amount, obj.account.currency)
+        return money_text(obj.amount, obj.account.currency)
 
     @admin.display(description="captured", ordering="captured_amount")
     def captured_display(self, obj):
-        return money(obj.captured_amount, obj.account.currency)
+        return money_text(obj.captured_amount, obj.account.currency)
 
     @admin.action(description="Release selected pending holds", permissions=["release_hold"])
     def release(self, request, queryset):
@@ -299,7 +274,7 @@ class TopUpAdmin(DecisionAdmin):
 
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, obj):
-        return money(obj.amount, obj.account.currency)
+        return money_text(obj.amount, obj.account.currency)
 
     def create_through_service(self, request, obj):
         return services.account_topup(
@@ -366,7 +341,7 @@ class AdjustmentAdmin(DecisionAdmin):
 
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, obj):
-        return money(obj.amount, obj.account.currency)
+        return money_text(obj.amount, obj.account.currency)
 
     def create_through_service(self, request, obj):
         return services.adjustment_request(
@@ -404,7 +379,7 @@ class AdjustmentAdmin(DecisionAdmin):
 
 
 @admin.register(ParkedRequest)
-class ParkedRequestAdmin(ReadOnlyLedgerAdmin):
+class ParkedRequestAdmin(ReadOnlyAdmin):
     """The parked queue: filter by account (linked from the account list), oldest first."""
 
     list_display = [
@@ -430,7 +405,7 @@ class ParkedRequestAdmin(ReadOnlyLedgerAdmin):
 
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, obj):
-        return money(obj.amount, obj.account.currency)
+        return money_text(obj.amount, obj.account.currency)
 
     @admin.action(description="Wake now (the selected requests' accounts)", permissions=["wake_parked"])
     def wake_now(self, request, queryset):

@@ -1,0 +1,36 @@
+"""What every app's admin shares: read-only views of rows only services write, and the actor.
+
+- `ReadOnlyPermissions` refuses add, change and delete to everyone, superusers included;
+  whoever has the view permission sees the rows. `ReadOnlyAdmin` and `ReadOnlyInline`
+  are it on a model admin and on a tabular inline.
+- `actor_of(request)` names the staff user in the services' audit records ("user:<id>").
+"""
+
+from django.contrib import admin
+
+
+class ReadOnlyPermissions:
+    """Nobody adds, edits or deletes these rows here, superusers included."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ReadOnlyAdmin(ReadOnlyPermissions, admin.ModelAdmin):
+    """Rows written only by services (ledger entries, the outbox, history): view only."""
+
+
+class ReadOnlyInline(ReadOnlyPermissions, admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+
+def actor_of(request) -> str:
+    """The staff user behind an admin request, as the services record an actor."""
+    return f"user:{request.user.pk}"
