@@ -51,35 +51,16 @@ class DeliveredFilter(admin.SimpleListFilter):
 
 @admin.register(OutboxEvent)
 class OutboxEventAdmin(ReadOnlyAdmin):
-    list_display = (
-        "id",
-        "sink",
-        "destination",
-        "key",
-        "event_count",
-        "created_at",
-        "delivered_at",
-        "attempts",
-        "error",
-    )
+    # What a row is and where it stands: in the list and on the row's page.
+    row_columns = ("sink", "destination", "key", "event_count", "created_at", "delivered_at", "attempts")
+    list_display = ("id", *row_columns, "error")
     list_filter = ("sink", DeliveredFilter)
     search_fields = ("=key", "=destination")
     ordering = ("-id",)
     list_per_page = 100
     show_full_result_count = False
     actions = ["retry_now"]
-    fields = (
-        "event_id",
-        "sink",
-        "destination",
-        "key",
-        "event_count",
-        "created_at",
-        "delivered_at",
-        "attempts",
-        "last_error",
-        "payload",
-    )
+    fields = ("event_id", *row_columns, "last_error", "payload")
     readonly_fields = fields
 
     @admin.display(description="last error")

@@ -3,10 +3,16 @@
 - `ReadOnlyPermissions` refuses add, change and delete to everyone, superusers included;
   whoever has the view permission sees the rows. `ReadOnlyAdmin` and `ReadOnlyInline`
   are it on a model admin and on a tabular inline.
+- `money_column(field, description)` is a change-list column of an amount in minor units,
+  shown by `ems.formatting.money_text` in the currency its row names.
 - `actor_of(request)` names the staff user in the services' audit records ("user:<id>").
 """
 
+import operator
+
 from django.contrib import admin
+
+from ems.formatting import money_text
 
 
 class ReadOnlyPermissions:
@@ -29,6 +35,18 @@ class ReadOnlyAdmin(ReadOnlyPermissions, admin.ModelAdmin):
 class ReadOnlyInline(ReadOnlyPermissions, admin.TabularInline):
     extra = 0
     can_delete = False
+
+
+def money_column(field: str, description: str, *, currency: str = "account.currency", ordering: str = ""):
+    """A display method showing `obj.<field>` in the currency at `obj.<currency>` (a dotted path)."""
+    amount_of = operator.attrgetter(field)
+    currency_of = operator.attrgetter(currency)
+
+    @admin.display(description=description, ordering=ordering or field)
+    def column(self, obj) -> str:
+        return money_text(amount_of(obj), currency_of(obj))
+
+    return column
 
 
 def actor_of(request) -> str:

@@ -544,60 +544,16 @@ class EndorsementRequestAdmin(IntakeAdmin):
     )
     date_hierarchy = "received_at"
     raw_id_fields = ("member", "batch", "superseded_by")
-    readonly_fields = (
-        "tracking_id",
-        "employer",
-        "policy",
-        "member",
-        "type",
-        "member_data",
-        "effective_date",
-        "premium_display",
-        "tax_display",
-        "content_hash",
-        "idempotency_key",
-        "source",
-        "batch",
-        "row_number",
-        "state",
-        "rejection_reasons",
-        "attempts",
-        "last_error",
-        "insurer_reference",
-        "superseded_by",
-        "received_at",
-        "validated_at",
-        "fund_locked_at",
-        "sent_at",
-        "confirmed_at",
-        "activated_at",
-        "closed_at",
-        "updated_at",
-        "history_table",
-    )
     fieldsets = (
         (None, {"fields": ("tracking_id", "employer", "type", "state", "source", "batch", "row_number")}),
         ("Member", {"fields": ("member", "member_data", "policy", "effective_date")}),
         ("Money", {"fields": ("premium_display", "tax_display")}),
         ("Checks", {"fields": ("content_hash", "idempotency_key", "rejection_reasons", "superseded_by")}),
         ("Delivery", {"fields": ("attempts", "last_error", "insurer_reference")}),
-        (
-            "Timeline",
-            {
-                "fields": (
-                    "received_at",
-                    "validated_at",
-                    "fund_locked_at",
-                    "sent_at",
-                    "confirmed_at",
-                    "activated_at",
-                    "closed_at",
-                    "updated_at",
-                    "history_table",
-                )
-            },
-        ),
+        ("Timeline", {"fields": (*EndorsementRequest.TIMELINE_FIELDS, "history_table")}),
     )
+    # Every field shown is read-only: state and money change only through services.
+    readonly_fields = tuple(field for _name, options in fieldsets for field in options["fields"])
 
     @admin.display(description="history")
     def history_table(self, obj: EndorsementRequest) -> str:

@@ -7,7 +7,7 @@
   holds needs `ledger.release_hold`.
 - Top-ups: ops record one (maker, `ledger.add_topup`); "Approve" / "Reject" need
   `ledger.approve_topup` (the finance_approver group); the service refuses the maker.
-- Adjustments: the same maker-checker with `ledger.add_adjustment` and
+- Adjustments: the same maker-checker (`DecisionAdmin`) with `ledger.add_adjustment` and
   `ledger.approve_adjustment`.
 - Parked requests: the queue per account (linked from the account list), with
   "Wake now" and "Cancel" (`ledger.wake_parked`).
@@ -22,7 +22,7 @@ from django.contrib.admin.helpers import ActionForm
 from django.urls import reverse
 from django.utils.html import format_html
 
-from ems.admin_mixins import ReadOnlyAdmin, actor_of
+from ems.admin_mixins import ReadOnlyAdmin, actor_of, money_column
 from ems.formatting import money_text
 from ledger import selectors, services
 from ledger.errors import LedgerError
@@ -97,21 +97,10 @@ class AccountAdmin(admin.ModelAdmin):
     def has_wake_parked_permission(self, request) -> bool:
         return request.user.has_perm("ledger.wake_parked")
 
-    @admin.display(description="posted", ordering="posted")
-    def posted_display(self, obj):
-        return money_text(obj.posted, obj.currency)
-
-    @admin.display(description="held", ordering="held")
-    def held_display(self, obj):
-        return money_text(obj.held, obj.currency)
-
-    @admin.display(description="available", ordering="available_amount")
-    def available_display(self, obj):
-        return money_text(obj.available_amount, obj.currency)
-
-    @admin.display(description="low-balance threshold", ordering="low_balance_threshold")
-    def threshold_display(self, obj):
-        return money_text(obj.low_balance_threshold, obj.currency)
+    posted_display = money_column("posted", "posted", currency="currency")
+    held_display = money_column("held", "held", currency="currency")
+    available_display = money_column("available_amount", "available", currency="currency")
+    threshold_display = money_column("low_balance_threshold", "low-balance threshold", currency="currency")
 
     @admin.display(description="parked", ordering="parked_count")
     def parked_display(self, obj):
@@ -161,13 +150,8 @@ class EntryAdmin(ReadOnlyAdmin):
     raw_id_fields = ["account", "hold"]
     date_hierarchy = "created_at"
 
-    @admin.display(description="amount", ordering="amount")
-    def amount_display(self, obj):
-        return money_text(obj.amount, obj.account.currency)
-
-    @admin.display(description="balance after", ordering="balance_after")
-    def balance_display(self, obj):
-        return money_text(obj.balance_after, obj.account.currency)
+    amount_display = money_column("amount", "amount")
+    balance_display = money_column("balance_after", "balance after")
 
 
 @admin.register(Hold)
@@ -193,13 +177,8 @@ class HoldAdmin(ReadOnlyAdmin):
     def has_release_hold_permission(self, request) -> bool:
         return request.user.has_perm("ledger.release_hold")
 
-    @admin.display(description="amount", ordering="amount")
-    def amount_display(self, obj):
-        return money_text(obj.amount, obj.account.currency)
-
-    @admin.display(description="captured", ordering="captured_amount")
-    def captured_display(self, obj):
-        return money_text(obj.captured_amount, obj.account.currency)
+    amount_display = money_column("amount", "amount")
+    captured_display = money_column("captured_amount", "captured")
 
     @admin.action(description="Release selected pending holds", permissions=["release_hold"])
     def release(self, request, queryset):
@@ -230,15 +209,27 @@ class TopUpForm(forms.ModelForm):
 
 
 class DecisionAdmin(admin.ModelAdmin):
-    """Maker-checker rows: added through a service, decided by actions, never edited."""
+    """Maker-checker rows: added through a service, decided by actions, never edited.
+
+    A subclass names the permission that decides (`approve_permission`), what its rows are
+    called in messages, and the three services: create, approve, reject.
+    """
 
     action_form = NoteActionForm
+    actions = ["approve", "reject"]
+    raw_id_fields = ["account"]
+    list_filter = ["state"]
+    approve_permission: str
+    rows_noun: str
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+    def has_approve_permission(self, request) -> bool:
+        return request.user.has_perm(self.approve_permission)
 
     def get_readonly_fields(self, request, obj=None):
         return [] if obj is None else [f.name for f in self.model._meta.fields]
@@ -247,6 +238,34 @@ class DecisionAdmin(admin.ModelAdmin):
         created = self.create_through_service(request, obj)
         obj.pk = created.pk
         obj.created_at = created.created_at
+
+    amount_display = money_column("amount", "amount")
+
+    @admin.action(
+        description="Approve selected %(verbose_name_plural)s (posts them)", permissions=["approve"]
+    )
+    def approve(self, request, queryset):
+        decide = self.approve_through_service
+        _run_each(
+            self, request, queryset, lambda row: decide(row, request.user), f"{self.rows_noun} approved"
+        )
+
+    @admin.action(description="Reject selected %(verbose_name_plural)s", permissions=["approve"])
+    def reject(self, request, queryset):
+        note = _note(request, "rejected in admin")
+        decide = self.reject_through_service
+        _run_each(
+            self, request, queryset, lambda row: decide(row, request.user, note), f"{self.rows_noun} rejected"
+        )
+
+    def create_through_service(self, request, obj):
+        raise NotImplementedError
+
+    def approve_through_service(self, row, approver):
+        raise NotImplementedError
+
+    def reject_through_service(self, row, approver, note: str):
+        raise NotImplementedError
 
 
 @admin.register(TopUp)
@@ -264,17 +283,9 @@ class TopUpAdmin(DecisionAdmin):
         "decided_at",
     ]
     list_select_related = ["account", "decided_by"]
-    list_filter = ["state"]
     search_fields = ["payment_reference", "requested_by"]
-    raw_id_fields = ["account"]
-    actions = ["approve", "reject"]
-
-    def has_approve_topup_permission(self, request) -> bool:
-        return request.user.has_perm("ledger.approve_topup")
-
-    @admin.display(description="amount", ordering="amount")
-    def amount_display(self, obj):
-        return money_text(obj.amount, obj.account.currency)
+    approve_permission = "ledger.approve_topup"
+    rows_noun = "top-up(s)"
 
     def create_through_service(self, request, obj):
         return services.account_topup(
@@ -285,26 +296,11 @@ class TopUpAdmin(DecisionAdmin):
             requested_by=actor_of(request),
         )
 
-    @admin.action(description="Approve selected top-ups (posts them)", permissions=["approve_topup"])
-    def approve(self, request, queryset):
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda topup: services.topup_approve(topup_id=topup.pk, approver=request.user),
-            "top-up(s) approved",
-        )
+    def approve_through_service(self, row, approver):
+        return services.topup_approve(topup_id=row.pk, approver=approver)
 
-    @admin.action(description="Reject selected top-ups", permissions=["approve_topup"])
-    def reject(self, request, queryset):
-        note = _note(request, "rejected in admin")
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda topup: services.topup_reject(topup_id=topup.pk, approver=request.user, note=note),
-            "top-up(s) rejected",
-        )
+    def reject_through_service(self, row, approver, note: str):
+        return services.topup_reject(topup_id=row.pk, approver=approver, note=note)
 
 
 class AdjustmentForm(forms.ModelForm):
@@ -331,17 +327,9 @@ class AdjustmentAdmin(DecisionAdmin):
         "decided_at",
     ]
     list_select_related = ["account", "requested_by", "decided_by"]
-    list_filter = ["state"]
     search_fields = ["reason"]
-    raw_id_fields = ["account"]
-    actions = ["approve", "reject"]
-
-    def has_approve_adjustment_permission(self, request) -> bool:
-        return request.user.has_perm("ledger.approve_adjustment")
-
-    @admin.display(description="amount", ordering="amount")
-    def amount_display(self, obj):
-        return money_text(obj.amount, obj.account.currency)
+    approve_permission = "ledger.approve_adjustment"
+    rows_noun = "adjustment(s)"
 
     def create_through_service(self, request, obj):
         return services.adjustment_request(
@@ -352,30 +340,11 @@ class AdjustmentAdmin(DecisionAdmin):
             requested_by=request.user,
         )
 
-    @admin.action(description="Approve selected adjustments (posts them)", permissions=["approve_adjustment"])
-    def approve(self, request, queryset):
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda adjustment: services.adjustment_approve(
-                adjustment_id=adjustment.pk, approver=request.user
-            ),
-            "adjustment(s) approved",
-        )
+    def approve_through_service(self, row, approver):
+        return services.adjustment_approve(adjustment_id=row.pk, approver=approver)
 
-    @admin.action(description="Reject selected adjustments", permissions=["approve_adjustment"])
-    def reject(self, request, queryset):
-        note = _note(request, "rejected in admin")
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda adjustment: services.adjustment_reject(
-                adjustment_id=adjustment.pk, approver=request.user, note=note
-            ),
-            "adjustment(s) rejected",
-        )
+    def reject_through_service(self, row, approver, note: str):
+        return services.adjustment_reject(adjustment_id=row.pk, approver=approver, note=note)
 
 
 @admin.register(ParkedRequest)
@@ -403,9 +372,7 @@ class ParkedRequestAdmin(ReadOnlyAdmin):
     def has_wake_parked_permission(self, request) -> bool:
         return request.user.has_perm("ledger.wake_parked")
 
-    @admin.display(description="amount", ordering="amount")
-    def amount_display(self, obj):
-        return money_text(obj.amount, obj.account.currency)
+    amount_display = money_column("amount", "amount")
 
     @admin.action(description="Wake now (the selected requests' accounts)", permissions=["wake_parked"])
     def wake_now(self, request, queryset):
