@@ -48,10 +48,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 import structlog
+from bson.errors import InvalidDocument
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from kafka.errors import InvalidTopicError, KafkaError, MessageSizeTooLargeError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from redis import RedisError
 
 from ems import clients
@@ -243,8 +246,6 @@ def _delivery_record(rows: list[OutboxEvent], delivery: _Delivery) -> None:
 
 
 def _kafka_deliver(rows: list[OutboxEvent]) -> _Delivery:
-    from kafka.errors import InvalidTopicError, KafkaError, MessageSizeTooLargeError
-
     # The broker will never accept these rows, however often we retry.
     row_level = (MessageSizeTooLargeError, InvalidTopicError)
     delivery = _Delivery()
@@ -298,9 +299,6 @@ _indexes_ready: set[tuple] = set()
 
 
 def _mongo_deliver(rows: list[OutboxEvent]) -> _Delivery:
-    from bson.errors import InvalidDocument
-    from pymongo.errors import BulkWriteError, PyMongoError
-
     delivery = _Delivery()
     try:
         database = clients.mongo_db()
@@ -335,9 +333,6 @@ def _mongo_deliver(rows: list[OutboxEvent]) -> _Delivery:
 
 
 def _mongo_insert_each(collection, group: list[OutboxEvent], delivery: _Delivery) -> None:
-    from bson.errors import InvalidDocument
-    from pymongo.errors import DuplicateKeyError
-
     for row in group:
         try:
             collection.insert_one(_mongo_document(row))
