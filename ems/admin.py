@@ -24,7 +24,7 @@ from django.utils import timezone
 from pymongo.errors import PyMongoError
 
 from ems import clients
-from ems.admin_mixins import ReadOnlyAdmin
+from ems.admin_mixins import ReadOnlyAdmin, permission_check
 from ems.audit_reader import audit_search
 from ems.models import IdempotencyRecord, OutboxEvent
 from ems.outbox_relay import SINKS, backoff_remaining, outbox_backoff_clear
@@ -67,8 +67,7 @@ class OutboxEventAdmin(ReadOnlyAdmin):
     def error(self, obj: OutboxEvent) -> str:
         return obj.last_error[:80]
 
-    def has_retry_permission(self, request) -> bool:
-        return request.user.has_perm(OUTBOX_RETRY_PERMISSION)
+    has_retry_permission = permission_check(OUTBOX_RETRY_PERMISSION)
 
     @admin.action(
         description="Retry now: clear the backoff of the selected rows' sinks", permissions=["retry"]

@@ -5,6 +5,8 @@
   are it on a model admin and on a tabular inline.
 - `money_column(field, description)` is a change-list column of an amount in minor units,
   shown by `ems.formatting.money_text` in the currency its row names.
+- `permission_check(permission)` is the `has_<name>_permission` method an admin action
+  with `permissions=["<name>"]` asks: the user holds that permission.
 - `actor_of(request)` names the staff user in the services' audit records ("user:<id>").
 """
 
@@ -47,6 +49,15 @@ def money_column(field: str, description: str, *, currency: str = "account.curre
         return money_text(amount_of(obj), currency_of(obj))
 
     return column
+
+
+def permission_check(permission: str):
+    """`has_<name>_permission = permission_check("app.codename")` gates an action on it."""
+
+    def check(self, request) -> bool:
+        return request.user.has_perm(permission)
+
+    return check
 
 
 def actor_of(request) -> str:

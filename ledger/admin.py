@@ -22,7 +22,7 @@ from django.contrib.admin.helpers import ActionForm
 from django.urls import reverse
 from django.utils.html import format_html
 
-from ems.admin_mixins import ReadOnlyAdmin, actor_of, money_column
+from ems.admin_mixins import ReadOnlyAdmin, actor_of, money_column, permission_check
 from ems.formatting import money_text
 from ledger import selectors, services
 from ledger.errors import LedgerError
@@ -37,17 +37,26 @@ def _note(request, default: str) -> str:
     return (request.POST.get("note") or "").strip() or default
 
 
-def _run_each(modeladmin, request, rows, call, done: str) -> None:
-    """Call the service per row; report successes and each refusal with its code."""
+def _run_each(modeladmin, request, rows, call, done: str, *, note_default: str = "") -> None:
+    """Call the service per row as `call(row, note)` (the note typed beside the action menu,
+    or `note_default`); report successes and each refusal with its code."""
+    note = _note(request, note_default)
     succeeded = 0
     for row in rows:
         try:
-            call(row)
+            call(row, note)
             succeeded += 1
         except LedgerError as exc:
             modeladmin.message_user(request, f"#{row.pk}: {exc.message} ({exc.code})", messages.ERROR)
     if succeeded:
         modeladmin.message_user(request, f"{succeeded} {done}.", messages.SUCCESS)
+
+
+def _queues_wake(modeladmin, request, account_ids) -> None:
+    """Wake each account's parked queue, oldest first; report how many requests were placed."""
+    actor = actor_of(request)
+    placed = sum(len(services.parked_wake(account_id=account_id, actor=actor)) for account_id in account_ids)
+    modeladmin.message_user(request, f"{placed} parked request(s) placed.", messages.SUCCESS)
 
 
 class AccountForm(forms.ModelForm):
@@ -94,8 +103,7 @@ class AccountAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
-    def has_wake_parked_permission(self, request) -> bool:
-        return request.user.has_perm("ledger.wake_parked")
+    has_wake_parked_permission = permission_check("ledger.wake_parked")
 
     posted_display = money_column("posted", "posted", currency="currency")
     held_display = money_column("held", "held", currency="currency")
@@ -135,61 +143,49 @@ class AccountAdmin(admin.ModelAdmin):
 
     @admin.action(description="Wake parked queue now", permissions=["wake_parked"])
     def wake_parked(self, request, queryset):
-        placed = 0
-        for account in queryset:
-            placed += len(services.parked_wake(account_id=account.pk, actor=actor_of(request)))
-        self.message_user(request, f"{placed} parked request(s) placed.", messages.SUCCESS)
+        _queues_wake(self, request, [account.pk for account in queryset])
+
+
+# A hold's and a parked request's first columns: what it is for and where it stands.
+HOLD_LIKE_COLUMNS = ("id", "account", "reference", "amount_display", "state")
+
+
+class AccountRowAdmin(ReadOnlyAdmin):
+    """Read-only rows of an account (entries, holds, parked requests), found by reference or key."""
+
+    list_select_related = ["account"]
+    search_fields = ["reference", "idempotency_key"]
+    amount_display = money_column("amount", "amount")
 
 
 @admin.register(Entry)
-class EntryAdmin(ReadOnlyAdmin):
+class EntryAdmin(AccountRowAdmin):
     list_display = ["id", "account", "kind", "amount_display", "balance_display", "reference", "created_at"]
-    list_select_related = ["account"]
     list_filter = ["kind"]
-    search_fields = ["reference", "idempotency_key"]
     raw_id_fields = ["account", "hold"]
     date_hierarchy = "created_at"
 
-    amount_display = money_column("amount", "amount")
     balance_display = money_column("balance_after", "balance after")
 
 
 @admin.register(Hold)
-class HoldAdmin(ReadOnlyAdmin):
-    list_display = [
-        "id",
-        "account",
-        "reference",
-        "amount_display",
-        "state",
-        "captured_display",
-        "expires_at",
-        "created_at",
-        "resolved_at",
-    ]
-    list_select_related = ["account"]
+class HoldAdmin(AccountRowAdmin):
+    list_display = [*HOLD_LIKE_COLUMNS, "captured_display", "expires_at", "created_at", "resolved_at"]
     list_filter = ["state"]
-    search_fields = ["reference", "idempotency_key"]
     raw_id_fields = ["account"]
     actions = ["release"]
     action_form = NoteActionForm
 
-    def has_release_hold_permission(self, request) -> bool:
-        return request.user.has_perm("ledger.release_hold")
+    has_release_hold_permission = permission_check("ledger.release_hold")
 
-    amount_display = money_column("amount", "amount")
     captured_display = money_column("captured_amount", "captured")
 
     @admin.action(description="Release selected pending holds", permissions=["release_hold"])
     def release(self, request, queryset):
-        reason = _note(request, "released in admin")
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda hold: services.hold_release(hold_id=hold.pk, reason=reason, actor=actor_of(request)),
-            "hold(s) released",
-        )
+        def release_one(hold, reason):
+            return services.hold_release(hold_id=hold.pk, reason=reason, actor=actor_of(request))
+
+        _run_each(self, request, queryset, release_one, "hold(s) released", note_default="released in admin")
 
 
 def _form_amount(value, *, signed: bool = False) -> int:
@@ -206,6 +202,10 @@ class TopUpForm(forms.ModelForm):
 
     def clean_amount(self) -> int:
         return _form_amount(self.cleaned_data["amount"])
+
+
+# Where a maker-checker row stands, after what it is.
+DECISION_COLUMNS = ("state", "requested_by", "decided_by", "created_at", "decided_at")
 
 
 class DecisionAdmin(admin.ModelAdmin):
@@ -235,7 +235,10 @@ class DecisionAdmin(admin.ModelAdmin):
         return [] if obj is None else [f.name for f in self.model._meta.fields]
 
     def save_model(self, request, obj, form, change) -> None:
-        created = self.create_through_service(request, obj)
+        # What every maker's service takes; each admin adds its own fields.
+        key = f"admin:{uuid.uuid4()}"
+        common = {"account_id": obj.account_id, "amount": obj.amount, "idempotency_key": key}
+        created = self.create_through_service(request, obj, common)
         obj.pk = created.pk
         obj.created_at = created.created_at
 
@@ -245,20 +248,20 @@ class DecisionAdmin(admin.ModelAdmin):
         description="Approve selected %(verbose_name_plural)s (posts them)", permissions=["approve"]
     )
     def approve(self, request, queryset):
-        decide = self.approve_through_service
-        _run_each(
-            self, request, queryset, lambda row: decide(row, request.user), f"{self.rows_noun} approved"
-        )
+        def approve_one(row, _unused_note):
+            return self.approve_through_service(row, request.user)
+
+        _run_each(self, request, queryset, approve_one, f"{self.rows_noun} approved")
 
     @admin.action(description="Reject selected %(verbose_name_plural)s", permissions=["approve"])
     def reject(self, request, queryset):
-        note = _note(request, "rejected in admin")
-        decide = self.reject_through_service
-        _run_each(
-            self, request, queryset, lambda row: decide(row, request.user, note), f"{self.rows_noun} rejected"
-        )
+        def reject_one(row, note):
+            return self.reject_through_service(row, request.user, note)
 
-    def create_through_service(self, request, obj):
+        done = f"{self.rows_noun} rejected"
+        _run_each(self, request, queryset, reject_one, done, note_default="rejected in admin")
+
+    def create_through_service(self, request, obj, common: dict):
         raise NotImplementedError
 
     def approve_through_service(self, row, approver):
@@ -271,29 +274,15 @@ class DecisionAdmin(admin.ModelAdmin):
 @admin.register(TopUp)
 class TopUpAdmin(DecisionAdmin):
     form = TopUpForm
-    list_display = [
-        "id",
-        "account",
-        "amount_display",
-        "payment_reference",
-        "state",
-        "requested_by",
-        "decided_by",
-        "created_at",
-        "decided_at",
-    ]
+    list_display = ["id", "account", "amount_display", "payment_reference", *DECISION_COLUMNS]
     list_select_related = ["account", "decided_by"]
     search_fields = ["payment_reference", "requested_by"]
     approve_permission = "ledger.approve_topup"
     rows_noun = "top-up(s)"
 
-    def create_through_service(self, request, obj):
+    def create_through_service(self, request, obj, common: dict):
         return services.account_topup(
-            account_id=obj.account_id,
-            amount=obj.amount,
-            payment_reference=obj.payment_reference,
-            idempotency_key=f"admin:{uuid.uuid4()}",
-            requested_by=actor_of(request),
+            **common, payment_reference=obj.payment_reference, requested_by=actor_of(request)
         )
 
     def approve_through_service(self, row, approver):
@@ -315,30 +304,14 @@ class AdjustmentForm(forms.ModelForm):
 @admin.register(Adjustment)
 class AdjustmentAdmin(DecisionAdmin):
     form = AdjustmentForm
-    list_display = [
-        "id",
-        "account",
-        "amount_display",
-        "reason",
-        "state",
-        "requested_by",
-        "decided_by",
-        "created_at",
-        "decided_at",
-    ]
+    list_display = ["id", "account", "amount_display", "reason", *DECISION_COLUMNS]
     list_select_related = ["account", "requested_by", "decided_by"]
     search_fields = ["reason"]
     approve_permission = "ledger.approve_adjustment"
     rows_noun = "adjustment(s)"
 
-    def create_through_service(self, request, obj):
-        return services.adjustment_request(
-            account_id=obj.account_id,
-            amount=obj.amount,
-            reason=obj.reason,
-            idempotency_key=f"admin:{uuid.uuid4()}",
-            requested_by=request.user,
-        )
+    def create_through_service(self, request, obj, common: dict):
+        return services.adjustment_request(**common, reason=obj.reason, requested_by=request.user)
 
     def approve_through_service(self, row, approver):
         return services.adjustment_approve(adjustment_id=row.pk, approver=approver)
@@ -348,48 +321,26 @@ class AdjustmentAdmin(DecisionAdmin):
 
 
 @admin.register(ParkedRequest)
-class ParkedRequestAdmin(ReadOnlyAdmin):
+class ParkedRequestAdmin(AccountRowAdmin):
     """The parked queue: filter by account (linked from the account list), oldest first."""
 
-    list_display = [
-        "id",
-        "account",
-        "reference",
-        "amount_display",
-        "state",
-        "hold",
-        "created_at",
-        "resolved_at",
-    ]
-    list_select_related = ["account"]
+    list_display = [*HOLD_LIKE_COLUMNS, "hold", "created_at", "resolved_at"]
     list_filter = ["state"]
-    search_fields = ["reference", "idempotency_key"]
     raw_id_fields = ["account", "hold"]
     ordering = ["account", "id"]
     actions = ["wake_now", "cancel"]
     action_form = NoteActionForm
 
-    def has_wake_parked_permission(self, request) -> bool:
-        return request.user.has_perm("ledger.wake_parked")
-
-    amount_display = money_column("amount", "amount")
+    has_wake_parked_permission = permission_check("ledger.wake_parked")
 
     @admin.action(description="Wake now (the selected requests' accounts)", permissions=["wake_parked"])
     def wake_now(self, request, queryset):
-        placed = 0
-        for account_id in sorted(set(queryset.values_list("account_id", flat=True))):
-            placed += len(services.parked_wake(account_id=account_id, actor=actor_of(request)))
-        self.message_user(request, f"{placed} parked request(s) placed.", messages.SUCCESS)
+        _queues_wake(self, request, sorted(set(queryset.values_list("account_id", flat=True))))
 
     @admin.action(description="Cancel selected parked requests", permissions=["wake_parked"])
     def cancel(self, request, queryset):
-        reason = _note(request, "cancelled in admin")
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda parked: services.parked_cancel(
-                parked_request_id=parked.pk, reason=reason, actor=actor_of(request)
-            ),
-            "parked request(s) cancelled",
-        )
+        def cancel_one(parked, reason):
+            return services.parked_cancel(parked_request_id=parked.pk, reason=reason, actor=actor_of(request))
+
+        done = "parked request(s) cancelled"
+        _run_each(self, request, queryset, cancel_one, done, note_default="cancelled in admin")
