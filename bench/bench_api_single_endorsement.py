@@ -109,7 +109,8 @@ def _free_port() -> int:
 
 def _fixture() -> dict:
     from ems.auth import new_client_credentials
-    from endorsements.models import ApiClient, Plan, PlanRate
+    from ems.models import ApiClient
+    from endorsements.models import Plan, PlanRate
 
     insurer, employer, policy, today = employer_with_policy("a")
     plan = Plan.objects.create(policy=policy, code="GOLD", name="Gold", sum_insured_options=[500000])

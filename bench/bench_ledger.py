@@ -131,7 +131,7 @@ def _p99_ms(latencies: list[float]) -> float:
 def _hot_account():
     from django.contrib.auth import get_user_model
 
-    from endorsements.models import Employer
+    from ems.models import Employer
     from insurers.models import Insurer
     from ledger import services
 

@@ -70,7 +70,8 @@ def employer_with_policy(prefix: str):
 
     from django.utils import timezone
 
-    from endorsements.models import Employer, Policy
+    from ems.models import Employer
+    from endorsements.models import Policy
     from insurers.models import Insurer
 
     tag = f"{os.getpid()}{int(time.time() * 1000) % 10_000_000}"

@@ -1,5 +1,10 @@
-"""Admin for the platform: the outbox and idempotency records (read-only) and the audit trail.
+"""Admin for the platform: the tenant, the outbox and idempotency records (read-only) and the
+audit trail.
 
+- Employers, their HR users and API clients. API clients never show their secret hash: a
+  new client's secret is shown once after adding it, and "revoke" goes through
+  `ems.identity`; a client is revoked, never deleted. The endorsements admin extends the
+  employer's page with its employee and policy counts.
 - Outbox events: read-only for everyone, superusers included (rows change only through
   the relay). The "Retry now" action clears the backoff of the selected rows' sinks
   through `ems.outbox_relay.outbox_backoff_clear`; it needs `ems.retry_outboxevent`.
@@ -21,12 +26,14 @@ from django.http import QueryDict
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from pymongo.errors import PyMongoError
 
 from ems import clients
-from ems.admin_mixins import ReadOnlyAdmin, permission_check
+from ems.admin_mixins import ReadOnlyAdmin, actor_of, permission_check
 from ems.audit_reader import audit_search
-from ems.models import IdempotencyRecord, OutboxEvent
+from ems.identity import api_client_create, api_client_revoke
+from ems.models import ApiClient, Employer, EmployerMembership, IdempotencyRecord, OutboxEvent
 from ems.outbox_relay import SINKS, backoff_remaining, outbox_backoff_clear
 
 AUDIT_TRAIL_PERMISSION = "ems.view_audit_trail"
@@ -109,6 +116,88 @@ class IdempotencyRecordAdmin(ReadOnlyAdmin):
     ordering = ("-id",)
     list_per_page = 100
     show_full_result_count = False
+
+
+# --- the tenant: employers, HR users and API clients ------------------------------------
+
+
+@admin.register(Employer)
+class EmployerAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "contact_name", "contact_email", "is_active")
+    list_filter = ("is_active",)
+    search_fields = ("code", "name", "contact_email")
+    readonly_fields = ("created_at",)
+
+
+@admin.register(EmployerMembership)
+class EmployerMembershipAdmin(admin.ModelAdmin):
+    list_display = ("user", "employer", "created_at")
+    list_select_related = ("user", "employer")
+    list_filter = ("employer",)
+    search_fields = ("user__username", "user__email", "employer__code", "employer__name")
+    raw_id_fields = ("user",)
+    autocomplete_fields = ("employer",)
+    readonly_fields = ("created_at",)
+
+
+@admin.register(ApiClient)
+class ApiClientAdmin(admin.ModelAdmin):
+    list_display = ("name", "client_id", "employer", "is_active", "created_at", "last_token_at", "revoked_at")
+    list_select_related = ("employer",)
+    list_filter = ("is_active", "employer")
+    search_fields = ("name", "client_id", "employer__code", "employer__name")
+    autocomplete_fields = ("employer",)
+    actions = ("revoke",)
+    # secret_hash is in no form, no column and no read-only field
+    add_fields = ("employer", "name")
+    change_fields = (
+        "employer",
+        "name",
+        "client_id",
+        "is_active",
+        "created_at",
+        "last_token_at",
+        "revoked_at",
+    )
+
+    def get_fields(self, request, obj=None):
+        return self.add_fields if obj is None else self.change_fields
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return ("employer", "client_id", "is_active", "created_at", "last_token_at", "revoked_at")
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # revoke instead: batches and audit records keep pointing at the client
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        client, secret = api_client_create(employer=obj.employer, name=obj.name, actor=actor_of(request))
+        # the admin goes on with `obj` (change message, redirect): make it the saved row
+        obj.__dict__.update(
+            {field.attname: getattr(client, field.attname) for field in ApiClient._meta.concrete_fields}
+        )
+        obj._state.adding = False
+        obj._state.db = client._state.db
+        messages.warning(
+            request,
+            format_html(
+                "Client secret for <code>{}</code>: <code>{}</code> — copy it now; it is stored hashed "
+                "and will not be shown again.",
+                client.client_id,
+                secret,
+            ),
+        )
+
+    @admin.action(
+        description="Revoke selected API clients (their tokens stop working at once)", permissions=["change"]
+    )
+    def revoke(self, request, queryset):
+        revoked = sum(api_client_revoke(client=client, actor=actor_of(request)) for client in queryset)
+        self.message_user(request, f"Revoked {revoked} API client(s).", messages.SUCCESS)
 
 
 # --- the audit trail page ---------------------------------------------------------------

@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import secrets
 
-from django.apps import apps
 from django.conf import settings
 from django.core import signing
 from django.db import connection
@@ -24,13 +23,10 @@ from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
+from ems.models import ApiClient
 from ems.tenancy import Caller, caller_for_client, caller_for_user
 
 TOKEN_SALT = "ems.api.token"
-
-
-def client_model():
-    return apps.get_model(settings.EMS_API_CLIENT_MODEL)
 
 
 def new_client_credentials() -> tuple[str, str, str]:
@@ -46,7 +42,7 @@ def hash_secret(secret: str) -> str:
 
 def token_issue(*, client_id: str, client_secret: str) -> dict:
     """Client-credentials grant. Raises AuthenticationFailed with one vague message."""
-    client = client_model().objects.filter(client_id=client_id, is_active=True).first()
+    client = ApiClient.objects.filter(client_id=client_id, is_active=True).first()
     presented = hash_secret(client_secret or "")
     if client is None or not hmac.compare_digest(presented, client.secret_hash):
         raise exceptions.AuthenticationFailed("Invalid client credentials.", code="invalid_client")
@@ -57,7 +53,7 @@ def token_issue(*, client_id: str, client_secret: str) -> dict:
     return {"access_token": token, "token_type": "Bearer", "expires_in": ttl}
 
 
-def token_client(token: str):
+def token_client(token: str) -> ApiClient:
     """The active client a bearer token names, or AuthenticationFailed."""
     try:
         payload = signing.loads(token, salt=TOKEN_SALT, max_age=settings.API_TOKEN_TTL)
@@ -76,7 +72,7 @@ _ACTIVE_CLIENT_FIELDS = ("id", "employer_id", "client_id")
 
 @functools.cache
 def _active_client_sql() -> str:
-    meta = client_model()._meta
+    meta = ApiClient._meta
     quote = connection.ops.quote_name
 
     def column(name: str) -> str:
@@ -88,7 +84,7 @@ def _active_client_sql() -> str:
     )
 
 
-def active_client(client_id: str):
+def active_client(client_id: str) -> ApiClient | None:
     """The active client with this id (only its id, employer and client id loaded), or None."""
     with connection.cursor() as cursor:
         cursor.execute(_active_client_sql(), [client_id])
@@ -96,7 +92,7 @@ def active_client(client_id: str):
     if row is None:
         return None
     # The other fields stay deferred: loaded on first access, as `.only()` would.
-    return client_model().from_db(connection.alias, list(_ACTIVE_CLIENT_FIELDS), row)
+    return ApiClient.from_db(connection.alias, list(_ACTIVE_CLIENT_FIELDS), row)
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):

@@ -1,6 +1,12 @@
-"""Platform tables: the transactional outbox and stored idempotent responses.
+"""Platform tables: the tenant and its credentials, the transactional outbox and stored
+idempotent responses.
 
 Design overview
+- `Employer` is the tenant. HR users (`EmployerMembership`) and API clients (`ApiClient`,
+  secrets stored hashed: `ems.identity`) belong to exactly one employer; every query they
+  make is scoped by `ems.tenancy`. The domain apps (ledger, endorsements) point down to
+  `Employer`. The three tables keep the names they had in `endorsements` (`db_table`), where
+  they were created; the move changed Django's state only (docs/decisions.md).
 - `OutboxEvent`: a row written in the caller's transaction for every Kafka event and
   every Mongo audit record, or one row for a group of many Kafka events written
   together (a file's chunk; `ems.outbox.events_bulk_emit`). The relay
@@ -13,6 +19,7 @@ Design overview
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 
 
@@ -75,3 +82,58 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.caller}:{self.key}"
+
+
+class Employer(models.Model):
+    code = models.SlugField(max_length=32, unique=True)
+    name = models.CharField(max_length=200)
+    contact_name = models.CharField(max_length=200, blank=True)
+    contact_email = models.EmailField(blank=True)
+    contact_phone = models.CharField(max_length=20, blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "endorsements_employer"
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"
+
+
+class EmployerMembership(models.Model):
+    """Links an HR user (an ordinary, non-staff Django user) to their one employer."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="employer_membership",
+    )
+    employer = models.ForeignKey(Employer, on_delete=models.PROTECT, related_name="hr_users")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "endorsements_employermembership"
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.employer.code}"
+
+
+class ApiClient(models.Model):
+    """An employer's machine client (OAuth2 client credentials). Secrets are stored hashed."""
+
+    employer = models.ForeignKey(Employer, on_delete=models.PROTECT, related_name="api_clients")
+    name = models.CharField(max_length=200)
+    client_id = models.CharField(max_length=64, unique=True)
+    secret_hash = models.CharField(max_length=128)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_token_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "endorsements_apiclient"
+        ordering = ["employer__code", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.client_id})"

@@ -42,7 +42,7 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "endorsements.add_endorsementrequest",
         "endorsements.add_endorsementbatch",
         # revoke a leaked API client (the admin's revoke action is gated by change)
-        "endorsements.change_apiclient",
+        "ems.change_apiclient",
         # custom operational permissions, declared by the apps that own the actions
         "endorsements.retry_endorsementrequest",
         "endorsements.cancel_endorsementrequest",

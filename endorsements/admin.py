@@ -1,11 +1,11 @@
-"""Admin for employers, their people and policies, and the endorsement pipeline.
+"""Admin for employers' people and policies, and the endorsement pipeline.
 
 Thin, as STYLE.md asks: columns, filters, search; heavy columns annotated in
 `get_queryset`; large foreign keys as autocomplete or raw ids. Rows that only services may
 write (members, coverages, endorsement requests, batches and their errors and history) are
 read-only here; ops actions on them (retry, cancel, approve) call services and are gated by
-permissions. API clients never show their secret hash: a new client's secret is shown once
-after adding it, and "revoke" goes through `endorsements.identity`. "Add" on endorsement
+permissions. The employers, HR users and API clients are the platform's (`ems.admin`); the
+employer's page here adds its employee and policy counts. "Add" on endorsement
 requests and batches is the admin's door into intake: a form that sends one endorsement or
 a file for an employer through `endorsement_submit` / `batch_submit`, the services the API
 and the portal use (so the same validation, duplicate detection and audit apply).
@@ -20,19 +20,17 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from ems.admin_mixins import ReadOnlyAdmin, ReadOnlyInline, actor_of
+from ems.admin import EmployerAdmin as TenantEmployerAdmin
+from ems.admin_mixins import ReadOnlyAdmin, ReadOnlyInline
 from ems.errors import EmsError
 from ems.formatting import money_text, time_text
+from ems.models import Employer
 from ems.tenancy import caller_for_staff_acting_for
 from endorsements import services as endorsement_services
 from endorsements.admin_forms import BatchUploadAdminForm, EndorsementSubmitForm
-from endorsements.identity import api_client_create, api_client_revoke
 from endorsements.models import (
-    ApiClient,
     BatchRowError,
     Coverage,
-    Employer,
-    EmployerMembership,
     EndorsementBatch,
     EndorsementRequest,
     EndorsementTransition,
@@ -138,15 +136,17 @@ def _service_errors_show(form, error: EmsError) -> None:
             form.add_error(None, f"{where}{detail.message} ({detail.code})")
 
 
-# --- employers and identities ---------------------------------------------------------
+# --- the employer as the workflow sees it -------------------------------------------------
+
+
+admin.site.unregister(Employer)
 
 
 @admin.register(Employer)
-class EmployerAdmin(admin.ModelAdmin):
+class EmployerAdmin(TenantEmployerAdmin):
+    """The platform's employer admin (`ems.admin`) with its employees and policies counted."""
+
     list_display = ("code", "name", "contact_name", "contact_email", "employees", "policy_count", "is_active")
-    list_filter = ("is_active",)
-    search_fields = ("code", "name", "contact_email")
-    readonly_fields = ("created_at",)
 
     def get_queryset(self, request):
         return (
@@ -165,77 +165,6 @@ class EmployerAdmin(admin.ModelAdmin):
     @admin.display(description="policies", ordering="policy_total")
     def policy_count(self, obj: Employer) -> int:
         return obj.policy_total
-
-
-@admin.register(EmployerMembership)
-class EmployerMembershipAdmin(admin.ModelAdmin):
-    list_display = ("user", "employer", "created_at")
-    list_select_related = ("user", "employer")
-    list_filter = ("employer",)
-    search_fields = ("user__username", "user__email", "employer__code", "employer__name")
-    raw_id_fields = ("user",)
-    autocomplete_fields = ("employer",)
-    readonly_fields = ("created_at",)
-
-
-@admin.register(ApiClient)
-class ApiClientAdmin(admin.ModelAdmin):
-    list_display = ("name", "client_id", "employer", "is_active", "created_at", "last_token_at", "revoked_at")
-    list_select_related = ("employer",)
-    list_filter = ("is_active", "employer")
-    search_fields = ("name", "client_id", "employer__code", "employer__name")
-    autocomplete_fields = ("employer",)
-    actions = ("revoke",)
-    # secret_hash is in no form, no column and no read-only field
-    add_fields = ("employer", "name")
-    change_fields = (
-        "employer",
-        "name",
-        "client_id",
-        "is_active",
-        "created_at",
-        "last_token_at",
-        "revoked_at",
-    )
-
-    def get_fields(self, request, obj=None):
-        return self.add_fields if obj is None else self.change_fields
-
-    def get_readonly_fields(self, request, obj=None):
-        if obj is None:
-            return ()
-        return ("employer", "client_id", "is_active", "created_at", "last_token_at", "revoked_at")
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False  # revoke instead: batches and audit records keep pointing at the client
-
-    def save_model(self, request, obj, form, change):
-        if change:
-            super().save_model(request, obj, form, change)
-            return
-        client, secret = api_client_create(employer=obj.employer, name=obj.name, actor=actor_of(request))
-        # the admin goes on with `obj` (change message, redirect): make it the saved row
-        obj.__dict__.update(
-            {field.attname: getattr(client, field.attname) for field in ApiClient._meta.concrete_fields}
-        )
-        obj._state.adding = False
-        obj._state.db = client._state.db
-        messages.warning(
-            request,
-            format_html(
-                "Client secret for <code>{}</code>: <code>{}</code> — copy it now; it is stored hashed "
-                "and will not be shown again.",
-                client.client_id,
-                secret,
-            ),
-        )
-
-    @admin.action(
-        description="Revoke selected API clients (their tokens stop working at once)", permissions=["change"]
-    )
-    def revoke(self, request, queryset):
-        revoked = sum(api_client_revoke(client=client, actor=actor_of(request)) for client in queryset)
-        self.message_user(request, f"Revoked {revoked} API client(s).", messages.SUCCESS)
 
 
 # --- policies and rate cards ------------------------------------------------------------

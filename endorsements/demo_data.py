@@ -30,18 +30,9 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
 
-from endorsements.identity import api_client_ensure
-from endorsements.models import (
-    Coverage,
-    Employer,
-    EmployerMembership,
-    Gender,
-    Member,
-    Plan,
-    PlanRate,
-    Policy,
-    Relation,
-)
+from ems.identity import api_client_ensure
+from ems.models import Employer, EmployerMembership
+from endorsements.models import Coverage, Gender, Member, Plan, PlanRate, Policy, Relation
 from insurers.models import Insurer
 from ledger import services as ledger_services
 from ledger.models import Account, TopUp

@@ -1,8 +1,8 @@
 """Employers, their people and policies, and the endorsement requests that change them.
 
 Design overview
-- `Employer` is the tenant. HR users (`EmployerMembership`) and API clients (`ApiClient`)
-  belong to exactly one employer; every query they make is scoped by `ems.tenancy`.
+- The tenant (`ems.models.Employer`) and its HR users and API clients live in the
+  platform; every model here that belongs to an employer points down to it.
 - `Policy` is an employer × insurer master policy; `Plan` and `PlanRate` are its rate
   card (annual premium in minor units by relation × age band × sum insured).
 - `Member` is an employee (`SELF`) or a dependant linked to the employee; `Coverage` is a
@@ -41,62 +41,12 @@ class Gender(models.TextChoices):
     OTHER = "X"
 
 
-class Employer(models.Model):
-    code = models.SlugField(max_length=32, unique=True)
-    name = models.CharField(max_length=200)
-    contact_name = models.CharField(max_length=200, blank=True)
-    contact_email = models.EmailField(blank=True)
-    contact_phone = models.CharField(max_length=20, blank=True)
-    is_active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["code"]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.code})"
-
-
-class EmployerMembership(models.Model):
-    """Links an HR user (an ordinary, non-staff Django user) to their one employer."""
-
-    user = models.OneToOneField(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.CASCADE,
-        related_name="employer_membership",
-    )
-    employer = models.ForeignKey(Employer, on_delete=models.PROTECT, related_name="hr_users")
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    def __str__(self) -> str:
-        return f"{self.user} @ {self.employer.code}"
-
-
-class ApiClient(models.Model):
-    """An employer's machine client (OAuth2 client credentials). Secrets are stored hashed."""
-
-    employer = models.ForeignKey(Employer, on_delete=models.PROTECT, related_name="api_clients")
-    name = models.CharField(max_length=200)
-    client_id = models.CharField(max_length=64, unique=True)
-    secret_hash = models.CharField(max_length=128)
-    is_active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-    last_token_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["employer__code", "name"]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.client_id})"
-
-
 class Policy(models.Model):
     class ProRataMethod(models.TextChoices):
         DAILY = "DAILY", "Daily pro rata"
         SHORT_PERIOD = "SHORT_PERIOD", "Short-period scale"
 
-    employer = models.ForeignKey(Employer, on_delete=models.PROTECT, related_name="policies")
+    employer = models.ForeignKey("ems.Employer", on_delete=models.PROTECT, related_name="policies")
     insurer = models.ForeignKey("insurers.Insurer", on_delete=models.PROTECT, related_name="policies")
     number = models.CharField(max_length=64)
     start_date = models.DateField()
@@ -189,7 +139,7 @@ class PlanRate(models.Model):
 
 
 class Member(models.Model):
-    employer = models.ForeignKey(Employer, on_delete=models.PROTECT, related_name="members")
+    employer = models.ForeignKey("ems.Employer", on_delete=models.PROTECT, related_name="members")
     employee_code = models.CharField(max_length=64)
     relation = models.CharField(max_length=16, choices=Relation.choices)
     primary = models.ForeignKey(
@@ -304,7 +254,7 @@ class EndorsementBatch(models.Model):
         CSV = "CSV"
         JSON = "JSON"
 
-    employer = models.ForeignKey(Employer, on_delete=models.PROTECT, related_name="batches")
+    employer = models.ForeignKey("ems.Employer", on_delete=models.PROTECT, related_name="batches")
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -313,7 +263,7 @@ class EndorsementBatch(models.Model):
         related_name="+",
     )
     api_client = models.ForeignKey(
-        ApiClient,
+        "ems.ApiClient",
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
@@ -390,7 +340,7 @@ class EndorsementRequest(models.Model):
     # table keeps only those queries use: employer lookups go through the composite
     # indexes below, batch lookups through (batch, row_number).
     employer = models.ForeignKey(
-        Employer, on_delete=models.PROTECT, related_name="endorsements", db_index=False
+        "ems.Employer", on_delete=models.PROTECT, related_name="endorsements", db_index=False
     )
     policy = models.ForeignKey(
         Policy,

@@ -29,10 +29,10 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from ems.errors import EmsError, NotFound, PermissionDenied
 from ems.formatting import money_text
+from ems.models import EmployerMembership
 from ems.tenancy import caller_for_user
 from endorsements import selectors as endorsement_selectors
 from endorsements import services as endorsement_services
-from endorsements.models import EmployerMembership
 from endorsements.portal_forms import BatchUploadForm, EndorsementFilterForm, HistoryFilterForm
 from endorsements.validation import COLUMNS
 from ledger import selectors as ledger_selectors

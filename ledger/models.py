@@ -25,7 +25,7 @@ from django.db.models import F, Q
 
 
 class Account(models.Model):
-    employer = models.ForeignKey("endorsements.Employer", on_delete=models.PROTECT, related_name="accounts")
+    employer = models.ForeignKey("ems.Employer", on_delete=models.PROTECT, related_name="accounts")
     insurer = models.ForeignKey("insurers.Insurer", on_delete=models.PROTECT, related_name="accounts")
     currency = models.CharField(max_length=3, default="INR")
     posted = models.BigIntegerField(default=0)

@@ -7,16 +7,8 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from ems.auth import new_client_credentials
-from endorsements.models import (
-    ApiClient,
-    Coverage,
-    Employer,
-    EmployerMembership,
-    Member,
-    Plan,
-    PlanRate,
-    Policy,
-)
+from ems.models import ApiClient, Employer, EmployerMembership
+from endorsements.models import Coverage, Member, Plan, PlanRate, Policy
 from insurers.models import Insurer
 from ledger.models import Account
 

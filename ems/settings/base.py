@@ -283,9 +283,6 @@ LOGGING = structured_logging.logging_config(LOG_LEVEL)
 structured_logging.configure()
 
 # --- Identities ------------------------------------------------------------------------
-# The model behind OAuth2 client credentials (it belongs to the employer, so it lives in
-# `endorsements`; the platform reaches it by name, never by import).
-EMS_API_CLIENT_MODEL = "endorsements.ApiClient"
 IDEMPOTENCY_STALE_SECONDS = env.int("IDEMPOTENCY_STALE_SECONDS", default=120)
 
 # --- periodic tasks and ledger limits -------------------------------------------------

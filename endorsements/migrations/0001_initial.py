@@ -10,6 +10,10 @@ import ems.identifiers
 class Migration(migrations.Migration):
     initial = True
 
+    # the tenant's tables are created here; the platform takes them over in its state
+    # (ems/0006_tenants) without naming this app
+    run_before = [("ems", "0006_tenants")]
+
     dependencies = [
         ("insurers", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),

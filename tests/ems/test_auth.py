@@ -7,7 +7,7 @@ from django.core import signing
 from django.utils import timezone
 
 from ems.auth import TOKEN_SALT, hash_secret, token_client
-from endorsements.models import ApiClient
+from ems.models import ApiClient
 from tests.factories import EmployerFactory, api_client_create
 
 pytestmark = pytest.mark.django_db

@@ -49,7 +49,7 @@ OPERATOR_EXTRA = {
     "endorsements.change_endorsementbatch",
     "endorsements.add_endorsementrequest",
     "endorsements.add_endorsementbatch",
-    "endorsements.change_apiclient",
+    "ems.change_apiclient",
     "endorsements.retry_endorsementrequest",
     "endorsements.cancel_endorsementrequest",
     "endorsements.review_endorsementrequest",

@@ -12,14 +12,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from ems.models import ApiClient, Employer, EmployerMembership
 from ems.roles import OPERATIONS_APP_LABELS, ROLE_NAMES
 from endorsements.demo_data import demo_seed
 from endorsements.models import (
-    ApiClient,
     BatchRowError,
     Coverage,
-    Employer,
-    EmployerMembership,
     EndorsementBatch,
     EndorsementRequest,
     EndorsementTransition,

@@ -9,6 +9,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db.models import F
 
+from ems.identity import api_client_revoke
+from ems.models import ApiClient, Employer, EmployerMembership
 from endorsements.demo_data import (
     LOW_BALANCE_THRESHOLD,
     OPENING_BALANCE,
@@ -16,17 +18,7 @@ from endorsements.demo_data import (
     demo_seed,
     policy_year,
 )
-from endorsements.identity import api_client_revoke
-from endorsements.models import (
-    ApiClient,
-    Coverage,
-    Employer,
-    EmployerMembership,
-    Member,
-    Plan,
-    PlanRate,
-    Policy,
-)
+from endorsements.models import Coverage, Member, Plan, PlanRate, Policy
 from insurers.models import Insurer
 from ledger.models import Account, Entry, Hold, TopUp
 

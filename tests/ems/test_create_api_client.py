@@ -12,8 +12,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from ems.auth import hash_secret
-from ems.models import OutboxEvent
-from endorsements.models import ApiClient
+from ems.models import ApiClient, OutboxEvent
 from tests.factories import EmployerFactory
 
 pytestmark = pytest.mark.django_db

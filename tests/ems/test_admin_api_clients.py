@@ -10,14 +10,13 @@ from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
 from ems.auth import hash_secret
-from ems.models import OutboxEvent
-from endorsements.models import ApiClient
+from ems.models import ApiClient, OutboxEvent
 from tests.factories import EmployerFactory, UserFactory, api_client_create
 
 pytestmark = pytest.mark.django_db
 
-CHANGELIST = reverse("admin:endorsements_apiclient_changelist")
-ADD = reverse("admin:endorsements_apiclient_add")
+CHANGELIST = reverse("admin:ems_apiclient_changelist")
+ADD = reverse("admin:ems_apiclient_add")
 
 
 class WhoAmI(APIView):
@@ -47,7 +46,7 @@ def ops_user(role: str):
 
 
 def change_url(api_client: ApiClient) -> str:
-    return reverse("admin:endorsements_apiclient_change", args=[api_client.pk])
+    return reverse("admin:ems_apiclient_change", args=[api_client.pk])
 
 
 def test_adding_a_client_shows_its_secret_once_and_stores_only_the_hash(client):
@@ -171,6 +170,6 @@ def test_roles_without_change_permission_cannot_revoke(client, role):
 def test_clients_are_never_deleted_not_even_by_a_superuser(client):
     api_client, _ = api_client_create(employer=EmployerFactory())
     client.force_login(UserFactory(is_staff=True, is_superuser=True))
-    assert client.get(reverse("admin:endorsements_apiclient_delete", args=[api_client.pk])).status_code == 403
+    assert client.get(reverse("admin:ems_apiclient_delete", args=[api_client.pk])).status_code == 403
     assert b'value="delete_selected"' not in client.get(CHANGELIST).content
     assert ApiClient.objects.filter(pk=api_client.pk).exists()

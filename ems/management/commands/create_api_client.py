@@ -4,8 +4,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from endorsements.identity import api_client_create
-from endorsements.models import Employer
+from ems.identity import api_client_create
+from ems.models import Employer
 
 
 class Command(BaseCommand):
