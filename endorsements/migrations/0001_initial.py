@@ -11,8 +11,8 @@ class Migration(migrations.Migration):
     initial = True
 
     # the tenant's tables are created here; the platform takes them over in its state
-    # (ems/0006_tenants) without naming this app
-    run_before = [("ems", "0006_tenants")]
+    # (ems/0001_initial) without naming this app
+    run_before = [("ems", "0001_initial")]
 
     dependencies = [
         ("insurers", "0001_initial"),

@@ -1,4 +1,4 @@
-"""The employer, its HR users and API clients now live in `ems` (`ems/0006_tenants`).
+"""The employer, its HR users and API clients now live in `ems` (`ems/0001_initial`).
 
 State only: this app's foreign keys point to `ems.Employer` / `ems.ApiClient`, which
 are the same tables (`endorsements_employer`, `endorsements_apiclient`), so no
@@ -42,7 +42,7 @@ def content_types_back(apps, schema_editor) -> None:
 class Migration(migrations.Migration):
     dependencies = [
         ("endorsements", "0008_batch_row_error_tracking_id"),
-        ("ems", "0006_tenants"),
+        ("ems", "0001_initial"),
         ("contenttypes", "0002_remove_content_type_name"),
     ]
 

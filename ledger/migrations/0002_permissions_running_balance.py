@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("ledger", "0001_accounts"),
+        ("ledger", "0001_initial"),
     ]
 
     operations = [
