@@ -26,6 +26,18 @@ def _client_snapshot(client: ApiClient) -> dict:
     }
 
 
+def _client_audit(client: ApiClient, *, action: str, actor: str, before: dict | None = None) -> None:
+    audit_record(
+        actor=actor,
+        action=action,
+        object_type=API_CLIENT_OBJECT_TYPE,
+        object_id=client.pk,
+        employer_id=client.employer_id,
+        before=before,
+        after=_client_snapshot(client),
+    )
+
+
 @transaction.atomic
 def api_client_create(*, employer: Employer, name: str, actor: str) -> tuple[ApiClient, str]:
     """A new active client for `employer`; returns it and its clear secret (shown once)."""
@@ -33,14 +45,7 @@ def api_client_create(*, employer: Employer, name: str, actor: str) -> tuple[Api
     client = ApiClient.objects.create(
         employer=employer, name=name, client_id=client_id, secret_hash=secret_hash
     )
-    audit_record(
-        actor=actor,
-        action="api_client.created",
-        object_type=API_CLIENT_OBJECT_TYPE,
-        object_id=client.pk,
-        employer_id=employer.pk,
-        after=_client_snapshot(client),
-    )
+    _client_audit(client, action="api_client.created", actor=actor)
     return client, secret
 
 
@@ -53,15 +58,7 @@ def api_client_revoke(*, client: ApiClient, actor: str) -> bool:
         return False
     before = _client_snapshot(client)
     client.is_active, client.revoked_at = False, now
-    audit_record(
-        actor=actor,
-        action="api_client.revoked",
-        object_type=API_CLIENT_OBJECT_TYPE,
-        object_id=client.pk,
-        employer_id=client.employer_id,
-        before=before,
-        after=_client_snapshot(client),
-    )
+    _client_audit(client, action="api_client.revoked", actor=actor, before=before)
     return True
 
 
@@ -78,14 +75,7 @@ def api_client_ensure(*, employer: Employer, client_id: str, name: str, secret: 
         defaults={"employer": employer, "name": name, "secret_hash": wanted_hash},
     )
     if created:
-        audit_record(
-            actor=actor,
-            action="api_client.created",
-            object_type=API_CLIENT_OBJECT_TYPE,
-            object_id=client.pk,
-            employer_id=employer.pk,
-            after=_client_snapshot(client),
-        )
+        _client_audit(client, action="api_client.created", actor=actor)
         return client
     if client.employer_id != employer.pk:
         raise ValueError(f"API client {client_id} belongs to another employer")
@@ -94,13 +84,5 @@ def api_client_ensure(*, employer: Employer, client_id: str, name: str, secret: 
     before = _client_snapshot(client)
     client.secret_hash, client.is_active, client.revoked_at = wanted_hash, True, None
     client.save(update_fields=["secret_hash", "is_active", "revoked_at"])
-    audit_record(
-        actor=actor,
-        action="api_client.secret_reset",
-        object_type=API_CLIENT_OBJECT_TYPE,
-        object_id=client.pk,
-        employer_id=employer.pk,
-        before=before,
-        after=_client_snapshot(client),
-    )
+    _client_audit(client, action="api_client.secret_reset", actor=actor, before=before)
     return client
