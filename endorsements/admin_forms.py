@@ -11,7 +11,13 @@ from django.contrib.admin.widgets import AutocompleteSelect
 
 from ems.models import Employer
 from endorsements.intake import upload_format
-from endorsements.models import EndorsementBatch, EndorsementRequest, EndorsementType, Gender, Relation
+from endorsements.models import (
+    EndorsementBatch,
+    EndorsementRequest,
+    EndorsementType,
+    Gender,
+    Relation,
+)
 from endorsements.validation import COLUMNS
 
 _CHOICE_COLUMNS = {

@@ -32,7 +32,15 @@ from django.utils import timezone
 
 from ems.identity import api_client_ensure
 from ems.models import Employer, EmployerMembership
-from endorsements.models import Coverage, Gender, Member, Plan, PlanRate, Policy, Relation
+from endorsements.models import (
+    Coverage,
+    Gender,
+    Member,
+    Plan,
+    PlanRate,
+    Policy,
+    Relation,
+)
 from insurers.models import Insurer
 from ledger import services as ledger_services
 from ledger.models import Account, TopUp

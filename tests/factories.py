@@ -8,7 +8,13 @@ from django.contrib.auth import get_user_model
 
 from ems.auth import new_client_credentials
 from ems.models import ApiClient, Employer, EmployerMembership
-from endorsements.models import Coverage, Member, Plan, PlanRate, Policy
+from endorsements.models import (
+    Coverage,
+    Member,
+    Plan,
+    PlanRate,
+    Policy,
+)
 from insurers.models import Insurer
 from ledger.models import Account
 

@@ -18,7 +18,13 @@ from endorsements.demo_data import (
     demo_seed,
     policy_year,
 )
-from endorsements.models import Coverage, Member, Plan, PlanRate, Policy
+from endorsements.models import (
+    Coverage,
+    Member,
+    Plan,
+    PlanRate,
+    Policy,
+)
 from insurers.models import Insurer
 from ledger.models import Account, Entry, Hold, TopUp
 
