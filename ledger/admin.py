@@ -1,4 +1,4 @@
-"""Admin for the EA ledger. Thin: columns, filters and actions that call ledger.services.
+"""Admin for the EA ledger. Thin: columns, filters and actions that call the ledger's services.
 
 - Accounts: balances, available and the parked queue annotated in `get_queryset` (one
   query per page). Ops open an account or change its low-balance threshold (services);
@@ -22,9 +22,10 @@ from django.contrib.admin.helpers import ActionForm
 from django.urls import reverse
 from django.utils.html import format_html
 
-from ledger import selectors, services
+from ledger import approvals, parking, selectors, services
 from ledger.errors import LedgerError
 from ledger.models import Account, Adjustment, Entry, Hold, ParkedRequest, TopUp
+from ledger.validation import amount_valid
 
 
 def money(minor: int | None, currency: str = "INR") -> str:
@@ -173,7 +174,7 @@ class AccountAdmin(admin.ModelAdmin):
     def wake_parked(self, request, queryset):
         placed = 0
         for account in queryset:
-            placed += len(services.parked_wake(account_id=account.pk, actor=actor_of(request)))
+            placed += len(parking.parked_wake(account_id=account.pk, actor=actor_of(request)))
         self.message_user(request, f"{placed} parked request(s) placed.", messages.SUCCESS)
 
 
@@ -240,7 +241,7 @@ class HoldAdmin(ReadOnlyLedgerAdmin):
 
 def _form_amount(value, *, signed: bool = False) -> int:
     try:
-        return services.amount_valid(value, signed=signed)
+        return amount_valid(value, signed=signed)
     except LedgerError as exc:
         raise forms.ValidationError(exc.details[0].message if exc.details else exc.message) from None
 
@@ -273,6 +274,17 @@ class DecisionAdmin(admin.ModelAdmin):
         obj.pk = created.pk
         obj.created_at = created.created_at
 
+    def decide(self, request, queryset, *, approve: bool, done: str) -> None:
+        """Approve, or reject with the note typed beside the action menu, each selected row."""
+        note = "" if approve else _note(request, "rejected in admin")
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda row: self.decide_through_service(row, approver=request.user, approve=approve, note=note),
+            done,
+        )
+
 
 @admin.register(TopUp)
 class TopUpAdmin(DecisionAdmin):
@@ -302,7 +314,7 @@ class TopUpAdmin(DecisionAdmin):
         return money(obj.amount, obj.account.currency)
 
     def create_through_service(self, request, obj):
-        return services.account_topup(
+        return approvals.account_topup(
             account_id=obj.account_id,
             amount=obj.amount,
             payment_reference=obj.payment_reference,
@@ -310,26 +322,16 @@ class TopUpAdmin(DecisionAdmin):
             requested_by=actor_of(request),
         )
 
+    def decide_through_service(self, topup, **decision):
+        return approvals.topup_decide(topup_id=topup.pk, **decision)
+
     @admin.action(description="Approve selected top-ups (posts them)", permissions=["approve_topup"])
     def approve(self, request, queryset):
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda topup: services.topup_approve(topup_id=topup.pk, approver=request.user),
-            "top-up(s) approved",
-        )
+        self.decide(request, queryset, approve=True, done="top-up(s) approved")
 
     @admin.action(description="Reject selected top-ups", permissions=["approve_topup"])
     def reject(self, request, queryset):
-        note = _note(request, "rejected in admin")
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda topup: services.topup_reject(topup_id=topup.pk, approver=request.user, note=note),
-            "top-up(s) rejected",
-        )
+        self.decide(request, queryset, approve=False, done="top-up(s) rejected")
 
 
 class AdjustmentForm(forms.ModelForm):
@@ -355,9 +357,9 @@ class AdjustmentAdmin(DecisionAdmin):
         "created_at",
         "decided_at",
     ]
-    list_select_related = ["account", "requested_by", "decided_by"]
+    list_select_related = ["account", "decided_by"]
     list_filter = ["state"]
-    search_fields = ["reason"]
+    search_fields = ["reason", "requested_by"]
     raw_id_fields = ["account"]
     actions = ["approve", "reject"]
 
@@ -369,38 +371,24 @@ class AdjustmentAdmin(DecisionAdmin):
         return money(obj.amount, obj.account.currency)
 
     def create_through_service(self, request, obj):
-        return services.adjustment_request(
+        return approvals.adjustment_request(
             account_id=obj.account_id,
             amount=obj.amount,
             reason=obj.reason,
             idempotency_key=f"admin:{uuid.uuid4()}",
-            requested_by=request.user,
+            requested_by=actor_of(request),
         )
+
+    def decide_through_service(self, adjustment, **decision):
+        return approvals.adjustment_decide(adjustment_id=adjustment.pk, **decision)
 
     @admin.action(description="Approve selected adjustments (posts them)", permissions=["approve_adjustment"])
     def approve(self, request, queryset):
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda adjustment: services.adjustment_approve(
-                adjustment_id=adjustment.pk, approver=request.user
-            ),
-            "adjustment(s) approved",
-        )
+        self.decide(request, queryset, approve=True, done="adjustment(s) approved")
 
     @admin.action(description="Reject selected adjustments", permissions=["approve_adjustment"])
     def reject(self, request, queryset):
-        note = _note(request, "rejected in admin")
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda adjustment: services.adjustment_reject(
-                adjustment_id=adjustment.pk, approver=request.user, note=note
-            ),
-            "adjustment(s) rejected",
-        )
+        self.decide(request, queryset, approve=False, done="adjustment(s) rejected")
 
 
 @admin.register(ParkedRequest)
@@ -436,7 +424,7 @@ class ParkedRequestAdmin(ReadOnlyLedgerAdmin):
     def wake_now(self, request, queryset):
         placed = 0
         for account_id in sorted(set(queryset.values_list("account_id", flat=True))):
-            placed += len(services.parked_wake(account_id=account_id, actor=actor_of(request)))
+            placed += len(parking.parked_wake(account_id=account_id, actor=actor_of(request)))
         self.message_user(request, f"{placed} parked request(s) placed.", messages.SUCCESS)
 
     @admin.action(description="Cancel selected parked requests", permissions=["wake_parked"])
@@ -446,7 +434,7 @@ class ParkedRequestAdmin(ReadOnlyLedgerAdmin):
             self,
             request,
             queryset,
-            lambda parked: services.parked_cancel(
+            lambda parked: parking.parked_cancel(
                 parked_request_id=parked.pk, reason=reason, actor=actor_of(request)
             ),
             "parked request(s) cancelled",
