@@ -154,11 +154,22 @@ def park(account: Account, request: HoldRequest, *, actor: str) -> ParkedRequest
         object_type="ledger.ParkedRequest",
         object_id=parked.pk,
     )
+    _funds_tell(PARKED, parked)
+    return parked
+
+
+def _funds_tell(kind: str, parked: ParkedRequest, hold: Hold | None = None) -> None:
+    """Tell the upper app's handlers (after commit) that `parked` parked or got its hold."""
     funds_notify(
         parked.reference,
-        FundsEvent(PARKED, account_id=account.pk, amount=parked.amount, parked_request_id=parked.pk),
+        FundsEvent(
+            kind,
+            account_id=parked.account_id,
+            amount=parked.amount,
+            parked_request_id=parked.pk,
+            hold_id=hold.pk if hold is not None else None,
+        ),
     )
-    return parked
 
 
 def wake(account: Account, *, actor: str) -> list[HoldPlacement]:
@@ -196,16 +207,7 @@ def wake(account: Account, *, actor: str) -> list[HoldPlacement]:
                 object_type="ledger.Hold",
                 object_id=hold.pk,
             )
-            funds_notify(
-                parked.reference,
-                FundsEvent(
-                    PLACED,
-                    account_id=account.pk,
-                    amount=parked.amount,
-                    parked_request_id=parked.pk,
-                    hold_id=hold.pk,
-                ),
-            )
+            _funds_tell(PLACED, parked, hold)
             placements.append(HoldPlacement(hold=hold))
         if len(queue) < WAKE_CHUNK:
             break
@@ -265,15 +267,7 @@ def batch_place(
         results[index] = HoldPlacement(hold=hold)
     for index, parked_request in new_parked:
         results[index] = HoldPlacement(parked_request=parked_request)
-        funds_notify(
-            parked_request.reference,
-            FundsEvent(
-                PARKED,
-                account_id=account.pk,
-                amount=parked_request.amount,
-                parked_request_id=parked_request.pk,
-            ),
-        )
+        _funds_tell(PARKED, parked_request)
     if new_holds or new_parked:
         change_record(
             account,

@@ -203,7 +203,8 @@ def _written(row, drawn_id: int | None):
 def row_statement(row: Entry | Hold) -> tuple[str, list]:
     """The INSERT of an entry or hold built with a drawn id, for `change_record(together_with=...)`."""
     columns, _ = _INSERT_SQL[type(row)]
-    return _INSERT_WITH_ID_SQL[type(row)], [row.pk, *_values(row, columns)]
+    # Ids are drawn on PostgreSQL only, which takes datetimes as they are.
+    return _INSERT_WITH_ID_SQL[type(row)], [row.pk, *(getattr(row, column) for column in columns)]
 
 
 def saved(instance):

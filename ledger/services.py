@@ -134,7 +134,7 @@ def account_update(*, account_id: int, low_balance_threshold: int, actor: str) -
     return transaction_run(run)
 
 
-# --- holds: place, capture, release, expire ---------------------------------------------
+# --- holds: place, a dispatch ---------------------------------------------------------------
 
 
 def hold_place(

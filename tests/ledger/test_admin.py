@@ -110,6 +110,7 @@ def test_adjustments_are_maker_checker(client, account, approver):
         reverse("admin:ledger_adjustment_add"), {"account": account.pk, "amount": -2_500, "reason": "fee"}
     )
     adjustment = Adjustment.objects.get()
+    assert (adjustment.requested_by, adjustment.state) == (f"user:{maker.pk}", "PENDING")
     act(client, "adjustment", "approve", [adjustment.pk])
     adjustment.refresh_from_db()
     assert adjustment.state == "PENDING"

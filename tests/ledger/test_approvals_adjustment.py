@@ -2,6 +2,7 @@
 
 import pytest
 
+from ems.models import OutboxEvent
 from ledger import approvals, services
 from ledger.errors import (
     AdjustmentAlreadyDecided,
@@ -83,3 +84,11 @@ def test_approving_needs_the_permission(account, approver):
     adjustment = request_adjustment(account, approver)
     with pytest.raises(ApproverNotPermitted):
         approvals.adjustment_decide(adjustment_id=adjustment.pk, approver=UserFactory(), approve=True)
+
+
+def test_the_maker_is_a_principal_in_the_row_the_event_and_the_audit(account, approver):
+    adjustment = request_adjustment(account, approver)
+    assert adjustment.requested_by == f"user:{approver.pk}"
+    event = OutboxEvent.objects.get(destination="ems.ledger", payload__type="ledger.adjustment_requested")
+    audit = OutboxEvent.objects.get(destination="audit_logs", payload__action="ledger.adjustment_requested")
+    assert (event.payload["data"]["requested_by"], audit.payload["actor"]) == (f"user:{approver.pk}",) * 2

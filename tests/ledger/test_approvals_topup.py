@@ -158,3 +158,13 @@ def test_an_unknown_topup_is_404(approver):
     with pytest.raises(TopUpNotFound) as error:
         approvals.topup_decide(topup_id=424242, approver=approver, approve=True)
     assert (error.value.code, error.value.status) == ("topup_not_found", 404)
+
+
+def test_an_approvers_note_is_kept_with_the_decision(account, approver):
+    created = topup(account)
+    approved = approvals.topup_decide(
+        topup_id=created.pk, approver=approver, approve=True, note="UTR seen in bank"
+    )
+    assert (approved.state, approved.decision_note) == ("APPROVED", "UTR seen in bank")
+    audit = OutboxEvent.objects.filter(destination="audit_logs").order_by("id").last()
+    assert (audit.payload["action"], audit.payload["note"]) == ("ledger.topup_approved", "UTR seen in bank")
