@@ -170,8 +170,8 @@ def _decide(kind: _Kind, *, pk: int, approver, approve: bool, note: str):
     permitted = approver is not None and getattr(approver, "is_active", False)
     if not permitted or not approver.has_perm(kind.permission):
         raise ApproverNotPermitted()
-    if not approve:
-        note_valid(note)
+    if not approve or note:
+        note_valid(note)  # a rejection needs one; an approval may carry one
     # The account is read before its lock is taken: a request never changes account.
     account_id = kind.model.objects.filter(pk=pk).values_list("account_id", flat=True).first()
     if account_id is None:

@@ -21,6 +21,7 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import TypeVar
 
 import structlog
@@ -150,13 +151,14 @@ def _insert_sql(model, columns: tuple[str, ...], *, with_id: bool) -> str:
     return sql if with_id else f"{sql} RETURNING id"
 
 
-_INSERT_SQL = {
-    Entry: (_ENTRY_COLUMNS, _insert_sql(Entry, _ENTRY_COLUMNS, with_id=False)),
-    Hold: (_HOLD_COLUMNS, _insert_sql(Hold, _HOLD_COLUMNS, with_id=False)),
-}
-_INSERT_WITH_ID_SQL = {
-    Entry: _insert_sql(Entry, _ENTRY_COLUMNS, with_id=True),
-    Hold: _insert_sql(Hold, _HOLD_COLUMNS, with_id=True),
+# Per model: its column values in one call, the INSERT returning the id, the INSERT with an id.
+_INSERTS = {
+    model: (
+        attrgetter(*columns),
+        _insert_sql(model, columns, with_id=False),
+        _insert_sql(model, columns, with_id=True),
+    )
+    for model, columns in ((Entry, _ENTRY_COLUMNS), (Hold, _HOLD_COLUMNS))
 }
 _ENTRY = Entry._meta.db_table
 _HOLD = Hold._meta.db_table
@@ -182,29 +184,25 @@ def _db_datetime(value: datetime):
     return connection.ops.adapt_datetimefield_value(value)
 
 
-def _values(row, columns: tuple[str, ...]) -> list:
-    values = [getattr(row, column) for column in columns]
-    return [_db_datetime(value) if isinstance(value, datetime) else value for value in values]
-
-
 def _written(row, drawn_id: int | None):
     """Insert `row` now (its id from RETURNING), or with `drawn_id` only give it that id:
     the caller sends `row_statement(row)` with its outbox rows."""
     if drawn_id is not None:
         row.pk = drawn_id
         return saved(row)
-    columns, sql = _INSERT_SQL[type(row)]
+    values, sql, _ = _INSERTS[type(row)]
+    params = [_db_datetime(value) if isinstance(value, datetime) else value for value in values(row)]
     with connection.cursor() as cursor:
-        cursor.execute(sql, _values(row, columns))
+        cursor.execute(sql, params)
         row.pk = cursor.fetchone()[0]
     return saved(row)
 
 
 def row_statement(row: Entry | Hold) -> tuple[str, list]:
     """The INSERT of an entry or hold built with a drawn id, for `change_record(together_with=...)`."""
-    columns, _ = _INSERT_SQL[type(row)]
+    values, _, sql = _INSERTS[type(row)]
     # Ids are drawn on PostgreSQL only, which takes datetimes as they are.
-    return _INSERT_WITH_ID_SQL[type(row)], [row.pk, *(getattr(row, column) for column in columns)]
+    return sql, [row.pk, *values(row)]
 
 
 def saved(instance):

@@ -223,9 +223,6 @@ def holds_place_batch(
     return transaction_run(lambda: parking.batch_place(account_lock(account_id), batch, now=now, actor=actor))
 
 
-# --- holds: capture, release, expire ----------------------------------------------------------
-
-
 # --- the probes: what a capture or refund decides on, in one round trip each -------------------
 
 _ENTRY = Entry._meta.db_table
@@ -253,6 +250,9 @@ _REFUND_PROBE_SQL = (
 _REFUND_PROBE_WITH_ID_SQL = _REFUND_PROBE_SQL.replace(
     " FROM (SELECT 1)", f", {NEXT_ENTRY_ID} FROM (SELECT 1)", 1
 )
+
+
+# --- holds: capture, release, expire ----------------------------------------------------------
 
 
 def _hold_account_id(hold_id: int) -> int:
@@ -428,7 +428,7 @@ def _account_holds_expire(account_id: int, now: datetime) -> int:
     return len(holds)
 
 
-# --- credits and corrections --------------------------------------------------------------------
+# --- refunds ------------------------------------------------------------------------------------
 
 
 def refund_post(

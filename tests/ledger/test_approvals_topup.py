@@ -168,3 +168,11 @@ def test_an_approvers_note_is_kept_with_the_decision(account, approver):
     assert (approved.state, approved.decision_note) == ("APPROVED", "UTR seen in bank")
     audit = OutboxEvent.objects.filter(destination="audit_logs").order_by("id").last()
     assert (audit.payload["action"], audit.payload["note"]) == ("ledger.topup_approved", "UTR seen in bank")
+
+
+def test_an_approvers_note_over_500_characters_is_refused(account, approver):
+    created = topup(account)
+    before = snapshot(account)
+    with pytest.raises(NoteRequired):
+        approvals.topup_decide(topup_id=created.pk, approver=approver, approve=True, note="x" * 501)
+    assert snapshot(account) == before
