@@ -133,7 +133,7 @@ def _hot_account():
 
     from ems.models import Employer
     from insurers.models import Insurer
-    from ledger import services
+    from ledger import approvals, services
 
     suffix = uuid.uuid4().hex[:8]
     employer = Employer.objects.create(code=f"bench-{suffix}", name="Bench employer")
@@ -144,14 +144,14 @@ def _hot_account():
     approver, _ = get_user_model().objects.get_or_create(
         username="bench-approver", defaults={"is_superuser": True, "is_staff": True}
     )
-    topup = services.account_topup(
+    topup = approvals.account_topup(
         account_id=account.pk,
         amount=10**11,
         payment_reference="bench",
         idempotency_key=f"bench-{suffix}",
         requested_by="client:bench",
     )
-    services.topup_approve(topup_id=topup.pk, approver=approver)
+    approvals.topup_decide(topup_id=topup.pk, approver=approver, approve=True)
     return account
 
 

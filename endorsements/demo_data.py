@@ -42,6 +42,7 @@ from endorsements.models import (
     Relation,
 )
 from insurers.models import Insurer
+from ledger import approvals as ledger_approvals
 from ledger import services as ledger_services
 from ledger.models import Account, TopUp
 
@@ -577,7 +578,7 @@ def _accounts_fund(*, approver, result: DemoSeedResult) -> None:
     """
     accounts = Account.objects.filter(employer__code__in=[spec.code for spec in EMPLOYERS]).order_by("pk")
     for account_id in accounts.values_list("pk", flat=True):
-        topup = ledger_services.account_topup(
+        topup = ledger_approvals.account_topup(
             account_id=account_id,
             amount=OPENING_BALANCE,
             payment_reference=f"DEMO-OPENING-{account_id}",
@@ -585,5 +586,5 @@ def _accounts_fund(*, approver, result: DemoSeedResult) -> None:
             requested_by=SEED_ACTOR,
         )
         if topup.state == TopUp.State.PENDING:
-            ledger_services.topup_approve(topup_id=topup.pk, approver=approver)
+            ledger_approvals.topup_decide(topup_id=topup.pk, approver=approver, approve=True)
             result.created["topups"] += 1

@@ -1,4 +1,4 @@
-"""Admin for the EA ledger. Thin: columns, filters and actions that call ledger.services.
+"""Admin for the EA ledger. Thin: columns, filters and actions that call the ledger's services.
 
 - Accounts: balances, available and the parked queue annotated in `get_queryset` (one
   query per page). Ops open an account or change its low-balance threshold (services);
@@ -24,9 +24,10 @@ from django.utils.html import format_html
 
 from ems.admin_mixins import ReadOnlyAdmin, actor_of, money_column, permission_check
 from ems.formatting import money_text
-from ledger import selectors, services
+from ledger import approvals, parking, selectors, services
 from ledger.errors import LedgerError
 from ledger.models import Account, Adjustment, Entry, Hold, ParkedRequest, TopUp
+from ledger.validation import amount_valid
 
 
 class NoteActionForm(ActionForm):
@@ -55,7 +56,7 @@ def _run_each(modeladmin, request, rows, call, done: str, *, note_default: str =
 def _queues_wake(modeladmin, request, account_ids) -> None:
     """Wake each account's parked queue, oldest first; report how many requests were placed."""
     actor = actor_of(request)
-    placed = sum(len(services.parked_wake(account_id=account_id, actor=actor)) for account_id in account_ids)
+    placed = sum(len(parking.parked_wake(account_id=account_id, actor=actor)) for account_id in account_ids)
     modeladmin.message_user(request, f"{placed} parked request(s) placed.", messages.SUCCESS)
 
 
@@ -190,7 +191,7 @@ class HoldAdmin(AccountRowAdmin):
 
 def _form_amount(value, *, signed: bool = False) -> int:
     try:
-        return services.amount_valid(value, signed=signed)
+        return amount_valid(value, signed=signed)
     except LedgerError as exc:
         raise forms.ValidationError(exc.details[0].message if exc.details else exc.message) from None
 
@@ -212,7 +213,7 @@ class DecisionAdmin(admin.ModelAdmin):
     """Maker-checker rows: added through a service, decided by actions, never edited.
 
     A subclass names the permission that decides (`approve_permission`), what its rows are
-    called in messages, and the three services: create, approve, reject.
+    called in messages, and its two services: create, and decide (approve or reject).
     """
 
     action_form = NoteActionForm
@@ -249,14 +250,14 @@ class DecisionAdmin(admin.ModelAdmin):
     )
     def approve(self, request, queryset):
         def approve_one(row, _unused_note):
-            return self.approve_through_service(row, request.user)
+            return self.decide_through_service(row, approver=request.user, approve=True)
 
         _run_each(self, request, queryset, approve_one, f"{self.rows_noun} approved")
 
     @admin.action(description="Reject selected %(verbose_name_plural)s", permissions=["approve"])
     def reject(self, request, queryset):
         def reject_one(row, note):
-            return self.reject_through_service(row, request.user, note)
+            return self.decide_through_service(row, approver=request.user, approve=False, note=note)
 
         done = f"{self.rows_noun} rejected"
         _run_each(self, request, queryset, reject_one, done, note_default="rejected in admin")
@@ -264,10 +265,7 @@ class DecisionAdmin(admin.ModelAdmin):
     def create_through_service(self, request, obj, common: dict):
         raise NotImplementedError
 
-    def approve_through_service(self, row, approver):
-        raise NotImplementedError
-
-    def reject_through_service(self, row, approver, note: str):
+    def decide_through_service(self, row, *, approver, approve: bool, note: str = ""):
         raise NotImplementedError
 
 
@@ -281,15 +279,12 @@ class TopUpAdmin(DecisionAdmin):
     rows_noun = "top-up(s)"
 
     def create_through_service(self, request, obj, common: dict):
-        return services.account_topup(
+        return approvals.account_topup(
             **common, payment_reference=obj.payment_reference, requested_by=actor_of(request)
         )
 
-    def approve_through_service(self, row, approver):
-        return services.topup_approve(topup_id=row.pk, approver=approver)
-
-    def reject_through_service(self, row, approver, note: str):
-        return services.topup_reject(topup_id=row.pk, approver=approver, note=note)
+    def decide_through_service(self, row, **decision):
+        return approvals.topup_decide(topup_id=row.pk, **decision)
 
 
 class AdjustmentForm(forms.ModelForm):
@@ -305,19 +300,16 @@ class AdjustmentForm(forms.ModelForm):
 class AdjustmentAdmin(DecisionAdmin):
     form = AdjustmentForm
     list_display = ["id", "account", "amount_display", "reason", *DECISION_COLUMNS]
-    list_select_related = ["account", "requested_by", "decided_by"]
-    search_fields = ["reason"]
+    list_select_related = ["account", "decided_by"]
+    search_fields = ["reason", "requested_by"]
     approve_permission = "ledger.approve_adjustment"
     rows_noun = "adjustment(s)"
 
     def create_through_service(self, request, obj, common: dict):
-        return services.adjustment_request(**common, reason=obj.reason, requested_by=request.user)
+        return approvals.adjustment_request(**common, reason=obj.reason, requested_by=actor_of(request))
 
-    def approve_through_service(self, row, approver):
-        return services.adjustment_approve(adjustment_id=row.pk, approver=approver)
-
-    def reject_through_service(self, row, approver, note: str):
-        return services.adjustment_reject(adjustment_id=row.pk, approver=approver, note=note)
+    def decide_through_service(self, row, **decision):
+        return approvals.adjustment_decide(adjustment_id=row.pk, **decision)
 
 
 @admin.register(ParkedRequest)
@@ -340,7 +332,7 @@ class ParkedRequestAdmin(AccountRowAdmin):
     @admin.action(description="Cancel selected parked requests", permissions=["wake_parked"])
     def cancel(self, request, queryset):
         def cancel_one(parked, reason):
-            return services.parked_cancel(parked_request_id=parked.pk, reason=reason, actor=actor_of(request))
+            return parking.parked_cancel(parked_request_id=parked.pk, reason=reason, actor=actor_of(request))
 
         done = "parked request(s) cancelled"
         _run_each(self, request, queryset, cancel_one, done, note_default="cancelled in admin")

@@ -1,4 +1,4 @@
-"""The ledger API (`/api/v1/ledger/`): thin views over ledger.selectors and ledger.services.
+"""The ledger API (`/api/v1/ledger/`): thin views over ledger.selectors and ledger.approvals.
 
 Callers: an employer's API client (bearer token) or its HR user (portal session). Every
 read is scoped to the caller's employer by the selectors; another employer's account is
@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from ems.auth import BearerTokenAuthentication, IsEmployerClient, SessionCallerAuthentication
 from ems.idempotency import idempotent
 from ems.pagination import EmsPagination
-from ledger import selectors, services
+from ledger import approvals, selectors
 from ledger.serializers import (
     BalanceResponseSerializer,
     HistoryPageSerializer,
@@ -72,7 +72,7 @@ class TopUpView(LedgerView):
         data = request.data
         account_id = _integer(data.get("account_id"))
         account = selectors.account_for_caller(caller=request.caller, account_id=account_id)
-        topup = services.account_topup(
+        topup = approvals.account_topup(
             account_id=account.pk,
             amount=_integer(data.get("amount")),
             payment_reference=data.get("payment_reference"),

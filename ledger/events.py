@@ -79,7 +79,7 @@ def adjustment_data(adjustment) -> dict:
         "amount": adjustment.amount,
         "reason": adjustment.reason,
         "state": adjustment.state,
-        "requested_by": adjustment.requested_by_id,
+        "requested_by": adjustment.requested_by,
         "decided_by": adjustment.decided_by_id,
         "entry_id": adjustment.entry_id,
     }

@@ -1,7 +1,7 @@
 """The only place the ledger locks anything.
 
-- Account rows: `account_lock` / `accounts_lock` take `SELECT ... FOR NO KEY UPDATE` on
-  the account rows, always in primary-key order, inside the caller's transaction. Every
+- Account rows: `account_lock` / `account_lock_for_hold` take `SELECT ... FOR NO KEY UPDATE`
+  on one account row, inside the caller's transaction (a write locks one account). Every
   ledger write takes its account's lock first and only then reads what it decides on,
   so writers to one account run one after another and READ COMMITTED reads after the
   lock see everything committed before it. (FOR NO KEY UPDATE, not FOR UPDATE: we never
@@ -13,20 +13,16 @@
 """
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import structlog
 from django.db import connection, transaction
 
 from ems.redis_lock import LockBackendUnavailable, LockNotAcquired, lock_acquire, lock_release
 from ledger.errors import AccountNotFound
-from ledger.models import Account
+from ledger.models import Account, Hold
 
 log = structlog.get_logger(__name__)
-
-_UNLOCK_SCRIPT = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-)
 
 
 def _account_columns(alias: str = "") -> str:
@@ -36,9 +32,10 @@ def _account_columns(alias: str = "") -> str:
 
 # Plain SQL on the hot path: no joins (Account's Meta.ordering would add some, and FOR
 # UPDATE would then lock the employer and insurer rows too) and no query compilation.
-_LOCK_SQL = f"SELECT {_account_columns()} FROM ledger_account WHERE id = %s FOR NO KEY UPDATE"
+_ACCOUNT = Account._meta.db_table
+_LOCK_SQL = f"SELECT {_account_columns()} FROM {_ACCOUNT} WHERE id = %s FOR NO KEY UPDATE"
 _LOCK_FOR_HOLD_SQL = (
-    f"SELECT {_account_columns('a')} FROM ledger_account a JOIN ledger_hold h ON h.account_id = a.id"
+    f"SELECT {_account_columns('a')} FROM {_ACCOUNT} a JOIN {Hold._meta.db_table} h ON h.account_id = a.id"
     " WHERE h.id = %s FOR NO KEY UPDATE OF a"
 )
 
@@ -71,21 +68,6 @@ def account_lock_for_hold(hold_id: int) -> Account | None:
     so the join cannot pick a stale account.
     """
     return _account_locked(_LOCK_FOR_HOLD_SQL, [hold_id])
-
-
-def accounts_lock(account_ids: Iterable[int]) -> dict[int, Account]:
-    """Lock several account rows in pk order (so two lockers never deadlock)."""
-    _require_transaction()
-    wanted = sorted(set(account_ids))
-    accounts = {
-        account.pk: account
-        for account in Account.objects.select_for_update(no_key=True, of=("self",))
-        .filter(pk__in=wanted)
-        .order_by("pk")
-    }
-    if len(accounts) != len(wanted):
-        raise AccountNotFound()
-    return accounts
 
 
 def _require_transaction() -> None:

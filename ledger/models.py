@@ -12,7 +12,8 @@ Design overview
 - `Hold` reserves money like a two-phase pending transfer: PENDING, then exactly one of
   CAPTURED (all or part; the rest returns to available), RELEASED or EXPIRED.
 - `TopUp` and `Adjustment` are requests that a second person approves (maker-checker);
-  approval posts an entry.
+  approval posts an entry. `requested_by` is the maker's principal (`user:<id>` or
+  `client:<client_id>`) on both; a CHECK refuses a decider who is the maker.
 - `ParkedRequest` queues a hold that did not fit, by reference, until money arrives.
 
 The ledger knows references (strings such as a tracking id), not endorsements.
@@ -22,6 +23,16 @@ All amounts are integer minor units.
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Cast, Concat
+
+
+def _maker_is_not_checker(name: str) -> models.CheckConstraint:
+    """A request's decider is never its maker (`requested_by` is the maker's principal)."""
+    checker = Concat(models.Value("user:"), Cast("decided_by", output_field=models.CharField()))
+    return models.CheckConstraint(
+        condition=Q(decided_by__isnull=True) | ~Q(requested_by=checker),
+        name=name,
+    )
 
 
 class Account(models.Model):
@@ -189,6 +200,7 @@ class TopUp(models.Model):
                 | (~Q(state="APPROVED") & Q(entry__isnull=True)),
                 name="topup_entry_iff_approved",
             ),
+            _maker_is_not_checker("topup_maker_is_not_checker"),
         ]
 
     def __str__(self) -> str:
@@ -206,7 +218,7 @@ class Adjustment(models.Model):
     reason = models.CharField(max_length=500)
     idempotency_key = models.CharField(max_length=255)
     state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING)
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    requested_by = models.CharField(max_length=100, help_text="user:<id> or client:<client_id>")
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -234,10 +246,7 @@ class Adjustment(models.Model):
                 name="adjustment_unique_idempotency",
             ),
             models.CheckConstraint(condition=~Q(amount=0), name="adjustment_amount_non_zero"),
-            models.CheckConstraint(
-                condition=Q(decided_by__isnull=True) | ~Q(decided_by=F("requested_by")),
-                name="adjustment_maker_is_not_checker",
-            ),
+            _maker_is_not_checker("adjustment_maker_is_not_checker"),
         ]
 
     def __str__(self) -> str:

@@ -11,7 +11,7 @@ Both are safe to run twice or concurrently; the Redis lock only saves duplicate 
 import structlog
 from celery import shared_task
 
-from ledger import selectors, services
+from ledger import parking, selectors, services
 from ledger.locks import sweeper_lock
 
 log = structlog.get_logger(__name__)
@@ -35,7 +35,7 @@ def parked_sweep() -> int:
         if not should_run:
             return 0
         for account_id in selectors.accounts_with_parked():
-            placed += len(services.parked_wake(account_id=account_id))
+            placed += len(parking.parked_wake(account_id=account_id))
     if placed:
         log.info("ledger.parked_placed", count=placed)
     return placed

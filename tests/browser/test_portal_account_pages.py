@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import Permission
 
 from endorsements.models import EndorsementRequest, EndorsementTransition
-from ledger import services
+from ledger import approvals, services
 from tests.factories import AccountFactory, EmployerFactory, InsurerFactory, UserFactory, hr_user_create
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -67,14 +67,14 @@ def test_the_balance_links_to_the_accounts_history(page, employer):
     approver.user_permissions.add(Permission.objects.get(codename="approve_topup"))
     approver = type(approver).objects.get(pk=approver.pk)
     account = AccountFactory(employer=employer, insurer=InsurerFactory(name="Star Health"))
-    topup = services.account_topup(
+    topup = approvals.account_topup(
         account_id=account.pk,
         amount=500_000,
         payment_reference="UTR-1",
         idempotency_key="t1",
         requested_by="user:1",
     )
-    services.topup_approve(topup_id=topup.pk, approver=approver)
+    approvals.topup_decide(topup_id=topup.pk, approver=approver, approve=True)
     services.hold_place(account_id=account.pk, amount=120_050, reference="END-01HOLD", idempotency_key="h1")
     log_in(page)
     page.get_by_role("link", name="EA balance").click()

@@ -3,7 +3,7 @@
 import pytest
 from django.contrib.auth.models import Permission
 
-from ledger import services
+from ledger import approvals, services
 from tests.factories import AccountFactory, EmployerFactory, InsurerFactory, UserFactory, hr_user_create
 
 pytestmark = pytest.mark.django_db
@@ -27,14 +27,14 @@ def approver():
 
 
 def fund(account, amount: int, approver, key: str) -> None:
-    topup = services.account_topup(
+    topup = approvals.account_topup(
         account_id=account.pk,
         amount=amount,
         payment_reference=f"UTR-{key}",
         idempotency_key=key,
         requested_by="user:1",
     )
-    services.topup_approve(topup_id=topup.pk, approver=approver)
+    approvals.topup_decide(topup_id=topup.pk, approver=approver, approve=True)
 
 
 @pytest.fixture

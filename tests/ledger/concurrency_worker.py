@@ -24,7 +24,7 @@ def mixed_worker(database_url, redis_url, worker, seed, plan, start, results) ->
     django_ready(database_url, redis_url)
     from django.contrib.auth import get_user_model
 
-    from ledger import services
+    from ledger import approvals, services
     from ledger.errors import LedgerError
 
     approver = get_user_model().objects.get(pk=plan["approver_id"])
@@ -59,14 +59,14 @@ def mixed_worker(database_url, redis_url, worker, seed, plan, start, results) ->
                     record.update(outcome=exc.code)
             elif choice < 0.12:
                 amount = rng.randint(1, 500) * 100
-                topup = services.account_topup(
+                topup = approvals.account_topup(
                     account_id=account_id,
                     amount=amount,
                     payment_reference=f"UTR-{key}",
                     idempotency_key=key,
                     requested_by=f"client:w{worker}",
                 )
-                services.topup_approve(topup_id=topup.pk, approver=approver)
+                approvals.topup_decide(topup_id=topup.pk, approver=approver, approve=True)
                 record.update(op="topup", amount=amount, topup_id=topup.pk)
             elif choice < 0.22:
                 amount = rng.randint(1, 300) * 100

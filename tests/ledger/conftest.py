@@ -6,7 +6,7 @@ from django.contrib.auth.models import Permission
 from django.db.models import Sum
 
 from ems.models import OutboxEvent
-from ledger import services
+from ledger import approvals, services
 from ledger.models import Account, Adjustment, Entry, Hold, ParkedRequest, TopUp
 from tests.factories import AccountFactory, UserFactory
 
@@ -38,14 +38,14 @@ def second_approver(db):
 
 def fund(account: Account, amount: int, approver, *, key: str | None = None) -> TopUp:
     """Top up and approve (the maker is an API client, the checker `approver`)."""
-    topup = services.account_topup(
+    topup = approvals.account_topup(
         account_id=account.pk,
         amount=amount,
         payment_reference=f"UTR-{key or amount}",
         idempotency_key=key or f"fund-{amount}-{TopUp.objects.count()}",
         requested_by="client:test",
     )
-    return services.topup_approve(topup_id=topup.pk, approver=approver)
+    return approvals.topup_decide(topup_id=topup.pk, approver=approver, approve=True)
 
 
 def balances(account: Account) -> tuple[int, int, int]:
@@ -85,4 +85,15 @@ def ledger_events(account: Account) -> list[str]:
         OutboxEvent.objects.filter(destination="ems.ledger", key=str(account.pk))
         .order_by("id")
         .values_list("payload__type", flat=True)
+    )
+
+
+def place(account: Account, amount: int, key: str, reference: str | None = None, **extra):
+    """hold_place with a reference made from the key."""
+    return services.hold_place(
+        account_id=account.pk,
+        amount=amount,
+        reference=reference or f"REF-{key}",
+        idempotency_key=key,
+        **extra,
     )

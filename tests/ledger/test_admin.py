@@ -6,7 +6,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from ledger import services
+from ledger import approvals, services
 from ledger.models import Account, Adjustment, Hold, ParkedRequest, TopUp
 from tests.factories import AccountFactory, UserFactory
 from tests.ledger.conftest import balances, fund, user_with_ledger_permissions
@@ -77,7 +77,7 @@ def test_the_finance_approver_group_gets_the_approve_permissions(db):
 def test_without_the_permission_there_are_no_approve_actions(client, account):
     viewer = user_with_ledger_permissions("view_topup", is_staff=True)
     client.force_login(viewer)
-    services.account_topup(
+    approvals.account_topup(
         account_id=account.pk, amount=100, payment_reference="U", idempotency_key="k", requested_by="client:x"
     )
     page = client.get(reverse("admin:ledger_topup_changelist"))
@@ -92,7 +92,7 @@ def test_without_the_permission_there_are_no_approve_actions(client, account):
 def test_reject_uses_the_note_typed_beside_the_actions(client, account):
     checker = user_with_ledger_permissions("view_topup", "approve_topup", is_staff=True)
     client.force_login(checker)
-    topup = services.account_topup(
+    topup = approvals.account_topup(
         account_id=account.pk, amount=100, payment_reference="U", idempotency_key="k", requested_by="client:x"
     )
     act(client, "topup", "reject", [topup.pk], note="no such transfer")
@@ -110,6 +110,7 @@ def test_adjustments_are_maker_checker(client, account, approver):
         reverse("admin:ledger_adjustment_add"), {"account": account.pk, "amount": -2_500, "reason": "fee"}
     )
     adjustment = Adjustment.objects.get()
+    assert (adjustment.requested_by, adjustment.state) == (f"user:{maker.pk}", "PENDING")
     act(client, "adjustment", "approve", [adjustment.pk])
     adjustment.refresh_from_db()
     assert adjustment.state == "PENDING"

@@ -1,4 +1,4 @@
-"""ledger.services.hold_place and park-and-wake (parked_wake, parked_cancel, handlers)."""
+"""ledger.services.hold_place: place, or park behind the queue (handlers hear it after commit)."""
 
 from datetime import datetime, timedelta
 
@@ -11,11 +11,10 @@ from ledger.errors import (
     AmountInvalid,
     HoldExpiryInvalid,
     IdempotencyConflict,
-    ParkedRequestAlreadyResolved,
 )
 from ledger.handlers import register_funds_handler, unregister_funds_handler
 from ledger.models import Hold, ParkedRequest
-from tests.ledger.conftest import balances, fund, ledger_events, snapshot
+from tests.ledger.conftest import balances, fund, ledger_events, place, snapshot
 
 pytestmark = pytest.mark.django_db
 
@@ -30,16 +29,6 @@ def funds_calls():
     register_funds_handler(record)
     yield calls
     unregister_funds_handler(record)
-
-
-def place(account, amount, key, reference=None, **extra):
-    return services.hold_place(
-        account_id=account.pk,
-        amount=amount,
-        reference=reference or f"REF-{key}",
-        idempotency_key=key,
-        **extra,
-    )
 
 
 def test_a_hold_that_fits_is_placed(account, approver):
@@ -139,35 +128,3 @@ def test_bad_amounts_are_refused(account, amount):
 def test_an_unknown_account_is_404(db):
     with pytest.raises(AccountNotFound):
         services.hold_place(account_id=987_654, amount=1, reference="r", idempotency_key="k")
-
-
-def test_parked_wake_places_what_fits_now(account, approver):
-    fund(account, 10_000, approver)
-    place(account, 20_000, "big")
-    # money that arrived without waking (a raw correction, say) is found by the sweep's wake
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO ledger_entry (account_id, kind, amount, reference, idempotency_key, memo,"
-            " created_at)"
-            " VALUES (%s, 'ADJUSTMENT', 10000, 'fix', 'fix-1', '', now())",
-            [account.pk],
-        )
-    placements = services.parked_wake(account_id=account.pk)
-    assert [(p.parked, p.hold.amount) for p in placements] == [(False, 20_000)]
-    assert balances(account) == (20_000, 20_000, 0)
-    assert services.parked_wake(account_id=account.pk) == []
-
-
-def test_cancelling_the_head_of_the_queue_lets_the_next_through(account, approver):
-    fund(account, 10_000, approver)
-    big = place(account, 20_000, "big")
-    small = place(account, 5_000, "small")
-    services.parked_cancel(parked_request_id=big.parked_request.pk, reason="employee left", actor="user:1")
-    big.parked_request.refresh_from_db()
-    small.parked_request.refresh_from_db()
-    assert (big.parked_request.state, big.parked_request.cancel_reason) == ("CANCELLED", "employee left")
-    assert small.parked_request.state == "PLACED"
-    with pytest.raises(ParkedRequestAlreadyResolved):
-        services.parked_cancel(parked_request_id=big.parked_request.pk, reason="again", actor="user:1")

@@ -9,9 +9,9 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from ledger import services
-from ledger.models import Account
-from tests.factories import EmployerFactory, InsurerFactory
+from ledger import approvals, services
+from ledger.models import Account, Adjustment, TopUp
+from tests.factories import EmployerFactory, InsurerFactory, UserFactory
 from tests.ledger.conftest import balances, fund, invariants_hold, snapshot
 
 pytestmark = pytest.mark.django_db
@@ -183,3 +183,26 @@ def test_a_capture_entry_needs_its_hold_captured_for_the_same_amount(funded):
     )
     assert "needs its hold CAPTURED" in message
     assert snapshot(funded) == before
+
+
+@pytest.mark.parametrize("model", [TopUp, Adjustment])
+def test_the_maker_cannot_decide_their_own_request_even_in_raw_sql(account, model):
+    maker, checker = UserFactory(), UserFactory()
+    fields = {
+        "account_id": account.pk,
+        "amount": 5_000,
+        "idempotency_key": "k1",
+        "requested_by": f"user:{maker.pk}",
+    }
+    if model is TopUp:
+        request = approvals.account_topup(**fields, payment_reference="UTR-1")
+    else:
+        request = approvals.adjustment_request(**fields, reason="missed top-up")
+    table = model._meta.db_table
+    decide = f"UPDATE {table} SET state = 'REJECTED', decided_by_id = %s, decided_at = now() WHERE id = %s"
+    before = snapshot(account)
+    assert f"{model._meta.model_name}_maker_is_not_checker" in refused(decide, (maker.pk, request.pk))
+    assert snapshot(account) == before
+    raw(decide, (checker.pk, request.pk))
+    request.refresh_from_db()
+    assert (request.state, request.decided_by_id) == ("REJECTED", checker.pk)

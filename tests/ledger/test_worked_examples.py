@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from ems.tenancy import Caller
-from ledger import selectors, services
+from ledger import approvals, selectors, services
 from ledger.models import Entry, Hold
 from tests.ledger.conftest import balances, fund, invariants_hold, ledger_events
 
@@ -92,15 +92,17 @@ def test_adjustment_is_a_new_entry_approved_by_someone_else(account, approver, s
     # Given ₹1,000 posted
     fund(account, 100_000, approver)
     # When finance asks for a ₹250 debit correction and a second approver approves it
-    adjustment = services.adjustment_request(
+    adjustment = approvals.adjustment_request(
         account_id=account.pk,
         amount=-25_000,
         reason="bank charge",
         idempotency_key="a1",
-        requested_by=approver,
+        requested_by=f"user:{approver.pk}",
     )
     assert balances(account) == (100_000, 0, 100_000)
-    adjustment = services.adjustment_approve(adjustment_id=adjustment.pk, approver=second_approver)
+    adjustment = approvals.adjustment_decide(
+        adjustment_id=adjustment.pk, approver=second_approver, approve=True
+    )
     # Then ₹750 is posted and the correction is its own ADJUSTMENT entry
     assert (adjustment.entry.kind, adjustment.entry.amount, adjustment.entry.balance_after) == (
         "ADJUSTMENT",

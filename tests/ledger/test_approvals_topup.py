@@ -1,9 +1,9 @@
-"""ledger.services.account_topup, topup_approve and topup_reject."""
+"""ledger.approvals.account_topup and topup_decide (maker-checker)."""
 
 import pytest
 
 from ems.models import OutboxEvent
-from ledger import services
+from ledger import approvals
 from ledger.errors import (
     AccountNotFound,
     AmountInvalid,
@@ -31,7 +31,7 @@ def topup(account, **overrides):
         "idempotency_key": "k-1",
         "requested_by": "client:hris",
     }
-    return services.account_topup(**{**arguments, **overrides})
+    return approvals.account_topup(**{**arguments, **overrides})
 
 
 def test_a_topup_is_pending_and_moves_no_money(account):
@@ -88,7 +88,7 @@ def test_bad_references_and_keys_are_refused(account, overrides, error_class):
 
 def test_an_unknown_account_is_404(db):
     with pytest.raises(AccountNotFound) as error:
-        services.account_topup(
+        approvals.account_topup(
             account_id=999_999, amount=1, payment_reference="x", idempotency_key="k", requested_by="client:x"
         )
     assert (error.value.code, error.value.status) == ("account_not_found", 404)
@@ -97,7 +97,7 @@ def test_an_unknown_account_is_404(db):
 
 def test_approve_posts_a_topup_entry(account, approver):
     created = topup(account)
-    approved = services.topup_approve(topup_id=created.pk, approver=approver)
+    approved = approvals.topup_decide(topup_id=created.pk, approver=approver, approve=True)
     assert (approved.state, approved.decided_by, approved.entry.kind) == ("APPROVED", approver, "TOPUP")
     assert (approved.entry.amount, approved.entry.balance_after) == (500_000, 500_000)
     assert balances(account) == (500_000, 0, 500_000)
@@ -108,10 +108,10 @@ def test_the_maker_cannot_approve_their_own_topup(account, approver):
     created = topup(account, requested_by=f"user:{approver.pk}")
     before = snapshot(account)
     with pytest.raises(MakerCannotApprove) as error:
-        services.topup_approve(topup_id=created.pk, approver=approver)
+        approvals.topup_decide(topup_id=created.pk, approver=approver, approve=True)
     assert (error.value.code, error.value.status) == ("maker_cannot_approve", 403)
     with pytest.raises(MakerCannotApprove):
-        services.topup_reject(topup_id=created.pk, approver=approver, note="no")
+        approvals.topup_decide(topup_id=created.pk, approver=approver, approve=False, note="no")
     assert snapshot(account) == before
 
 
@@ -119,26 +119,28 @@ def test_a_user_without_the_permission_cannot_approve(account):
     created = topup(account)
     before = snapshot(account)
     with pytest.raises(ApproverNotPermitted) as error:
-        services.topup_approve(topup_id=created.pk, approver=UserFactory(is_staff=True))
+        approvals.topup_decide(topup_id=created.pk, approver=UserFactory(is_staff=True), approve=True)
     assert (error.value.code, error.value.status) == ("approver_not_permitted", 403)
     assert snapshot(account) == before
 
 
 def test_a_decided_topup_cannot_be_decided_again(account, approver):
     created = topup(account)
-    services.topup_approve(topup_id=created.pk, approver=approver)
+    approvals.topup_decide(topup_id=created.pk, approver=approver, approve=True)
     before = snapshot(account)
     with pytest.raises(TopUpAlreadyDecided) as error:
-        services.topup_approve(topup_id=created.pk, approver=approver)
+        approvals.topup_decide(topup_id=created.pk, approver=approver, approve=True)
     assert (error.value.code, error.value.status) == ("topup_already_decided", 409)
     with pytest.raises(TopUpAlreadyDecided):
-        services.topup_reject(topup_id=created.pk, approver=approver, note="late")
+        approvals.topup_decide(topup_id=created.pk, approver=approver, approve=False, note="late")
     assert snapshot(account) == before
 
 
 def test_reject_records_the_note_and_posts_nothing(account, approver):
     created = topup(account)
-    rejected = services.topup_reject(topup_id=created.pk, approver=approver, note="no such transfer")
+    rejected = approvals.topup_decide(
+        topup_id=created.pk, approver=approver, approve=False, note="no such transfer"
+    )
     assert (rejected.state, rejected.decision_note, rejected.entry) == ("REJECTED", "no such transfer", None)
     assert balances(account) == (0, 0, 0)
     assert ledger_events(account) == ["ledger.topup_requested", "ledger.topup_rejected"]
@@ -148,11 +150,29 @@ def test_reject_needs_a_note(account, approver):
     created = topup(account)
     before = snapshot(account)
     with pytest.raises(NoteRequired):
-        services.topup_reject(topup_id=created.pk, approver=approver, note="")
+        approvals.topup_decide(topup_id=created.pk, approver=approver, approve=False, note="")
     assert snapshot(account) == before
 
 
 def test_an_unknown_topup_is_404(approver):
     with pytest.raises(TopUpNotFound) as error:
-        services.topup_approve(topup_id=424242, approver=approver)
+        approvals.topup_decide(topup_id=424242, approver=approver, approve=True)
     assert (error.value.code, error.value.status) == ("topup_not_found", 404)
+
+
+def test_an_approvers_note_is_kept_with_the_decision(account, approver):
+    created = topup(account)
+    approved = approvals.topup_decide(
+        topup_id=created.pk, approver=approver, approve=True, note="UTR seen in bank"
+    )
+    assert (approved.state, approved.decision_note) == ("APPROVED", "UTR seen in bank")
+    audit = OutboxEvent.objects.filter(destination="audit_logs").order_by("id").last()
+    assert (audit.payload["action"], audit.payload["note"]) == ("ledger.topup_approved", "UTR seen in bank")
+
+
+def test_an_approvers_note_over_500_characters_is_refused(account, approver):
+    created = topup(account)
+    before = snapshot(account)
+    with pytest.raises(NoteRequired):
+        approvals.topup_decide(topup_id=created.pk, approver=approver, approve=True, note="x" * 501)
+    assert snapshot(account) == before

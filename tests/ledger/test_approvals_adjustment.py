@@ -1,8 +1,9 @@
-"""ledger.services.adjustment_request, adjustment_approve and adjustment_reject (maker-checker)."""
+"""ledger.approvals.adjustment_request and adjustment_decide (maker-checker)."""
 
 import pytest
 
-from ledger import services
+from ems.models import OutboxEvent
+from ledger import approvals, services
 from ledger.errors import (
     AdjustmentAlreadyDecided,
     AmountInvalid,
@@ -18,8 +19,12 @@ pytestmark = pytest.mark.django_db
 
 
 def request_adjustment(account, maker, amount=-5_000, key="a1", reason="bank charge"):
-    return services.adjustment_request(
-        account_id=account.pk, amount=amount, reason=reason, idempotency_key=key, requested_by=maker
+    return approvals.adjustment_request(
+        account_id=account.pk,
+        amount=amount,
+        reason=reason,
+        idempotency_key=key,
+        requested_by=f"user:{maker.pk}",
     )
 
 
@@ -28,10 +33,10 @@ def test_the_maker_cannot_approve_or_reject_their_own(account, approver):
     adjustment = request_adjustment(account, approver)
     before = snapshot(account)
     with pytest.raises(MakerCannotApprove) as error:
-        services.adjustment_approve(adjustment_id=adjustment.pk, approver=approver)
+        approvals.adjustment_decide(adjustment_id=adjustment.pk, approver=approver, approve=True)
     assert (error.value.code, error.value.status) == ("maker_cannot_approve", 403)
     with pytest.raises(MakerCannotApprove):
-        services.adjustment_reject(adjustment_id=adjustment.pk, approver=approver, note="no")
+        approvals.adjustment_decide(adjustment_id=adjustment.pk, approver=approver, approve=False, note="no")
     assert snapshot(account) == before
 
 
@@ -40,7 +45,7 @@ def test_a_debit_larger_than_available_is_refused(account, approver, second_appr
     adjustment = request_adjustment(account, approver, amount=-10_001)
     before = snapshot(account)
     with pytest.raises(InsufficientFunds) as error:
-        services.adjustment_approve(adjustment_id=adjustment.pk, approver=second_approver)
+        approvals.adjustment_decide(adjustment_id=adjustment.pk, approver=second_approver, approve=True)
     assert (error.value.code, error.value.status) == ("insufficient_funds", 409)
     assert snapshot(account) == before
 
@@ -48,7 +53,7 @@ def test_a_debit_larger_than_available_is_refused(account, approver, second_appr
 def test_a_credit_adjustment_wakes_the_queue(account, approver, second_approver):
     parked = services.hold_place(account_id=account.pk, amount=5_000, reference="E", idempotency_key="h")
     adjustment = request_adjustment(account, approver, amount=5_000, reason="missed top-up")
-    services.adjustment_approve(adjustment_id=adjustment.pk, approver=second_approver)
+    approvals.adjustment_decide(adjustment_id=adjustment.pk, approver=second_approver, approve=True)
     parked.parked_request.refresh_from_db()
     assert parked.parked_request.state == "PLACED"
     assert balances(account) == (5_000, 5_000, 0)
@@ -56,12 +61,12 @@ def test_a_credit_adjustment_wakes_the_queue(account, approver, second_approver)
 
 def test_reject_and_decide_once(account, approver, second_approver):
     adjustment = request_adjustment(account, approver)
-    rejected = services.adjustment_reject(
-        adjustment_id=adjustment.pk, approver=second_approver, note="duplicate"
+    rejected = approvals.adjustment_decide(
+        adjustment_id=adjustment.pk, approver=second_approver, approve=False, note="duplicate"
     )
     assert (rejected.state, rejected.decision_note, rejected.entry) == ("REJECTED", "duplicate", None)
     with pytest.raises(AdjustmentAlreadyDecided):
-        services.adjustment_approve(adjustment_id=adjustment.pk, approver=second_approver)
+        approvals.adjustment_decide(adjustment_id=adjustment.pk, approver=second_approver, approve=True)
 
 
 def test_requests_are_idempotent_and_validated(account, approver):
@@ -78,4 +83,12 @@ def test_requests_are_idempotent_and_validated(account, approver):
 def test_approving_needs_the_permission(account, approver):
     adjustment = request_adjustment(account, approver)
     with pytest.raises(ApproverNotPermitted):
-        services.adjustment_approve(adjustment_id=adjustment.pk, approver=UserFactory())
+        approvals.adjustment_decide(adjustment_id=adjustment.pk, approver=UserFactory(), approve=True)
+
+
+def test_the_maker_is_a_principal_in_the_row_the_event_and_the_audit(account, approver):
+    adjustment = request_adjustment(account, approver)
+    assert adjustment.requested_by == f"user:{approver.pk}"
+    event = OutboxEvent.objects.get(destination="ems.ledger", payload__type="ledger.adjustment_requested")
+    audit = OutboxEvent.objects.get(destination="audit_logs", payload__action="ledger.adjustment_requested")
+    assert (event.payload["data"]["requested_by"], audit.payload["actor"]) == (f"user:{approver.pk}",) * 2
