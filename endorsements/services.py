@@ -45,16 +45,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ems.audit import audit_document, audit_record
+from ems.audit import audit_record
 from ems.errors import PermissionDenied
 from ems.identifiers import new_tracking_ids
 from ems.notifications import notify_employer
-from ems.outbox import outbox_write
-from ems.row_insert import row_insert_statement
 from ems.tenancy import Caller
 from endorsements import bulk_writes, intake
 from endorsements.errors import EndorsementInvalid, UploadFormatUnknown
-from endorsements.events import batch_event, events_queue, outbox_event, transition_event
+from endorsements.events import batch_event, events_queue
 from endorsements.locks import (
     batch_lock,
     employer_intake_lock,
@@ -69,12 +67,16 @@ from endorsements.models import (
     EndorsementBatch,
     EndorsementRequest,
     EndorsementState,
-    EndorsementTransition,
     Policy,
     Source,
 )
 from endorsements.read_ahead import read_ahead
-from endorsements.transitions import UNSENT_STATES, endorsement_transition, endorsements_create_decided
+from endorsements.transitions import (
+    UNSENT_STATES,
+    endorsement_create,
+    endorsement_transition,
+    endorsements_create_decided,
+)
 from endorsements.validation import (
     COLUMNS,
     IntakeRow,
@@ -134,40 +136,12 @@ def endorsement_submit(
             idempotency_key=idempotency_key,
             source=source,
         )
-        # The policy (looked up by number; none: validation rejects), the row, its
-        # history record, its event and its audit record: one statement, one round trip.
-        insert = row_insert_statement(
-            request, computed={"policy_id": (_POLICY_BY_NUMBER_SQL, [employer_id, values["policy_number"]])}
+        # The policy is looked up by number in the same statement (none: validation rejects).
+        endorsement_create(
+            request=request,
+            actor=caller.principal,
+            computed={"policy_id": (_POLICY_BY_NUMBER_SQL, [employer_id, values["policy_number"]])},
         )
-        returned = outbox_write(
-            events=[
-                outbox_event(
-                    transition_event(
-                        tracking_id=request.tracking_id,
-                        employer_id=employer_id,
-                        endorsement_type=request.type,
-                        from_state="",
-                        to_state=EndorsementState.RECEIVED,
-                    )
-                )
-            ],
-            documents=[
-                audit_document(
-                    actor=caller.principal,
-                    action="endorsement.received",
-                    object_type="endorsement",
-                    object_id=request.tracking_id,
-                    employer_id=employer_id,
-                    after={"state": EndorsementState.RECEIVED, "type": request.type, "source": source},
-                )
-            ],
-            first=insert.statement,
-            together_with=(
-                _RECEIVED_TRANSITION_SQL,
-                [EndorsementState.RECEIVED, caller.principal[:100], timezone.now()],
-            ),
-        )
-        insert.finish(returned)
         transaction.on_commit(partial(_enqueue_validation, request.pk))
     request.effective_date = date.fromisoformat(values["effective_date"])
     return request
@@ -179,11 +153,6 @@ def endorsement_submit(
 _POLICY_BY_NUMBER_SQL = (
     f"SELECT id FROM {Policy._meta.db_table} WHERE employer_id = %s AND UPPER(number) = UPPER(%s)"
     " ORDER BY number, id LIMIT 1"
-)
-
-_RECEIVED_TRANSITION_SQL = (
-    f"INSERT INTO {EndorsementTransition._meta.db_table}"
-    " (endorsement_id, from_state, to_state, actor, reason, at) SELECT id, '', %s, %s, '', %s FROM first_row"
 )
 
 
