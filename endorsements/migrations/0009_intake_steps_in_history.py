@@ -13,28 +13,26 @@ def _codes(reasons) -> str:
 
 def steps_from_rows(apps, schema_editor):
     request_model = apps.get_model("endorsements", "EndorsementRequest")
-    transition_model = apps.get_model("endorsements", "EndorsementTransition")
+    table = apps.get_model("endorsements", "EndorsementTransition")._meta.db_table
+    # Plain INSERTs: the model's `at` is auto_now_add, and a step is dated at the row's arrival.
+    insert = (
+        f"INSERT INTO {schema_editor.quote_name(table)} (endorsement_id, from_state, to_state, actor, reason, at)"
+        " VALUES (%s, '', %s, %s, %s, %s)"
+    )
     rows = (
         request_model.objects.exclude(intake_state="")
         .order_by("pk")
         .values_list("pk", "batch_id", "intake_state", "rejection_reasons", "received_at")
     )
     pending = []
-    for pk, batch_id, state, reasons, received_at in rows.iterator(chunk_size=BATCH):
-        pending.append(
-            transition_model(
-                endorsement_id=pk,
-                from_state="",
-                to_state=state,
-                actor=f"batch:{batch_id}",
-                reason=_codes(reasons),
-                at=received_at,
-            )
-        )
-        if len(pending) >= BATCH:
-            transition_model.objects.bulk_create(pending)
-            pending = []
-    transition_model.objects.bulk_create(pending)
+    with schema_editor.connection.cursor() as cursor:
+        for pk, batch_id, state, reasons, received_at in rows.iterator(chunk_size=BATCH):
+            pending.append((pk, state, f"batch:{batch_id}", _codes(reasons), received_at))
+            if len(pending) >= BATCH:
+                cursor.executemany(insert, pending)
+                pending = []
+        if pending:
+            cursor.executemany(insert, pending)
 
 
 def rows_from_steps(apps, schema_editor):
