@@ -108,7 +108,7 @@ def _file_write(path: Path, rows: int, fixture: dict, seed: int = 7) -> None:
     written: list[list[str]] = []
     with open(path, "w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
-        from endorsements.validation import COLUMNS
+        from endorsements.columns import COLUMNS
 
         writer.writerow(COLUMNS)
         for n in range(rows):

@@ -9,6 +9,7 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.widgets import AutocompleteSelect
 
+from endorsements.columns import COLUMNS
 from endorsements.intake import upload_format
 from endorsements.models import (
     Employer,
@@ -18,7 +19,6 @@ from endorsements.models import (
     Gender,
     Relation,
 )
-from endorsements.validation import COLUMNS
 
 _CHOICE_COLUMNS = {
     "action": EndorsementType.values,

@@ -33,6 +33,7 @@ from pathlib import Path
 from django.conf import settings
 
 from ems.errors import ErrorDetail
+from endorsements.columns import COLUMN_SET, HEADER_REQUIRED
 from endorsements.errors import (
     UploadEmpty,
     UploadEncodingUnsupported,
@@ -45,7 +46,7 @@ from endorsements.errors import (
     UploadTooLarge,
     UploadTooManyRows,
 )
-from endorsements.validation import COLUMN_SET, HEADER_REQUIRED, RowIssue, text_printable
+from endorsements.validation import text_printable
 
 PIECE = 64 * 1024
 csv.field_size_limit(1024 * 1024)
@@ -263,7 +264,7 @@ def upload_check(*, stored: StoredUpload, file_format: str) -> int:
 
 def csv_records(
     path: Path, *, select: Callable[[int, str | None], bool] | None = None
-) -> Iterator[tuple[int, dict | None, list[RowIssue], dict] | None]:
+) -> Iterator[tuple[int, dict | None, list[ErrorDetail], dict] | None]:
     """(row number, cells by column, issues, raw cells) for each non-blank data row.
 
     With `select(row number, employee code cell or None for a ragged row)`, a row it
@@ -293,7 +294,7 @@ def csv_records(
             raw = dict(zip(columns, cells, strict=False))
             if len(cells) > width:
                 raw["_extra"] = " | ".join(cells[width:])
-            issue = RowIssue(
+            issue = ErrorDetail(
                 "",
                 "row_ragged",
                 f"The row has {len(cells)} cells; the header has {width}.",
@@ -380,7 +381,7 @@ def _json_check(path: Path, limit: int) -> int:
 
 def json_records(
     path: Path, *, select: Callable[[int, object], bool] | None = None
-) -> Iterator[tuple[int, dict | None, list[RowIssue], dict] | None]:
+) -> Iterator[tuple[int, dict | None, list[ErrorDetail], dict] | None]:
     """As `csv_records`, for a JSON array of objects (`select` sees the raw employee code)."""
     for row_number, value in _json_elements(path):
         if select is not None:
@@ -389,7 +390,7 @@ def json_records(
                 yield None
                 continue
         if not isinstance(value, dict):
-            issue = RowIssue("", "row_not_object", "Each element must be an object of column: value.")
+            issue = ErrorDetail("", "row_not_object", "Each element must be an object of column: value.")
             yield row_number, None, [issue], {"_value": json.dumps(value)[:500]}
             continue
         cells = {str(key).strip().lower(): item for key, item in value.items()}

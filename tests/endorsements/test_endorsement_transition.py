@@ -127,9 +127,9 @@ def test_every_state_has_a_row_in_the_table_and_terminal_states_go_nowhere():
 
 def test_decided_rows_without_a_batch_are_refused_and_nothing_is_written(book):
     # given a row decided before it was stored, but not from a file (its history could not name one)
+    from endorsements.assessment import Decision, IntakeRow
     from endorsements.bulk_writes import ids_reserve
     from endorsements.transitions import endorsements_create_decided
-    from endorsements.validation import Decision, IntakeRow
 
     before = snapshot()
     (pk,) = ids_reserve(EndorsementRequest, 1)
@@ -155,10 +155,10 @@ def test_decided_rows_without_a_batch_are_refused_and_nothing_is_written(book):
 def test_a_files_decided_rows_emit_the_events_a_single_transition_would(book):
     # given a chunk of a file, decided before it is stored: one validated, one rejected
     from ems.outbox import kafka_messages
+    from endorsements.assessment import Decision, IntakeRow
     from endorsements.bulk_writes import ids_reserve
     from endorsements.models import VALIDATION_ACTOR, EndorsementBatch
     from endorsements.transitions import endorsements_create_decided
-    from endorsements.validation import Decision, IntakeRow
 
     batch = EndorsementBatch.objects.create(employer=book.employer, source="CSV", file_format="CSV")
     rejection = [{"field": "plan_code", "code": "plan_unknown", "message": "No plan GOLDX."}]
