@@ -146,17 +146,21 @@ def endorsements_validate(*, endorsement_ids: Iterable[int], actor: str = VALIDA
     return counts
 
 
+# The states an assessment decides a RECEIVED request into, in the order they are applied.
+_DECIDED = (EndorsementState.VALIDATED, EndorsementState.REJECTED, EndorsementState.SUPERSEDED)
+
+
 def _decisions_apply(
     *, employer_id: int, requests: list[EndorsementRequest], actor: str, batch_id: int | None = None
 ) -> dict[str, int]:
     """Decide stored RECEIVED requests and move each to its decided state."""
     assessment = endorsements_assess(employer_id=employer_id, endorsements=requests, today=local_today())
     by_id = {r.pk: r for r in requests}
-    groups: dict[str, list[EndorsementRequest]] = {"VALIDATED": [], "REJECTED": [], "SUPERSEDED": []}
+    groups: dict[EndorsementState, list[EndorsementRequest]] = {state: [] for state in _DECIDED}
     for pk, decision in assessment.decisions.items():
         groups[decision.state].append(by_id[pk])
     changes = {pk: decision.changes for pk, decision in assessment.decisions.items()}
-    for state in ("VALIDATED", "REJECTED", "SUPERSEDED"):
+    for state in _DECIDED:
         if groups[state]:
             endorsement_transition(
                 endorsements=groups[state],
@@ -175,15 +179,15 @@ def assessment_close(*, employer_id: int, requests, assessment, actor: str, batc
         endorsement_supersede(endorsement=older, newer_id=newer_id, actor=actor)
     decisions = assessment.decisions
     states = [d.state for d in decisions.values()]
-    duplicates = sum(1 for d in decisions.values() if d.state == "REJECTED" and d.duplicate)
-    rejected = states.count("REJECTED") - duplicates
+    duplicates = sum(1 for d in decisions.values() if d.state == EndorsementState.REJECTED and d.duplicate)
+    rejected = states.count(EndorsementState.REJECTED) - duplicates
     if batch_id is not None and rejected + duplicates:
         row_errors_write(
             batch_id,
             (
                 (r.row_number, reason, r.member_data, r.tracking_id)
                 for r in requests
-                if decisions[r.pk].state == "REJECTED"
+                if decisions[r.pk].state == EndorsementState.REJECTED
                 for reason in decisions[r.pk].changes["rejection_reasons"]
             ),
         )
@@ -191,13 +195,13 @@ def assessment_close(*, employer_id: int, requests, assessment, actor: str, batc
         "endorsement.validated_group",
         employer_id=employer_id,
         batch_id=batch_id,
-        validated=states.count("VALIDATED"),
+        validated=states.count(EndorsementState.VALIDATED),
         rejected=rejected,
         duplicates=duplicates,
-        superseded=states.count("SUPERSEDED") + len(assessment.superseded_older),
+        superseded=states.count(EndorsementState.SUPERSEDED) + len(assessment.superseded_older),
     )
     return {
-        "accepted": states.count("VALIDATED") + states.count("SUPERSEDED"),
+        "accepted": states.count(EndorsementState.VALIDATED) + states.count(EndorsementState.SUPERSEDED),
         "rejected": rejected,
         "duplicates": duplicates,
     }
