@@ -289,8 +289,8 @@ def endorsements_create_decided(
     the batch and `RECEIVED -> state` by VALIDATION_ACTOR; one history row instead of
     two per file row), one `endorsement.<state>` event per row, grouped audit records,
     and the follow-ups registered for each state after commit. `rows` are
-    `validation.IntakeRow`s (ids reserved, each with its batch), `decisions` their
-    `validation.Decision` by id. Returns ids by state.
+    `assessment.IntakeRow`s (ids reserved, each with its batch), `decisions` their
+    `assessment.Decision` by id. Returns ids by state.
     """
     if not rows:
         return {}
