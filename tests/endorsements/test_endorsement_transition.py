@@ -203,3 +203,16 @@ def test_a_files_decided_rows_emit_the_events_a_single_transition_would(book):
             single_event["employer_id"],
         )
         assert file_event["data"] == {**single_event["data"], "tracking_id": row.tracking_id}
+
+
+def test_a_deleted_request_takes_its_history_with_it_and_leaves_others_alone(book):
+    # given two requests with history (the history's link has no database constraint)
+    doomed, kept = request_create(book, "VALIDATED", n=1), request_create(book, "VALIDATED", n=2)
+    for request in (doomed, kept):
+        endorsement_transition(endorsement=request, to_state="CANCELLED", actor="ops:1")
+    # when one is deleted
+    doomed.delete()
+    # then its history is gone and the other's stays
+    assert list(EndorsementTransition.objects.values_list("endorsement_id", "to_state")) == [
+        (kept.pk, "CANCELLED")
+    ]
