@@ -108,7 +108,7 @@ def _file_write(path: Path, rows: int, fixture: dict, seed: int = 7) -> None:
     written: list[list[str]] = []
     with open(path, "w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
-        from endorsements.validation import COLUMNS
+        from endorsements.columns import COLUMNS
 
         writer.writerow(COLUMNS)
         for n in range(rows):
@@ -359,7 +359,7 @@ def _import_export(path: Path, employer_id: int) -> dict:
 _COPY_COLUMNS = (
     "tracking_id, employer_id, type, member_data, effective_date, content_hash, member_key, "
     "idempotency_key, source, state, rejection_reasons, attempts, last_error, insurer_reference, "
-    "intake_state, received_at, updated_at"
+    "received_at, updated_at"
 )
 
 
@@ -387,7 +387,6 @@ def _copy_rows(path: Path, employer_id: int) -> Iterator[tuple]:
                 "RECEIVED",
                 "[]",
                 0,
-                "",
                 "",
                 "",
                 now,

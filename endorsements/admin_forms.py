@@ -10,6 +10,7 @@ from django.contrib import admin
 from django.contrib.admin.widgets import AutocompleteSelect
 
 from ems.models import Employer
+from endorsements.columns import COLUMNS
 from endorsements.intake import upload_format
 from endorsements.models import (
     EndorsementBatch,
@@ -18,7 +19,6 @@ from endorsements.models import (
     Gender,
     Relation,
 )
-from endorsements.validation import COLUMNS
 
 _CHOICE_COLUMNS = {
     "action": EndorsementType.values,

@@ -196,7 +196,7 @@ class BatchErrorsView(APIView):
     def get(self, request, batch_id: int):
         batch = selectors.batch_get(caller=request.caller, batch_id=batch_id)
         response = StreamingHttpResponse(
-            services.batch_error_report_csv(batch=batch), content_type="text/csv; charset=utf-8"
+            selectors.batch_error_report_csv(batch=batch), content_type="text/csv; charset=utf-8"
         )
         response["Content-Disposition"] = f'attachment; filename="batch-{batch.pk}-errors.csv"'
         return response

@@ -1,8 +1,8 @@
 """Errors raised by endorsement intake, validation and transitions.
 
 Each class has a stable `code` and its HTTP status; `ems.api_errors` renders them in the
-error envelope. Per-row problems inside a file are not exceptions: they are `RowIssue`s
-(`endorsements.validation`) stored as `BatchRowError` rows.
+error envelope. Per-row problems inside a file are not exceptions: they are `ems.errors.ErrorDetail`s
+(`endorsements.validation`, `endorsements.assessment`) stored as `BatchRowError` rows.
 """
 
 from ems.errors import Conflict, EmsError, NotFound, PayloadTooLarge, ValidationFailed

@@ -33,6 +33,7 @@ from pathlib import Path
 from django.conf import settings
 
 from ems.errors import ErrorDetail
+from endorsements.columns import COLUMN_SET, HEADER_REQUIRED
 from endorsements.errors import (
     UploadEmpty,
     UploadEncodingUnsupported,
@@ -45,7 +46,7 @@ from endorsements.errors import (
     UploadTooLarge,
     UploadTooManyRows,
 )
-from endorsements.validation import COLUMN_SET, HEADER_REQUIRED, RowIssue, text_printable
+from endorsements.validation import text_printable
 
 PIECE = 64 * 1024
 csv.field_size_limit(1024 * 1024)
@@ -263,7 +264,7 @@ def upload_check(*, stored: StoredUpload, file_format: str) -> int:
 
 def csv_records(
     path: Path, *, select: Callable[[int, str | None], bool] | None = None
-) -> Iterator[tuple[int, dict | None, list[RowIssue], dict] | None]:
+) -> Iterator[tuple[int, dict | None, list[ErrorDetail], dict] | None]:
     """(row number, cells by column, issues, raw cells) for each non-blank data row.
 
     With `select(row number, employee code cell or None for a ragged row)`, a row it
@@ -293,7 +294,7 @@ def csv_records(
             raw = dict(zip(columns, cells, strict=False))
             if len(cells) > width:
                 raw["_extra"] = " | ".join(cells[width:])
-            issue = RowIssue(
+            issue = ErrorDetail(
                 "",
                 "row_ragged",
                 f"The row has {len(cells)} cells; the header has {width}.",
@@ -303,66 +304,74 @@ def csv_records(
 
 def _json_elements(path: Path) -> Iterator[tuple[int, object]]:
     """Decode a JSON array element by element from a file, in bounded memory."""
-    decoder = json.JSONDecoder()
     with open(path, encoding="utf-8-sig", errors="strict") as text:
-        buffer = ""
-        position = 0
-        eof = False
+        yield from _JsonArrayReader(text).elements()
 
-        def fill() -> bool:
-            nonlocal buffer, position, eof
-            piece = text.read(PIECE)
-            if not piece:
-                eof = True
-                return False
-            buffer = buffer[position:] + piece
-            position = 0
-            return True
 
-        def skip_space() -> None:
-            nonlocal position
-            while True:
-                while position < len(buffer) and buffer[position] in " \t\r\n":
-                    position += 1
-                if position < len(buffer) or not fill():
-                    return
+class _JsonArrayReader:
+    """A JSON array read from text in pieces of PIECE characters: the buffer holds the
+    unread text from `position`, refilled when a value may continue past its end."""
 
-        skip_space()
-        if position >= len(buffer) or buffer[position] != "[":
+    def __init__(self, text) -> None:
+        self.text = text
+        self.decoder = json.JSONDecoder()
+        self.buffer = ""
+        self.position = 0
+        self.eof = False
+
+    def elements(self) -> Iterator[tuple[int, object]]:
+        self._skip_space()
+        if self.position >= len(self.buffer) or self.buffer[self.position] != "[":
             raise UploadJsonNotArray()
-        position += 1
+        self.position += 1
         index = 0
-        expect_value = True
         while True:
-            skip_space()
-            if position >= len(buffer):
-                raise UploadJsonInvalid("The JSON array is not closed.")
-            char = buffer[position]
+            char = self._next_char(index)
             if char == "]":
-                if expect_value and index > 0:
-                    raise UploadJsonInvalid(f"A value is missing after element {index}.")
                 return
-            if not expect_value:
+            if index > 0:
                 if char != ",":
                     raise UploadJsonInvalid(f"Expected ',' or ']' after element {index}.")
-                position += 1
-                expect_value = True
-                continue
-            while True:
-                try:
-                    value, end = decoder.raw_decode(buffer, position)
-                except json.JSONDecodeError as error:
-                    if not eof and fill():
-                        continue
-                    raise UploadJsonInvalid(f"Element {index + 1} is not valid JSON: {error.msg}.") from None
-                if end == len(buffer) and not eof and fill():
-                    # A number may continue in the next piece: decode again with more text.
-                    continue
-                break
-            position = end
+                self.position += 1
+                if self._next_char(index) == "]":
+                    raise UploadJsonInvalid(f"A value is missing after element {index}.")
             index += 1
-            expect_value = False
-            yield index, value
+            yield index, self._value(index)
+
+    def _next_char(self, index: int) -> str:
+        self._skip_space()
+        if self.position >= len(self.buffer):
+            raise UploadJsonInvalid("The JSON array is not closed.")
+        return self.buffer[self.position]
+
+    def _fill(self) -> bool:
+        piece = self.text.read(PIECE)
+        if not piece:
+            self.eof = True
+            return False
+        self.buffer = self.buffer[self.position :] + piece
+        self.position = 0
+        return True
+
+    def _skip_space(self) -> None:
+        while True:
+            while self.position < len(self.buffer) and self.buffer[self.position] in " \t\r\n":
+                self.position += 1
+            if self.position < len(self.buffer) or not self._fill():
+                return
+
+    def _value(self, index: int) -> object:
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buffer, self.position)
+            except json.JSONDecodeError as error:
+                if not self.eof and self._fill():
+                    continue
+                raise UploadJsonInvalid(f"Element {index} is not valid JSON: {error.msg}.") from None
+            if end == len(self.buffer) and not self.eof and self._fill():
+                continue  # a number may continue in the next piece: decode again with more text
+            self.position = end
+            return value
 
 
 def _json_check(path: Path, limit: int) -> int:
@@ -380,7 +389,7 @@ def _json_check(path: Path, limit: int) -> int:
 
 def json_records(
     path: Path, *, select: Callable[[int, object], bool] | None = None
-) -> Iterator[tuple[int, dict | None, list[RowIssue], dict] | None]:
+) -> Iterator[tuple[int, dict | None, list[ErrorDetail], dict] | None]:
     """As `csv_records`, for a JSON array of objects (`select` sees the raw employee code)."""
     for row_number, value in _json_elements(path):
         if select is not None:
@@ -389,7 +398,7 @@ def json_records(
                 yield None
                 continue
         if not isinstance(value, dict):
-            issue = RowIssue("", "row_not_object", "Each element must be an object of column: value.")
+            issue = ErrorDetail("", "row_not_object", "Each element must be an object of column: value.")
             yield row_number, None, [issue], {"_value": json.dumps(value)[:500]}
             continue
         cells = {str(key).strip().lower(): item for key, item in value.items()}

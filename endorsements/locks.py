@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from django.db import connection
 
 from endorsements.bulk_writes import filter_any
-from endorsements.models import EndorsementBatch, EndorsementRequest
+from endorsements.models import EndorsementBatch, EndorsementRequest, EndorsementState
 
 
 def endorsements_lock(ids: Iterable[int]) -> dict[int, str]:
@@ -33,7 +33,9 @@ def batch_lock(batch_id: int) -> EndorsementBatch:
 
 def endorsements_lock_received(*, ids: Iterable[int]) -> list[EndorsementRequest]:
     """Lock the RECEIVED endorsements among `ids` and return them, pk order."""
-    queryset = EndorsementRequest.objects.select_for_update().filter(state="RECEIVED", pk__in=list(ids))
+    queryset = EndorsementRequest.objects.select_for_update().filter(
+        state=EndorsementState.RECEIVED, pk__in=list(ids)
+    )
     return list(
         queryset.order_by("pk").only(
             "pk",

@@ -8,9 +8,9 @@ Design overview
 - `Member` is an employee (`SELF`) or a dependant linked to the employee; `Coverage` is a
   member on a policy. At most one open coverage per member and policy (partial unique
   index).
-- `EndorsementRequest` moves through the states of `EndorsementState`; each transition is
-  recorded in `EndorsementTransition`, except a file's row's arrival and intake decision,
-  which its own row holds (`intake_state`; `EndorsementRequest.history()` joins both).
+- `EndorsementRequest` moves through the states of `EndorsementState`; every move is
+  recorded in `EndorsementTransition` (written only by `endorsements.transitions`), a
+  file's row's arrival and intake decision as one compact step (`"" -> decided state`).
   `EndorsementBatch` is an uploaded file and `BatchRowError` its per-row errors.
 
 Money is integer minor units (paise). Sums insured are whole currency units, as in the
@@ -401,12 +401,6 @@ class EndorsementRequest(models.Model):
         related_name="supersedes",
         db_index=False,  # a partial index below: almost every row has none
     )
-    intake_state = models.CharField(
-        max_length=16,
-        blank=True,
-        help_text="a file's row: the state it was decided into before it was stored "
-        "(its arrival and that decision are read from the row, not recorded as transitions)",
-    )
     received_at = models.DateTimeField(auto_now_add=True)
     validated_at = models.DateTimeField(null=True, blank=True)
     fund_locked_at = models.DateTimeField(null=True, blank=True)
@@ -463,20 +457,9 @@ class EndorsementRequest(models.Model):
 
     def history(self) -> list:
         """The full state history, oldest first, as steps with from_state, to_state, actor,
-        reason and at: for a file's row decided at intake, its arrival and that decision
-        (read from this row: a 100,000-row file would otherwise write 200,000 transition
-        rows), then every recorded `EndorsementTransition` (prefetch `transitions`)."""
+        reason and at: every recorded `EndorsementTransition` (prefetch `transitions`)."""
         recorded = sorted(self.transitions.all(), key=lambda t: (t.at, t.id))
-        if not self.intake_state:
-            return recorded
-        reasons = rejection_codes(self.rejection_reasons)
-        return [
-            HistoryStep("", EndorsementState.RECEIVED, f"batch:{self.batch_id}", "", self.received_at),
-            HistoryStep(
-                EndorsementState.RECEIVED, self.intake_state, VALIDATION_ACTOR, reasons, self.received_at
-            ),
-            *recorded,
-        ]
+        return [step for transition in recorded for step in transition.steps()]
 
 
 # Who validates: the actor of every validation decision in the history and the audit trail.
@@ -490,7 +473,7 @@ def rejection_codes(reasons) -> str:
 
 @dataclass(frozen=True)
 class HistoryStep:
-    """A step of an endorsement's history that is read from its row, not recorded as a transition."""
+    """One move of an endorsement's history (a compact intake step holds two)."""
 
     from_state: str
     to_state: str
@@ -502,7 +485,13 @@ class HistoryStep:
 class EndorsementTransition(models.Model):
     """One recorded state change: the history shown in the timeline."""
 
-    endorsement = models.ForeignKey(EndorsementRequest, on_delete=models.CASCADE, related_name="transitions")
+    # No database constraint: a file's chunk COPYs one intake step per row, and PostgreSQL
+    # checks a constraint row by row at commit (0.9 s per 100,000 rows, more than the COPY of
+    # the steps). Only `transitions.py` writes these rows, in the transaction that writes
+    # the request they name; requests are never deleted but with their history (CASCADE).
+    endorsement = models.ForeignKey(
+        EndorsementRequest, on_delete=models.CASCADE, related_name="transitions", db_constraint=False
+    )
     from_state = models.CharField(max_length=16, blank=True)
     to_state = models.CharField(max_length=16)
     actor = models.CharField(max_length=100, blank=True)
@@ -514,3 +503,18 @@ class EndorsementTransition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.endorsement_id}: {self.from_state} -> {self.to_state}"
+
+    @property
+    def is_intake_step(self) -> bool:
+        """A file's row's compact intake step: arrival and validation in one record
+        (`"" -> <decided state>` by `batch:<id>`, the reason the decision's codes)."""
+        return not self.from_state and self.to_state != EndorsementState.RECEIVED
+
+    def steps(self) -> list:
+        """The moves this record holds: itself, or for an intake step its arrival and decision."""
+        if not self.is_intake_step:
+            return [self]
+        return [
+            HistoryStep("", EndorsementState.RECEIVED, self.actor, "", self.at),
+            HistoryStep(EndorsementState.RECEIVED, self.to_state, VALIDATION_ACTOR, self.reason, self.at),
+        ]

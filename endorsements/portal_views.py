@@ -33,8 +33,8 @@ from ems.models import EmployerMembership
 from ems.tenancy import caller_for_user
 from endorsements import selectors as endorsement_selectors
 from endorsements import services as endorsement_services
+from endorsements.columns import COLUMNS
 from endorsements.portal_forms import BatchUploadForm, EndorsementFilterForm, HistoryFilterForm
-from endorsements.validation import COLUMNS
 from ledger import selectors as ledger_selectors
 
 TEMPLATE_FILE_NAME = "endorsements-template.csv"
@@ -167,7 +167,7 @@ def batch_status(request, batch_id: int):
 def batch_errors_csv(request, batch_id: int):
     batch = endorsement_selectors.batch_get(caller=request.caller, batch_id=batch_id)
     response = StreamingHttpResponse(
-        endorsement_services.batch_error_report_csv(batch=batch),
+        endorsement_selectors.batch_error_report_csv(batch=batch),
         content_type="text/csv; charset=utf-8",
     )
     response["Content-Disposition"] = f'attachment; filename="batch-{batch.pk}-errors.csv"'

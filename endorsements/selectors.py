@@ -1,10 +1,14 @@
 """Reads with rules: every query is scoped to the caller's employer through `ems.tenancy.scoped`."""
 
+import csv
+import io
+from collections.abc import Iterator
 from datetime import date, datetime
 
 from django.db.models import Prefetch, QuerySet
 
 from ems.tenancy import Caller, scoped
+from endorsements.columns import COLUMNS
 from endorsements.errors import BatchNotFound, EndorsementNotFound
 from endorsements.models import BatchRowError, EndorsementBatch, EndorsementRequest, EndorsementTransition
 
@@ -96,3 +100,68 @@ def batch_errors(*, caller: Caller, batch_id: int) -> QuerySet[BatchRowError]:
     """The batch's per-row errors in row order (raises BatchNotFound outside the caller's scope)."""
     batch = batch_get(caller=caller, batch_id=batch_id)
     return BatchRowError.objects.filter(batch_id=batch.pk).order_by("row_number", "id")
+
+
+# --- the error report --------------------------------------------------------------------------
+
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value) -> str:
+    """A cell as text that a spreadsheet will not run as a formula (OWASP CSV injection)."""
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_PREFIXES):
+        return "'" + text
+    return text
+
+
+def batch_error_report_csv(*, batch: EndorsementBatch) -> Iterator[str]:
+    """The rejected rows of a batch as CSV text chunks: row number, the rejected request's
+    tracking id (empty for a row that failed its format checks), the columns, `errors`."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+
+    def take() -> str:
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    writer.writerow(["row_number", "tracking_id", *COLUMNS, "errors"])
+    yield take()
+    current: int | None = None
+    raw: dict = {}
+    tracking = ""
+    messages: list[str] = []
+
+    def line() -> list[str]:
+        cells = [spreadsheet_safe(current), spreadsheet_safe(tracking)]
+        cells += [spreadsheet_safe(raw.get(column, "")) for column in COLUMNS]
+        extra = raw.get("_extra") or raw.get("_value")
+        notes = messages + ([f"extra cells: {extra}"] if extra else [])
+        cells.append(spreadsheet_safe(" | ".join(notes)))
+        return cells
+
+    rows = (
+        BatchRowError.objects.filter(batch_id=batch.pk)
+        .order_by("row_number", "id")
+        .values_list("row_number", "tracking_id", "column", "code", "message", "raw")
+    )
+    pending = 0
+    for row_number, tracking_id, column, code, message, row_raw in rows.iterator(chunk_size=2000):
+        if row_number != current:
+            if current is not None:
+                writer.writerow(line())
+                pending += 1
+                if pending >= 500:
+                    yield take()
+                    pending = 0
+            current, raw, tracking, messages = row_number, {}, tracking_id, []
+        if row_raw:
+            raw = row_raw
+        messages.append(f"{column}: {code}: {message}" if column else f"{code}: {message}")
+    if current is not None:
+        writer.writerow(line())
+    tail = take()
+    if tail:
+        yield tail

@@ -10,9 +10,15 @@ follows with `transaction.on_commit`: the follow-ups registered for the new stat
 stages register theirs with `follow_up_register`) and, for a single endorsement, a
 websocket hint to the employer.
 
-Creation is not a transition: intake writes the first `"" -> RECEIVED` record itself.
-`endorsements_create_decided` stores a file's rows that were validated before they were
-stored, each straight in its decided state, with the records both moves would have left.
+This module is the only writer of a request's `state` and of its history
+(`EndorsementTransition`, read by `EndorsementRequest.history()`), for every move:
+- `endorsement_create`: a single request's arrival (`"" -> RECEIVED`), its row, history
+  record, event and audit record in one statement;
+- `endorsements_create_decided`: a file's rows that were validated before they were
+  stored, each inserted straight in its decided state with ONE compact intake step
+  (`"" -> <decided state>` by `batch:<id>`: arrival and validation in one history row;
+  `EndorsementTransition.steps()` reads it as its two moves);
+- `endorsement_transition`: every later move.
 """
 
 import json
@@ -27,9 +33,15 @@ from ems.audit import audit_document, audit_record
 from ems.errors import ErrorDetail
 from ems.notifications import notify_employer
 from ems.outbox import TOPIC_ENDORSEMENTS, events_bulk_emit, outbox_write
+from ems.row_insert import row_insert_statement
 from endorsements import bulk_writes
 from endorsements.errors import IllegalTransition
-from endorsements.events import events_queue, state_event_type, transition_data, transition_event
+from endorsements.events import (
+    events_queue,
+    state_event_type,
+    transition_data,
+    transition_event,
+)
 from endorsements.locks import endorsements_lock
 from endorsements.models import (
     VALIDATION_ACTOR,
@@ -254,7 +266,6 @@ _CREATE_COLUMNS = (
     "last_error",
     "insurer_reference",
     "superseded_by_id",
-    "intake_state",
     "received_at",
     "validated_at",
     "closed_at",
@@ -272,13 +283,13 @@ def endorsements_create_decided(
 
     For a file's chunk: instead of inserting RECEIVED rows and then updating each one
     (which rewrites every index of every row), each row is inserted once, already
-    VALIDATED, REJECTED or SUPERSEDED, with what a stored request would leave: its
-    history (`"" -> RECEIVED` by `batch:<id>`, `RECEIVED -> state` by VALIDATION_ACTOR) held by the
-    row itself (`intake_state`, read by `EndorsementRequest.history()`, instead of two
-    transition rows each), one `endorsement.<state>` event per row, grouped audit records,
+    VALIDATED, REJECTED or SUPERSEDED, with what a stored request would leave: one compact
+    intake step in its history (`"" -> state` by `batch:<id>`, read as `"" -> RECEIVED` by
+    the batch and `RECEIVED -> state` by VALIDATION_ACTOR; one history row instead of
+    two per file row), one `endorsement.<state>` event per row, grouped audit records,
     and the follow-ups registered for each state after commit. `rows` are
-    `validation.IntakeRow`s (ids reserved, each with its batch), `decisions` their
-    `validation.Decision` by id. Returns ids by state.
+    `assessment.IntakeRow`s (ids reserved, each with its batch), `decisions` their
+    `assessment.Decision` by id. Returns ids by state.
     """
     if not rows:
         return {}
@@ -333,7 +344,6 @@ def endorsements_create_decided(
                 "",
                 "",
                 changes.get("superseded_by_id"),
-                state,
                 now,
                 validated,
                 None if validated else now,
@@ -341,8 +351,23 @@ def endorsements_create_decided(
             )
 
     bulk_writes.rows_insert(EndorsementRequest, _CREATE_COLUMNS, request_rows())
+    bulk_writes.rows_insert(
+        EndorsementTransition,
+        _HISTORY_COLUMNS,
+        (
+            (
+                r.pk,
+                "",
+                decisions[r.pk].state,
+                f"batch:{r.batch_id}",
+                _reason_text(decisions[r.pk].changes),
+                now,
+            )
+            for r in rows
+        ),
+    )
     # A chunk's events always go as group rows (the data of `transition_event`, built
-    # straight into the group: a QueuedEvent per row cost more than the rest).
+    # straight into the group: a KafkaEvent per row cost more than the rest).
     event_types = {state: state_event_type(state) for state in by_state}
 
     def chunk_events():
@@ -372,6 +397,48 @@ def endorsements_create_decided(
         for handler in _FOLLOW_UPS.get(state, []):
             transaction.on_commit(partial(handler, ids))
     return by_state
+
+
+def endorsement_create(
+    *, request: EndorsementRequest, actor: str, computed: Mapping[str, tuple[str, list]]
+) -> EndorsementRequest:
+    """Store one new request as RECEIVED: its row (with `computed` columns, see
+    `ems.row_insert`), its first history record, its `endorsement.received` event and its
+    audit record, in one statement (one round trip), inside the caller's transaction."""
+    request.state = S.RECEIVED
+    insert = row_insert_statement(request, computed=computed)
+    returned = outbox_write(
+        events=[
+            transition_event(
+                tracking_id=request.tracking_id,
+                employer_id=request.employer_id,
+                endorsement_type=request.type,
+                from_state="",
+                to_state=S.RECEIVED,
+            )
+        ],
+        documents=[
+            audit_document(
+                actor=actor,
+                action="endorsement.received",
+                object_type="endorsement",
+                object_id=request.tracking_id,
+                employer_id=request.employer_id,
+                after={"state": S.RECEIVED, "type": request.type, "source": request.source},
+            )
+        ],
+        first=insert.statement,
+        together_with=(_RECEIVED_HISTORY_SQL, [S.RECEIVED, actor[:100], timezone.now()]),
+    )
+    insert.finish(returned)
+    return request
+
+
+# The arrival's history record, for the row the same statement inserts (`first_row`).
+_RECEIVED_HISTORY_SQL = (
+    f"INSERT INTO {EndorsementTransition._meta.db_table}"
+    " (endorsement_id, from_state, to_state, actor, reason, at) SELECT id, '', %s, %s, '', %s FROM first_row"
+)
 
 
 def _history_write(items, *, from_states, to_state: str, actor: str, reason: str, now) -> None:

@@ -181,11 +181,15 @@ def test_the_endorsement_page_shows_money_with_two_decimals_and_the_timeline(cli
     assert "₹7,080.00" in listing
 
 
-def test_the_endorsement_page_shows_a_file_rows_intake_steps_from_the_row(client):
+def test_the_endorsement_page_shows_a_file_rows_compact_intake_step_as_its_two_moves(client):
     request = pipeline_rows(1)[0]
     EndorsementTransition.objects.filter(endorsement=request).delete()
-    EndorsementRequest.objects.filter(pk=request.pk).update(
-        intake_state="REJECTED", rejection_reasons=[{"code": "duplicate"}]
+    EndorsementTransition.objects.create(
+        endorsement=request,
+        from_state="",
+        to_state="REJECTED",
+        actor=f"batch:{request.batch_id}",
+        reason="duplicate",
     )
     client.force_login(ops_user("ops_viewer"))
     page = client.get(admin_url(EndorsementRequest, "change", request.pk)).content.decode()

@@ -1,12 +1,12 @@
-"""`services.batch_error_report_csv`: rejected rows, one line each, cells safe for spreadsheets,
+"""`selectors.batch_error_report_csv`: rejected rows, one line each, cells safe for spreadsheets,
 with the rejected request's tracking id where the row was stored as one."""
 
 import csv
 import io
 
+from endorsements.columns import COLUMNS
 from endorsements.models import BatchRowError, EndorsementBatch
-from endorsements.services import batch_error_report_csv, spreadsheet_safe
-from endorsements.validation import COLUMNS
+from endorsements.selectors import batch_error_report_csv, spreadsheet_safe
 
 
 def test_each_rejected_row_is_one_line_with_all_its_errors_and_escaped_cells(book):

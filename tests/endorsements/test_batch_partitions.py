@@ -16,9 +16,11 @@ from django.db import connection
 
 from ems.tenancy import Caller
 from endorsements import services
+from endorsements.columns import COLUMNS
 from endorsements.locks import intake_slot
 from endorsements.models import EndorsementBatch, EndorsementRequest
-from endorsements.validation import COLUMNS, policy_book_load
+from endorsements.policy_book import policy_book_load
+from endorsements.services import batches as batch_services
 from tests.endorsements.test_batch_submit import csv_text
 
 pytestmark = pytest.mark.django_db
@@ -66,8 +68,8 @@ def _submit(
 ):
     settings.MEDIA_ROOT = tmp_path
     settings.INTAKE_PARTITIONS = partitions
-    monkeypatch.setattr(services, "PARTITION_MIN_ROWS", 1)
-    monkeypatch.setattr(services, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(batch_services, "PARTITION_MIN_ROWS", 1)
+    monkeypatch.setattr(batch_services, "CHUNK_ROWS", 2)
     caller = Caller(kind="client", employer_id=book.employer.pk, principal="client:test")
     rows = rows or _file(book)
     content = json.dumps(rows) if file_format == "JSON" else csv_text(rows, header=list(COLUMNS))
@@ -136,7 +138,7 @@ def test_characters_that_are_not_text_reject_only_their_rows_in_a_partitioned_fi
         # as a broken UTF-16 file would read: the bytes written with surrogatepass
         settings.MEDIA_ROOT = tmp_path
         settings.INTAKE_PARTITIONS = 2
-        monkeypatch.setattr(services, "PARTITION_MIN_ROWS", 1)
+        monkeypatch.setattr(batch_services, "PARTITION_MIN_ROWS", 1)
         content = b"\xff\xfe" + csv_text(rows, header=list(COLUMNS)).encode("utf-16-le", "surrogatepass")
         caller = Caller(kind="client", employer_id=book.employer.pk, principal="client:test")
         with django_capture_on_commit_callbacks(execute=True):
@@ -178,8 +180,8 @@ def test_two_files_with_the_same_rows_decided_at_once_accept_each_row_once(
     book, settings, tmp_path, monkeypatch
 ):
     # given two uploads of the same file, stored but not yet read
-    monkeypatch.setattr(services, "_enqueue_processing", lambda batch_id: None)
-    monkeypatch.setattr(services, "_enqueue_partition", lambda batch_id, partition: None)
+    monkeypatch.setattr(batch_services, "_enqueue_processing", lambda batch_id: None)
+    monkeypatch.setattr(batch_services, "_enqueue_partition", lambda batch_id, partition: None)
     rows = _joiners(book)
     batches = [_submit(book, settings, tmp_path, monkeypatch, partitions=1, rows=rows) for _ in range(2)]
     for batch in batches:
@@ -217,7 +219,7 @@ def test_two_files_with_the_same_rows_decided_at_once_accept_each_row_once(
 def test_a_partition_stops_reading_when_the_batch_has_failed(
     book, settings, tmp_path, monkeypatch, django_capture_on_commit_callbacks
 ):
-    monkeypatch.setattr(services, "_enqueue_partition", lambda batch_id, partition: None)
+    monkeypatch.setattr(batch_services, "_enqueue_partition", lambda batch_id, partition: None)
     with django_capture_on_commit_callbacks(execute=True):
         batch = _submit(book, settings, tmp_path, monkeypatch, partitions=2)
     # another partition failed the batch before this one read anything
@@ -227,6 +229,6 @@ def test_a_partition_stops_reading_when_the_batch_has_failed(
     assert (batch.state, batch.rows_parsed, batch.partition_positions) == ("FAILED", 0, {})
     assert not EndorsementRequest.objects.filter(batch_id=batch.pk).exists()
     # and a chunk handed to it directly is not stored either
-    chunk = services._chunk_prepare([(2, {"action": "ADD"}, [], {})], start=0, end=1, today=book.today)
+    chunk = batch_services._chunk_prepare([(2, {"action": "ADD"}, [], {})], start=0, end=1, today=book.today)
     policies = policy_book_load(batch.employer_id)
-    assert services._chunk_store(batch, chunk, book=policies, partition=1) is False
+    assert batch_services._chunk_store(batch, chunk, book=policies, partition=1) is False

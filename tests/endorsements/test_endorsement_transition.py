@@ -127,9 +127,9 @@ def test_every_state_has_a_row_in_the_table_and_terminal_states_go_nowhere():
 
 def test_decided_rows_without_a_batch_are_refused_and_nothing_is_written(book):
     # given a row decided before it was stored, but not from a file (its history could not name one)
+    from endorsements.assessment import Decision, IntakeRow
     from endorsements.bulk_writes import ids_reserve
     from endorsements.transitions import endorsements_create_decided
-    from endorsements.validation import Decision, IntakeRow
 
     before = snapshot()
     (pk,) = ids_reserve(EndorsementRequest, 1)
@@ -155,10 +155,10 @@ def test_decided_rows_without_a_batch_are_refused_and_nothing_is_written(book):
 def test_a_files_decided_rows_emit_the_events_a_single_transition_would(book):
     # given a chunk of a file, decided before it is stored: one validated, one rejected
     from ems.outbox import kafka_messages
+    from endorsements.assessment import Decision, IntakeRow
     from endorsements.bulk_writes import ids_reserve
     from endorsements.models import VALIDATION_ACTOR, EndorsementBatch
     from endorsements.transitions import endorsements_create_decided
-    from endorsements.validation import Decision, IntakeRow
 
     batch = EndorsementBatch.objects.create(employer=book.employer, source="CSV", file_format="CSV")
     rejection = [{"field": "plan_code", "code": "plan_unknown", "message": "No plan GOLDX."}]
@@ -203,3 +203,16 @@ def test_a_files_decided_rows_emit_the_events_a_single_transition_would(book):
             single_event["employer_id"],
         )
         assert file_event["data"] == {**single_event["data"], "tracking_id": row.tracking_id}
+
+
+def test_a_deleted_request_takes_its_history_with_it_and_leaves_others_alone(book):
+    # given two requests with history (the history's link has no database constraint)
+    doomed, kept = request_create(book, "VALIDATED", n=1), request_create(book, "VALIDATED", n=2)
+    for request in (doomed, kept):
+        endorsement_transition(endorsement=request, to_state="CANCELLED", actor="ops:1")
+    # when one is deleted
+    doomed.delete()
+    # then its history is gone and the other's stays
+    assert list(EndorsementTransition.objects.values_list("endorsement_id", "to_state")) == [
+        (kept.pk, "CANCELLED")
+    ]

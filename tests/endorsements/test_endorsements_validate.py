@@ -1,4 +1,4 @@
-"""Business rules of `endorsements.services.endorsements_validate` (via `validation.endorsements_assess`).
+"""Business rules of `endorsements.services.endorsements_validate` (via `assessment.endorsements_assess`).
 
 Each case submits through `endorsement_submit` (as the API does) and lets validation run
 on commit, then asserts the decision and its reasons exactly.

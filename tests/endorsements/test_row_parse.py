@@ -5,7 +5,9 @@ from datetime import date
 
 import pytest
 
-from endorsements.validation import COLUMNS, RowIssue, content_hash, row_parse
+from ems.errors import ErrorDetail
+from endorsements.columns import COLUMNS
+from endorsements.validation import content_hash, row_parse
 
 TODAY = date(2026, 11, 28)
 
@@ -58,57 +60,61 @@ def test_a_valid_addition_is_normalised():
         (
             "date_of_birth",
             "31/02/2026",
-            RowIssue("date_of_birth", "date_format", "'31/02/2026' is not a date in the form YYYY-MM-DD."),
+            ErrorDetail("date_of_birth", "date_format", "'31/02/2026' is not a date in the form YYYY-MM-DD."),
         ),
         (
             "effective_date",
             "2026-13-01",
-            RowIssue("effective_date", "date_invalid", "2026-13-01 is not a calendar date."),
+            ErrorDetail("effective_date", "date_invalid", "2026-13-01 is not a calendar date."),
         ),
         (
             "date_of_birth",
             "2026-02-31",
-            RowIssue("date_of_birth", "date_invalid", "2026-02-31 is not a calendar date."),
+            ErrorDetail("date_of_birth", "date_invalid", "2026-02-31 is not a calendar date."),
         ),
         (
             "date_of_birth",
             "2026-12-01",
-            RowIssue("date_of_birth", "date_in_future", "2026-12-01 is in the future."),
+            ErrorDetail("date_of_birth", "date_in_future", "2026-12-01 is in the future."),
         ),
         (
             "date_of_birth",
             "1899-12-31",
-            RowIssue("date_of_birth", "date_out_of_range", "1899-12-31 is before 1900-01-01."),
+            ErrorDetail("date_of_birth", "date_out_of_range", "1899-12-31 is before 1900-01-01."),
         ),
         (
             "sum_insured",
             "-500000",
-            RowIssue("sum_insured", "sum_insured_not_positive", "Must be more than zero."),
+            ErrorDetail("sum_insured", "sum_insured_not_positive", "Must be more than zero."),
         ),
-        ("sum_insured", "0", RowIssue("sum_insured", "sum_insured_not_positive", "Must be more than zero.")),
+        (
+            "sum_insured",
+            "0",
+            ErrorDetail("sum_insured", "sum_insured_not_positive", "Must be more than zero."),
+        ),
         (
             "sum_insured",
             "99999999999999",
-            RowIssue("sum_insured", "sum_insured_out_of_range", "Must be at most 10000000000."),
+            ErrorDetail("sum_insured", "sum_insured_out_of_range", "Must be at most 10000000000."),
         ),
         (
             "sum_insured",
             "5e5",
-            RowIssue("sum_insured", "integer_invalid", "'5e5' is not a whole number of currency units."),
+            ErrorDetail("sum_insured", "integer_invalid", "'5e5' is not a whole number of currency units."),
         ),
         (
             "phone",
             "98123 45678",
-            RowIssue(
+            ErrorDetail(
                 "phone", "phone_invalid", "Use the E.164 form: + then 7 to 15 digits, e.g. +919812345678."
             ),
         ),
-        ("email", "asha@", RowIssue("email", "email_invalid", "'asha@' is not an email address.")),
-        ("gender", "female", RowIssue("gender", "invalid_choice", "'female' is not one of F, M, X.")),
+        ("email", "asha@", ErrorDetail("email", "email_invalid", "'asha@' is not an email address.")),
+        ("gender", "female", ErrorDetail("gender", "invalid_choice", "'female' is not one of F, M, X.")),
         (
             "relation",
             "COUSIN",
-            RowIssue(
+            ErrorDetail(
                 "relation",
                 "invalid_choice",
                 "'COUSIN' is not one of CHILD, PARENT, PARENT_IN_LAW, SELF, SPOUSE.",
@@ -117,17 +123,21 @@ def test_a_valid_addition_is_normalised():
         (
             "employee_code",
             "=cmd|' /C calc'!A0",
-            RowIssue(
+            ErrorDetail(
                 "employee_code",
                 "employee_code_invalid",
                 "Use 1 to 64 letters, digits or . _ / - (starting with a letter or digit).",
             ),
         ),
-        ("last_name", "Rao\x07", RowIssue("last_name", "control_character", "Contains a control character.")),
+        (
+            "last_name",
+            "Rao\x07",
+            ErrorDetail("last_name", "control_character", "Contains a control character."),
+        ),
         (
             "first_name",
             "Jos\udce9",
-            RowIssue(
+            ErrorDetail(
                 "first_name",
                 "encoding_invalid",
                 "Contains a byte that cannot be read as text (0xE9); save the file as UTF-8.",
@@ -136,7 +146,7 @@ def test_a_valid_addition_is_normalised():
         (
             "last_name",
             "Rao\ud800",  # a JSON "\\ud800" escape: not text, and PostgreSQL's jsonb refuses it
-            RowIssue(
+            ErrorDetail(
                 "last_name", "encoding_invalid", "Contains an unpaired surrogate (U+D800), which is not text."
             ),
         ),
@@ -152,15 +162,15 @@ def test_required_columns_depend_on_the_action():
     values, issues = row_parse(add(first_name="", sum_insured=None), today=TODAY)
     assert values is None
     assert issues == [
-        RowIssue("first_name", "required", "Required for ADD."),
-        RowIssue("sum_insured", "required", "Required for ADD."),
+        ErrorDetail("first_name", "required", "Required for ADD."),
+        ErrorDetail("sum_insured", "required", "Required for ADD."),
     ]
 
 
 def test_a_missing_action_is_reported_alone():
     assert row_parse({"employee_code": "E1"}, today=TODAY) == (
         None,
-        [RowIssue("action", "required", "Required: ADD, DELETE or CORRECTION.")],
+        [ErrorDetail("action", "required", "Required: ADD, DELETE or CORRECTION.")],
     )
 
 
@@ -168,13 +178,13 @@ def test_self_only_and_not_applicable_columns_are_refused_by_name():
     values, issues = row_parse(add(relation="CHILD", event_date="2026-11-01"), today=TODAY)
     assert values is None
     assert issues == [
-        RowIssue("email", "not_allowed", "Only for the employee (SELF), not CHILD."),
-        RowIssue("phone", "not_allowed", "Only for the employee (SELF), not CHILD."),
-        RowIssue("date_of_joining", "not_allowed", "Only for the employee (SELF), not CHILD."),
+        ErrorDetail("email", "not_allowed", "Only for the employee (SELF), not CHILD."),
+        ErrorDetail("phone", "not_allowed", "Only for the employee (SELF), not CHILD."),
+        ErrorDetail("date_of_joining", "not_allowed", "Only for the employee (SELF), not CHILD."),
     ]
     deletion = {"action": "DELETE", "employee_code": "E1", "relation": "SELF", "effective_date": "2026-11-28"}
     values, issues = row_parse({**deletion, "policy_number": "P1", "plan_code": "GOLD"}, today=TODAY)
-    assert issues == [RowIssue("plan_code", "not_allowed", "Must be empty for DELETE.")]
+    assert issues == [ErrorDetail("plan_code", "not_allowed", "Must be empty for DELETE.")]
 
 
 def test_a_correction_needs_a_new_value_and_empty_means_unchanged():
@@ -182,7 +192,7 @@ def test_a_correction_needs_a_new_value_and_empty_means_unchanged():
     base["policy_number"] = "P1"
     assert row_parse({**base, "first_name": "", "phone": "  "}, today=TODAY) == (
         None,
-        [RowIssue("", "nothing_to_correct", "A correction needs at least one new value.")],
+        [ErrorDetail("", "nothing_to_correct", "A correction needs at least one new value.")],
     )
     values, issues = row_parse({**base, "sum_insured": "300000", "first_name": ""}, today=TODAY)
     assert issues == []
@@ -203,8 +213,8 @@ def test_json_values_must_be_scalars_and_unknown_columns_are_named():
     values, issues = row_parse(add(first_name={"a": 1}, sum_insured=500000, salary="1"), today=TODAY)
     assert values is None
     assert issues == [
-        RowIssue("first_name", "value_not_scalar", "Must be text or a number, not an object."),
-        RowIssue("salary", "column_unknown", "Unknown column 'salary'."),
+        ErrorDetail("first_name", "value_not_scalar", "Must be text or a number, not an object."),
+        ErrorDetail("salary", "column_unknown", "Unknown column 'salary'."),
     ]
 
 
@@ -227,7 +237,9 @@ def test_a_fractional_json_sum_insured_is_refused_even_after_the_same_whole_numb
     values, issues = row_parse(add(sum_insured=500000.0), today=TODAY)
     # then it is refused on its own terms, not answered from the whole number's entry
     assert values is None
-    assert issues == [RowIssue("sum_insured", "integer_invalid", "Must be a whole number of currency units.")]
+    assert issues == [
+        ErrorDetail("sum_insured", "integer_invalid", "Must be a whole number of currency units.")
+    ]
 
 
 def test_the_content_hash_covers_every_column_in_order_with_names_and_email_case_folded():

@@ -7,9 +7,9 @@ import pytest
 
 from ems.redis_lock import redis_client
 from ems.tenancy import Caller
-from endorsements import services, validation_queue
+from endorsements import validation_queue
 from endorsements.models import EndorsementRequest
-from endorsements.services import endorsement_submit, endorsements_received_sweep
+from endorsements.services import endorsement_submit, endorsements_received_sweep, submission
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +24,7 @@ def _stored(book, count: int, capture) -> list[EndorsementRequest]:
             )
             for n in range(count)
         ]
-    queueing = [c for c in callbacks if getattr(c, "func", None) is services._enqueue_validation]
+    queueing = [c for c in callbacks if getattr(c, "func", None) is submission._enqueue_validation]
     assert len(queueing) == count
     return requests, queueing
 
