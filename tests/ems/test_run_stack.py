@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ems.embedded import free_port
+from tests.servers import http_get as get
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = (
@@ -21,14 +22,6 @@ HEADER = (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
 
 
 def post(url: str, body: bytes, headers: dict) -> dict:
