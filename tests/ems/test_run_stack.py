@@ -95,7 +95,7 @@ def wait_for_state(base: str, token: str, tracking_id: str) -> str:
 
 
 def test_run_stack_brings_everything_up_on_embedded_defaults_and_stops_it(tmp_path):
-    port = free_port()
+    port, socket_port = free_port(), free_port()
     env = {
         key: value
         for key, value in os.environ.items()
@@ -108,6 +108,7 @@ def test_run_stack_brings_everything_up_on_embedded_defaults_and_stops_it(tmp_pa
         EMBEDDED_REDIS_PORT=str(free_port()),
         EMBEDDED_MONGO_PORT=str(free_port()),
         EMS_PORT=str(port),
+        EMS_SOCKET_PORT=str(socket_port),
     )
     stack = subprocess.Popen(
         [sys.executable, "manage.py", "run_stack"],
@@ -138,6 +139,7 @@ def test_run_stack_brings_everything_up_on_embedded_defaults_and_stops_it(tmp_pa
         assert (tmp_path / "var" / "mongo" / "audit.db").exists()
         for path in ("/healthz", "/metrics", "/api/docs/", "/admin/login/", "/portal/login/"):
             assert get(base + path)[0] == 200, path
+        assert get(f"http://127.0.0.1:{socket_port}/healthz")[0] == 200  # the websocket server
         # an uploaded file is decided by the real worker on SQLite (ids, intake lock, COPY fallback)
         batch, token, row = upload_and_wait(base, env)
         assert (batch["state"], batch["accepted_count"], batch["duplicate_count"]) == ("COMPLETED", 1, 1), (

@@ -47,9 +47,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default=os.environ.get("EMS_HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("EMS_PORT", "8000")))
+        parser.add_argument(
+            "--socket-port",
+            type=int,
+            default=int(os.environ.get("EMS_SOCKET_PORT", "0")),
+            help="the websocket server's port (default: --port + 1)",
+        )
         parser.add_argument("--no-seed", action="store_true", help="skip loading the demo data")
 
-    def handle(self, *args, host: str, port: int, no_seed: bool, **options) -> None:
+    def handle(self, *args, host: str, port: int, socket_port: int, no_seed: bool, **options) -> None:
+        self.socket_port = socket_port or port + 1
         self.embedded: list[EmbeddedServer] = []
         self.children: list[tuple[str, subprocess.Popen]] = []
         signal.signal(signal.SIGTERM, _interrupt)
@@ -96,12 +103,12 @@ class Command(BaseCommand):
     def _start_processes(self, host: str, port: int) -> None:
         python = sys.executable
         bin_dir = Path(python).parent
-        socket_port = port + 1
         # The portal's pages (served by `web`) point the browser at the websocket server.
-        socket_url = f"ws://{host}:{socket_port}/ws/notifications/"
-        web_env = {**os.environ, "NOTIFICATIONS_SOCKET_URL": socket_url}
-        self._spawn("web", web_server_argv(host, port), web_env)
-        self._spawn("ws", socket_server_argv(host, socket_port))
+        socket_url = f"ws://{host}:{self.socket_port}/ws/notifications/"
+        self._spawn(
+            "web", web_server_argv(host, port), {**os.environ, "NOTIFICATIONS_SOCKET_URL": socket_url}
+        )
+        self._spawn("ws", socket_server_argv(host, self.socket_port))
         self._spawn(
             "worker",
             [str(bin_dir / "celery"), "-A", "ems", "worker", "--loglevel", "INFO", "--concurrency", "2"],
@@ -118,7 +125,7 @@ class Command(BaseCommand):
             f"  HR portal:           {base}/portal/",
             f"  API docs:            {base}/api/docs/",
             f"  Metrics / ready:     {base}/metrics  {base}/readyz",
-            f"  Websockets:          ws://{host}:{port + 1}/ws/notifications/",
+            f"  Websockets:          ws://{host}:{self.socket_port}/ws/notifications/",
         ]
         if demo:
             lines.append("  Demo logins:")
