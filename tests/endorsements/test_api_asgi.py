@@ -1,4 +1,4 @@
-"""`POST /api/v1/endorsements/` through the ASGI application as deployed (`ems.asgi`)."""
+"""`POST /api/v1/endorsements/` through the ASGI application (`ems.asgi`, Django's own handler)."""
 
 import asyncio
 import json
