@@ -1,4 +1,4 @@
-# EMS application image: web (ASGI), Celery worker, beat and outbox relay share it.
+# EMS application image: web (WSGI), ws (ASGI websockets), Celery worker, beat and outbox relay share it.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -20,4 +20,5 @@ RUN SECRET_KEY=build-only ALLOWED_HOSTS=localhost DATABASE_URL=sqlite:////tmp/bu
 USER ems
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"
-CMD ["python", "-m", "ems.web_server", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--workers", "2"]
+# HTTP: granian's WSGI server (the `ws` service of docker-compose.yml runs the websockets).
+CMD ["granian", "--interface", "wsgi", "--host", "0.0.0.0", "--port", "8000", "--workers", "2", "--blocking-threads", "4", "ems.wsgi:application"]

@@ -1,15 +1,18 @@
-"""Benchmark: `POST /api/v1/endorsements/` over real HTTP against the ASGI server as deployed.
+"""Benchmark: `POST /api/v1/endorsements/` over real HTTP against the web server as deployed.
 
 One JSON line:
 `{"bench": "api_single_endorsement", "concurrency": 16, "requests": N, "requests_per_s", "p50_ms",
-"p99_ms", "errors", "cpu_ms_per_request", "cpu_ms_per_request_by"}`
+"p99_ms", "errors", "server", "cpu_ms_per_request", "cpu_ms_per_request_by"}`
 
-The server is the deployed one, `python -m ems.web_server` (uvicorn worker processes
-serving `ems.asgi:application` that take new connections in turn; BENCH_API_WORKERS
-processes, default 2) on loopback, with a Celery worker validating behind it as in
-production. 16 client threads, each on its own keep-alive connection, send distinct
-valid additions with an `Idempotency-Key`; latency is measured per request from send to
-the full answer. A short warm-up is not counted. The employer and everything written are deleted afterwards.
+The server is the deployed HTTP server, started as `make run` starts it (granian's WSGI
+server, `run_stack.web_server_argv`), on loopback, with a Celery worker validating behind
+it as in production. BENCH_API_SERVER picks another: a name from SERVERS (the kept
+servers compared in docs/decisions.md, BENCH_API_WORKERS processes, default 2), or a
+whole command line with `{port}`, `{workers}` and `{bin}` (this virtualenv's bin
+directory) in it; the JSON line names the server it ran. 16 client threads, each on its
+own keep-alive connection, send distinct valid additions with an `Idempotency-Key`;
+latency is measured per request from send to the full answer. A short warm-up is not
+counted. The employer and everything written are deleted afterwards.
 
 `cpu_ms_per_request` is the whole machine's CPU time during the timed load (`/proc/stat`:
 the server, PostgreSQL, the validating worker, Redis and this client) divided by the
@@ -29,6 +32,7 @@ import gc
 import http.client
 import json
 import os
+import shlex
 import socket
 import statistics
 import subprocess
@@ -44,9 +48,43 @@ from bench.setup import (
     private_broker_url,
     tables_vacuum,
 )
+from ems.management.commands.run_stack import web_server_argv
 
 HERE = Path(__file__).resolve().parent.parent
 CONCURRENCY = 16
+
+# The deployed server, and the kept servers it was chosen against, each as its
+# documentation runs it. Django's own ASGI handler runs each request on a new thread, so
+# the ASGI servers use a connection pool per process (Django's advice for ASGI) instead
+# of persistent connections.
+DEPLOYED = "granian-wsgi"
+_ASGI_POOL = {"DB_POOL_MIN": "4", "DB_POOL_MAX": "8"}
+SERVERS: dict[str, tuple[str, dict[str, str]]] = {
+    "granian": (
+        "{bin}/granian --interface asginl --host 127.0.0.1 --port {port} --workers {workers}"
+        " --blocking-threads 1 --log-level warning ems.asgi:application",
+        _ASGI_POOL,
+    ),
+    "gunicorn-uvicorn": (
+        "{bin}/gunicorn --worker-class uvicorn_worker.UvicornWorker --bind 127.0.0.1:{port}"
+        " --workers {workers} --log-level warning ems.asgi:application",
+        _ASGI_POOL,
+    ),
+    "uvicorn": (
+        "{bin}/uvicorn --host 127.0.0.1 --port {port} --workers {workers} --no-access-log"
+        " --log-level warning ems.asgi:application",
+        _ASGI_POOL,
+    ),
+}
+
+
+def server_command(name: str, *, port: int, workers: int) -> tuple[list[str], dict[str, str]]:
+    """The argv and extra environment of server `name` (or of a whole command line)."""
+    if name == DEPLOYED:
+        return web_server_argv("127.0.0.1", port), {}
+    command, extra_env = SERVERS.get(name, (name, {}))
+    binaries = str(Path(sys.executable).parent)
+    return shlex.split(command.format(bin=binaries, port=port, workers=workers)), extra_env
 
 
 def _machine_cpu_seconds() -> float | None:
@@ -256,6 +294,7 @@ def run():
     django_ready()
     per_client = int(os.environ.get("BENCH_API_REQUESTS_PER_CLIENT", "60"))
     workers = int(os.environ.get("BENCH_API_WORKERS", "2"))
+    server_name = os.environ.get("BENCH_API_SERVER", DEPLOYED)
     # The ingest bench leaves hundreds of thousands of dead rows in these tables.
     tables_vacuum(
         "endorsements_endorsementrequest",
@@ -265,6 +304,7 @@ def run():
     )
     fixture = _fixture()
     port = _free_port()
+    server_argv, server_env = server_command(server_name, port=port, workers=workers)
     env = {
         **os.environ,
         "DATABASE_URL": bench_database_url(),
@@ -277,22 +317,9 @@ def run():
     log_path = os.environ.get("BENCH_API_SERVER_LOG")  # where the server's errors go, if wanted
     server_log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ems.web_server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
+        server_argv,
         cwd=HERE,
-        env=env,
+        env={**env, **server_env},
         stdout=subprocess.DEVNULL,
         stderr=server_log,
     )
@@ -336,6 +363,7 @@ def run():
     yield {
         "bench": "api_single_endorsement",
         "concurrency": CONCURRENCY,
+        "server": server_name,
         "server_workers": workers,
         "requests": len(latencies),
         "requests_per_s": round(len(latencies) / elapsed, 1),

@@ -8,9 +8,15 @@ happens only if it commits.
 import structlog
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 
 log = structlog.get_logger(__name__)
+
+
+def socket_url(request) -> dict:
+    """Template context: where the page opens the websocket (NOTIFICATIONS_SOCKET_URL)."""
+    return {"notifications_socket_url": settings.NOTIFICATIONS_SOCKET_URL}
 
 
 def employer_group(employer_id: int) -> str:

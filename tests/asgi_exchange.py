@@ -1,4 +1,4 @@
-"""One HTTP exchange with the deployed ASGI application (`ems.asgi`), for tests."""
+"""One HTTP exchange with the ASGI application (`ems.asgi`: development, tests, the websocket server)."""
 
 from asgiref.testing import ApplicationCommunicator
 

@@ -78,16 +78,16 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "ems.notifications.socket_url",
             ],
         },
     },
 ]
 
-# Threads per ASGI process for the sync request handling (ems.asgi_http): one request
-# at a time each; the others wait their turn in order. More threads than the process can
-# keep busy only contend for its one GIL: with 8 connections per process, 8 threads made
-# p99 worse than 4 (docs/decisions.md). Each thread keeps its own database connection.
-ASGI_THREADS = env.int("ASGI_THREADS", default=4)
+# Where a page's browser opens the notifications websocket: a path on the same origin
+# (the load balancer sends `/ws/` to the websocket server), or a whole ws:// URL when
+# that server has a port of its own (`make run`).
+NOTIFICATIONS_SOCKET_URL = env.str("NOTIFICATIONS_SOCKET_URL", default="/ws/notifications/")
 
 # --- Database -----------------------------------------------------------------
 
@@ -98,8 +98,8 @@ def postgres_connections(database: dict, env: environ.Env) -> dict:
     The engine is `ems.postgresql` (Django's, with django-prometheus' metrics at less
     cost per statement, and a health check only for a connection that sat idle).
 
-    By default each thread keeps its connection for DB_CONN_MAX_AGE seconds. The web
-    process runs requests on ASGI_THREADS reused threads (`ems.asgi_http`), a Celery
+    By default each thread keeps its connection for DB_CONN_MAX_AGE seconds. A web
+    process runs requests on its server's blocking threads (4 per process), a Celery
     worker process on one, so a process holds at most that many connections. Before a
     request or task uses a connection that has been idle for DB_HEALTH_CHECK_IDLE_SECONDS
     or more, Django checks it (`SELECT 1`) and replaces it if it is broken. A psycopg pool

@@ -12,19 +12,16 @@ Tests using these must be `transaction=True`, so the server process sees their d
 """
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import redis
 from django.conf import settings
+
+from tests.servers import database_url, stop, wait_for_other_sessions_to_end, wait_until_answers
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -45,40 +42,18 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _database_url() -> str:
-    from django.db import connection
-
-    db = connection.settings_dict
-    credentials = quote(db["USER"] or "")
-    if db.get("PASSWORD"):
-        credentials += ":" + quote(db["PASSWORD"])
-    host = db.get("HOST") or "127.0.0.1"
-    port = db.get("PORT") or 5432
-    return f"postgres://{credentials}@{host}:{port}/{db['NAME']}"
-
-
 def _server_env() -> dict:
     env = os.environ.copy()
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "ems.settings.test",
-            "DATABASE_URL": _database_url(),
+            "DATABASE_URL": database_url(),
             "REDIS_URL": REDIS_URL,
             "CELERY_TASK_ALWAYS_EAGER": "false",
             "PYTHONUNBUFFERED": "1",
         }
     )
     return env
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
 
 
 @pytest.fixture(scope="session")
@@ -109,41 +84,11 @@ def asgi_server(django_db_setup, django_db_blocker, tmp_path_factory):
             start_new_session=True,
         )
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"uvicorn exited early:\n{log_path.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        if time.monotonic() > deadline:
-            _stop(process)
-            raise RuntimeError(f"uvicorn did not answer within 30 s:\n{log_path.read_text()}")
-        time.sleep(0.2)
+    wait_until_answers(f"{base_url}/healthz", process, log_path)
     yield base_url
-    _stop(process)
+    stop(process)
     with django_db_blocker.unblock():
-        _wait_for_other_sessions_to_end()
-
-
-def _wait_for_other_sessions_to_end(timeout: float = 10) -> None:
-    """PostgreSQL ends a dead client's backend a moment after the process exits; the test
-    database can only be dropped once it has."""
-    from django.db import connection
-
-    deadline = time.monotonic() + timeout
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            if cursor.fetchone()[0] == 0:
-                return
-            time.sleep(0.1)
+        wait_for_other_sessions_to_end()
 
 
 @pytest.fixture
@@ -179,7 +124,7 @@ def celery_worker(tmp_path):
 
     yield start
     for process in started:
-        _stop(process)
+        stop(process)
         process.log_file.close()
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ems.embedded import free_port
+from tests.servers import http_get as get
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = (
@@ -21,14 +22,6 @@ HEADER = (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
 
 
 def post(url: str, body: bytes, headers: dict) -> dict:
@@ -102,7 +95,7 @@ def wait_for_state(base: str, token: str, tracking_id: str) -> str:
 
 
 def test_run_stack_brings_everything_up_on_embedded_defaults_and_stops_it(tmp_path):
-    port = free_port()
+    port, socket_port = free_port(), free_port()
     env = {
         key: value
         for key, value in os.environ.items()
@@ -115,6 +108,7 @@ def test_run_stack_brings_everything_up_on_embedded_defaults_and_stops_it(tmp_pa
         EMBEDDED_REDIS_PORT=str(free_port()),
         EMBEDDED_MONGO_PORT=str(free_port()),
         EMS_PORT=str(port),
+        EMS_SOCKET_PORT=str(socket_port),
     )
     stack = subprocess.Popen(
         [sys.executable, "manage.py", "run_stack"],
@@ -145,6 +139,7 @@ def test_run_stack_brings_everything_up_on_embedded_defaults_and_stops_it(tmp_pa
         assert (tmp_path / "var" / "mongo" / "audit.db").exists()
         for path in ("/healthz", "/metrics", "/api/docs/", "/admin/login/", "/portal/login/"):
             assert get(base + path)[0] == 200, path
+        assert get(f"http://127.0.0.1:{socket_port}/healthz")[0] == 200  # the websocket server
         # an uploaded file is decided by the real worker on SQLite (ids, intake lock, COPY fallback)
         batch, token, row = upload_and_wait(base, env)
         assert (batch["state"], batch["accepted_count"], batch["duplicate_count"]) == ("COMPLETED", 1, 1), (

@@ -1,158 +1,83 @@
-"""ems/web_server.py: the deployed server spreads keep-alive connections over its workers.
+"""The deployed web servers, started as `manage.py run_stack` starts them: real HTTP and a
+real websocket over loopback, on this session's test database and Redis."""
 
-Real processes on loopback: the server is started as deployed, clients open their
-connections together (as the API benchmark's 16 clients do), and each worker's share is
-read from /proc (which process holds the socket of each established connection).
-"""
-
-import http.client
+import json
 import os
-import signal
-import socket
 import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
 
 import pytest
+from django.db import transaction
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
-ROOT = Path(__file__).resolve().parents[2]
+from ems.embedded import free_port
+from ems.management.commands.run_stack import socket_server_argv, web_server_argv
+from ems.notifications import notify_employer
+from tests.factories import EmployerFactory, hr_user_create
+from tests.servers import database_url, http_get, stop, wait_for_other_sessions_to_end, wait_until_answers
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]  # the servers read our rows
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _start(argv: list[str], log_path) -> subprocess.Popen:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "ems.settings.test", "DATABASE_URL": database_url()}
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-@pytest.fixture
-def web_server():
-    port = _free_port()
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "ems.settings.test", "LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "ems.web_server", "--port", str(port), "--workers", "2", "--no-access-log"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+@pytest.fixture(scope="module")
+def servers(django_db_setup, django_db_blocker, tmp_path_factory):
+    """(HTTP base URL, websocket base URL) of the web and websocket servers as deployed."""
+    tmp_path = tmp_path_factory.mktemp("servers")
+    web_port, socket_port = free_port(), free_port()
+    web = _start(web_server_argv("127.0.0.1", web_port), tmp_path / "web.log")
+    socket = _start(socket_server_argv("127.0.0.1", socket_port), tmp_path / "ws.log")
     try:
-        workers = _wait_for_workers(server, port)
-        yield port, workers
+        wait_until_answers(f"http://127.0.0.1:{web_port}/healthz", web, tmp_path / "web.log")
+        wait_until_answers(f"http://127.0.0.1:{socket_port}/healthz", socket, tmp_path / "ws.log")
+        yield f"http://127.0.0.1:{web_port}", f"ws://127.0.0.1:{socket_port}"
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        stop(web)
+        stop(socket)
+        with django_db_blocker.unblock():
+            wait_for_other_sessions_to_end()
 
 
-def _children(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(child) for child in children]
+def test_the_web_server_answers_http_through_the_whole_middleware_chain(servers):
+    base, _ = servers
+    assert http_get(f"{base}/healthz") == (200, b'{"status": "ok"}')
+    status, body = http_get(f"{base}/api/v1/nowhere/")
+    assert status == 404
+    assert json.loads(body)["error"]["code"] == "not_found"
 
 
-def _wait_for_workers(server: subprocess.Popen, port: int) -> list[int]:
-    deadline = time.monotonic() + 60
-    ready: set[int] = set()
-    while time.monotonic() < deadline and server.poll() is None:
-        # Each worker answers once it has started; ask until both have.
-        workers = [pid for pid in _children(server.pid) if "multiprocessing.spawn" in _cmdline(pid)]
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            connection.request("GET", "/healthz")
-            connection.getresponse().read()
-            ready.update(_connection_holders(port, workers).values())
-            connection.close()
-        except OSError:
-            pass
-        if len(workers) == 2 and ready >= set(workers):
-            return workers
-        time.sleep(0.2)
-    raise RuntimeError("the web server's two workers did not start")
+def test_a_logged_in_hr_user_gets_their_employers_notification_over_the_websocket(servers, client):
+    # Given an HR user logged in (the session the web server set is what the browser sends)
+    base, sockets = servers
+    employer, other = EmployerFactory(), EmployerFactory()
+    client.force_login(hr_user_create(employer=employer))
+    headers = {"Cookie": f"sessionid={client.cookies['sessionid'].value}", "Origin": base}
+
+    with connect(f"{sockets}/ws/notifications/", additional_headers=headers, open_timeout=10) as socket:
+        # When another employer's batch moves, and then theirs
+        with transaction.atomic():
+            notify_employer(other.pk, "batch.progress", {"batch_id": 2})
+        with transaction.atomic():
+            notify_employer(employer.pk, "batch.progress", {"batch_id": 1, "progress": 40})
+
+        # Then only their employer's arrives
+        assert json.loads(socket.recv(timeout=10)) == {
+            "event": "batch.progress",
+            "data": {"batch_id": 1, "progress": 40},
+        }
+        with pytest.raises(TimeoutError):
+            socket.recv(timeout=0.5)
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def _connection_holders(port: int, workers: list[int]) -> dict[int, int]:
-    """{inode of an established server-side socket on `port`: pid of the worker holding it}."""
-    inodes = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local_port = int(fields[1].split(":")[1], 16)
-        if local_port == port and fields[3] == "01":  # ESTABLISHED
-            inodes.add(int(fields[9]))
-    holders = {}
-    for pid in workers:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inode = int(target[8:-1])
-                if inode in inodes:
-                    holders[inode] = pid
-    return holders
-
-
-def _open_together(port: int, count: int) -> list[http.client.HTTPConnection]:
-    connections: list[http.client.HTTPConnection] = []
-    statuses: list[int] = []
-    start = threading.Barrier(count)
-
-    def client() -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        start.wait()
-        connection.request("GET", "/healthz")
-        response = connection.getresponse()
-        response.read()
-        statuses.append(response.status)
-        connections.append(connection)
-
-    threads = [threading.Thread(target=client) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert statuses == [200] * count
-    return connections
-
-
-def test_connections_opened_together_are_shared_evenly(web_server):
-    # Given the deployed server with two workers
-    port, workers = web_server
-
-    # When 16 clients open keep-alive connections at the same moment
-    connections = _open_together(port, 16)
-
-    # Then each worker holds about half (uvicorn's own supervisor gave one worker 15 or 16):
-    # 8/8, unless a worker was off the CPU for longer than FAIR_SHARE_WAIT while the other
-    # waited for it (7/9 once, under the whole suite with coverage on 2 cores).
-    holders = list(_connection_holders(port, workers).values())
-    counts = sorted(holders.count(pid) for pid in workers)
-    assert sum(counts) == 16
-    assert counts[0] >= 6, counts
-    for connection in connections:
-        connection.close()
-
-
-def test_a_stopped_worker_does_not_keep_new_clients_waiting(web_server):
-    # Given the deployed server with one of its two workers stopped (hung)
-    port, workers = web_server
-    stopped, running = workers
-    os.kill(stopped, signal.SIGSTOP)
-    try:
-        # When 4 clients connect: the running worker is soon above its share
-        connections = _open_together(port, 4)
-
-        # Then all are answered, by the running worker
-        holders = list(_connection_holders(port, workers).values())
-        assert holders == [running] * 4
-    finally:
-        os.kill(stopped, signal.SIGCONT)
-    for connection in connections:
-        connection.close()
+@pytest.mark.parametrize("origin", ["same", "http://evil.example"], ids=["no session", "foreign origin"])
+def test_a_websocket_without_a_session_or_from_a_foreign_origin_is_refused(servers, origin):
+    base, sockets = servers
+    headers = {"Origin": base if origin == "same" else origin}
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"{sockets}/ws/notifications/", additional_headers=headers, open_timeout=10)
+    assert refused.value.response.status_code == 403

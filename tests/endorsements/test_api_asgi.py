@@ -1,12 +1,10 @@
-"""`POST /api/v1/endorsements/` through the ASGI application as deployed (`ems.asgi`)."""
+"""`POST /api/v1/endorsements/` through the ASGI application (`ems.asgi`, Django's own handler)."""
 
 import asyncio
 import json
 
 import pytest
-from asgiref.sync import iscoroutinefunction
 
-from ems.asgi import django_asgi_app
 from endorsements.models import EndorsementRequest
 from tests.asgi_exchange import asgi_exchange
 
@@ -15,10 +13,6 @@ pytestmark = pytest.mark.django_db(transaction=True)  # the view runs in a threa
 
 def asgi_request(method: str, path: str, body: bytes = b"", headers: dict | None = None):
     return asyncio.run(asgi_exchange(method, path, body, headers))
-
-
-def test_the_middleware_chain_is_entered_once_synchronously():
-    assert not iscoroutinefunction(django_asgi_app._middleware_chain)
 
 
 def test_an_endorsement_is_received_over_asgi_with_the_middleware_at_work(api, book):

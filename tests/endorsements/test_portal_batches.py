@@ -75,6 +75,14 @@ def test_a_batch_in_progress_shows_the_live_progress_bar(hr):
     assert "Download the error report" not in html
 
 
+def test_the_page_opens_the_websocket_where_notifications_socket_url_says(hr, settings):
+    # given a websocket server on a port of its own (make run's `ws` process)
+    settings.NOTIFICATIONS_SOCKET_URL = "ws://127.0.0.1:8001/ws/notifications/"
+    batch = batch_create(hr.employer, rows_total=10, accepted_count=3, rejected_count=1)
+    html = hr.get(f"/portal/batches/{batch.pk}/").content.decode()
+    assert 'data-socket-path="ws://127.0.0.1:8001/ws/notifications/"' in html
+
+
 def test_the_status_endpoint_gives_the_counts_the_websocket_sends(hr):
     batch = batch_create(hr.employer, rows_total=10, accepted_count=3, rejected_count=1, duplicate_count=2)
     response = hr.get(f"/portal/batches/{batch.pk}/status")

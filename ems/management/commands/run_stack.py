@@ -1,8 +1,9 @@
 """`manage.py run_stack`: the whole system on one machine, for `make run`.
 
 Starts, in order: the embedded Redis and Mongo-wire servers (only when REDIS_URL /
-MONGO_URL are not set), migrations, the demo data, then the ASGI web server (HTTP and
-websockets), a Celery worker, Celery beat and the outbox relay. Prints the URLs and the
+MONGO_URL are not set), migrations, the demo data, then the web servers as deployed
+(`web_server_argv`: HTTP; `socket_server_argv`: the `/ws/` websockets, on the next
+port), a Celery worker, Celery beat and the outbox relay. Prints the URLs and the
 demo logins. Ctrl-C (or SIGTERM) stops everything it started, children first.
 """
 
@@ -21,15 +22,41 @@ from django.core.management.base import BaseCommand
 from ems.embedded import EmbeddedServer, start_mongo_wire, start_redis_embedded
 
 
+def web_server_argv(host: str, port: int) -> list[str]:
+    """The HTTP server as deployed: granian's WSGI server running `ems.wsgi` (docs/decisions.md)."""
+    return _granian("wsgi", host, port, ["--workers", "2", "--blocking-threads", "4"], "ems.wsgi:application")
+
+
+def socket_server_argv(host: str, port: int) -> list[str]:
+    """The websocket server as deployed: granian's ASGI server running `ems.asgi` (Channels).
+
+    Only `/ws/` is sent to it (by the load balancer in production, by the page's
+    NOTIFICATIONS_SOCKET_URL here); `asginl`: Django has no ASGI lifespan to run.
+    """
+    return _granian("asginl", host, port, ["--workers", "1"], "ems.asgi:application")
+
+
+def _granian(interface: str, host: str, port: int, options: list[str], application: str) -> list[str]:
+    granian = str(Path(sys.executable).parent / "granian")
+    return [granian, "--interface", interface, "--host", host, "--port", str(port), *options, application]
+
+
 class Command(BaseCommand):
     help = "Run the web server, Celery worker and beat, the outbox relay and embedded services."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default=os.environ.get("EMS_HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("EMS_PORT", "8000")))
+        parser.add_argument(
+            "--socket-port",
+            type=int,
+            default=int(os.environ.get("EMS_SOCKET_PORT", "0")),
+            help="the websocket server's port (default: --port + 1)",
+        )
         parser.add_argument("--no-seed", action="store_true", help="skip loading the demo data")
 
-    def handle(self, *args, host: str, port: int, no_seed: bool, **options) -> None:
+    def handle(self, *args, host: str, port: int, socket_port: int, no_seed: bool, **options) -> None:
+        self.socket_port = socket_port or port + 1
         self.embedded: list[EmbeddedServer] = []
         self.children: list[tuple[str, subprocess.Popen]] = []
         signal.signal(signal.SIGTERM, _interrupt)
@@ -69,25 +96,19 @@ class Command(BaseCommand):
         )
         return json.loads(result.stdout)
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
-        process = subprocess.Popen(argv, cwd=settings.BASE_DIR, start_new_session=True)
+    def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> None:
+        process = subprocess.Popen(argv, cwd=settings.BASE_DIR, env=env, start_new_session=True)
         self.children.append((name, process))
 
     def _start_processes(self, host: str, port: int) -> None:
         python = sys.executable
         bin_dir = Path(python).parent
+        # The portal's pages (served by `web`) point the browser at the websocket server.
+        socket_url = f"ws://{host}:{self.socket_port}/ws/notifications/"
         self._spawn(
-            "web",
-            [
-                str(bin_dir / "uvicorn"),
-                "ems.asgi:application",
-                "--host",
-                host,
-                "--port",
-                str(port),
-                "--no-access-log",
-            ],
+            "web", web_server_argv(host, port), {**os.environ, "NOTIFICATIONS_SOCKET_URL": socket_url}
         )
+        self._spawn("ws", socket_server_argv(host, self.socket_port))
         self._spawn(
             "worker",
             [str(bin_dir / "celery"), "-A", "ems", "worker", "--loglevel", "INFO", "--concurrency", "2"],
@@ -104,6 +125,7 @@ class Command(BaseCommand):
             f"  HR portal:           {base}/portal/",
             f"  API docs:            {base}/api/docs/",
             f"  Metrics / ready:     {base}/metrics  {base}/readyz",
+            f"  Websockets:          ws://{host}:{self.socket_port}/ws/notifications/",
         ]
         if demo:
             lines.append("  Demo logins:")

@@ -163,8 +163,9 @@
       return;
     }
     var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    var target = root.dataset.socketPath; // a path on this origin, or a whole ws:// URL
     try {
-      socket = new WebSocket(scheme + window.location.host + root.dataset.socketPath);
+      socket = new WebSocket(/^wss?:\/\//.test(target) ? target : scheme + window.location.host + target);
     } catch (error) {
       startPolling();
       return;

@@ -1,0 +1,77 @@
+"""Helpers for tests that run EMS's servers as subprocesses on this session's test database."""
+
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from urllib.parse import quote
+
+
+def database_url() -> str:
+    """The URL of the database the tests use now (the test database once it is set up)."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    credentials = quote(db["USER"] or "")
+    if db.get("PASSWORD"):
+        credentials += ":" + quote(db["PASSWORD"])
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    return f"postgres://{credentials}@{host}:{port}/{db['NAME']}"
+
+
+def http_get(url: str, timeout: float = 3) -> tuple[int, bytes]:
+    """(status, body) of GET `url`, error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def wait_until_answers(url: str, process: subprocess.Popen, log_path, timeout: float = 30) -> None:
+    """Until GET `url` answers 200; fails with the server's log if it exits or never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited early:\n{log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            stop(process)
+            raise RuntimeError(f"the server did not answer within {timeout} s:\n{log_path.read_text()}")
+        time.sleep(0.2)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the process group (started with start_new_session), SIGKILL after 10 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def wait_for_other_sessions_to_end(timeout: float = 10) -> None:
+    """PostgreSQL ends a dead client's backend a moment after the process exits; the test
+    database can only be dropped once it has."""
+    from django.db import connection
+
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.1)
