@@ -22,6 +22,7 @@ the insurer's `request_timeout_seconds`; timeouts and connection errors are tran
 
 import io
 import posixpath
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -103,9 +104,13 @@ class _Remote:
             pkey = _private_key(credentials["private_key"], credentials.get("private_key_passphrase"))
         where = f"{self.host}:{self.port}"
         try:
+            # our own socket, so Nagle's algorithm does not stall the handshake's small packets
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.connect(
                 self.host,
                 port=self.port,
+                sock=sock,
                 username=self.username,
                 password=None if pkey else credentials.get("password"),
                 pkey=pkey,
@@ -168,7 +173,7 @@ class _Remote:
 def dispatch_file(insurer, dispatch, items: Sequence) -> tuple[str, str]:
     """(file name, content) for a dispatch, the same bytes on every retry."""
     connection = insurer.connection or {}
-    payloads = [item.payload for item in items]
+    payloads = [{**item.payload, "item_key": item.idempotency_key} for item in items]
     if connection.get("file_format", "csv") == "x12_834":
         body = x12_834.document_write(
             items=payloads,

@@ -8,7 +8,8 @@ unless `connection["wsse_password_text"]` asks for text). The dispatch's idempot
 travels in the `DispatchHeader` SOAP header.
 
 Operations (names overridable in `connection["operations"]`): `SubmitEndorsements`,
-`EndorsementStatus`, `MemberRoster`, `AccountStatement`. Failures: a SOAP fault whose
+`EndorsementStatus`, `ConfirmationsDue` (polled for `confirmations_fetch`), `MemberRoster`,
+`AccountStatement`. Failures: a SOAP fault whose
 code is `Server*` is transient, `Client*` permanent (a `retry_after` in the fault detail
 is honoured); HTTP 5xx/429 without a fault, timeouts and connection errors are transient;
 any other HTTP status is permanent.
@@ -32,6 +33,7 @@ from insurers.exchanges import exchange_record
 OPERATIONS = {
     "send": "SubmitEndorsements",
     "status": "EndorsementStatus",
+    "confirmations": "ConfirmationsDue",
     "roster": "MemberRoster",
     "statement": "AccountStatement",
 }
@@ -148,7 +150,7 @@ def _logged(insurer, *, operation: str, request, call, dispatch=None, tracking_i
 class SoapAdapter:
     def send(self, dispatch, items: Sequence) -> list[ItemResult]:
         insurer = dispatch.insurer
-        payloads = [item.payload for item in items]
+        payloads = [{**item.payload, "item_key": item.idempotency_key} for item in items]
         header = {"idempotency_key": dispatch.idempotency_key}
         operation = _operation(insurer, "send")
         rows = _logged(
@@ -177,10 +179,10 @@ class SoapAdapter:
         return results
 
     def confirmations_fetch(self, insurer) -> list[ItemResult]:
-        """SOAP insurers are polled: the status of every item still waiting on this insurer."""
-        from insurers.selectors import references_awaiting_insurer
-
-        return self.status_fetch(insurer, references_awaiting_insurer(insurer=insurer))
+        """SOAP insurers are polled: what the insurer confirmed since it accepted."""
+        operation = _operation(insurer, "confirmations")
+        rows = _logged(insurer, operation=OPERATIONS["confirmations"], request={}, call=operation)
+        return [_item_result(row) for row in rows]
 
     def roster_fetch(self, insurer) -> list[dict]:
         operation = _operation(insurer, "roster")

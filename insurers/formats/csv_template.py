@@ -18,6 +18,7 @@ from collections.abc import Sequence
 DISPATCH_COLUMNS = [
     [field, field]
     for field in (
+        "item_key",
         "reference",
         "action",
         "policy_number",

@@ -1,13 +1,14 @@
 """The sandbox insurer's SOAP 1.1 service: a real WSDL served by spyne over WSGI.
 
-Operations (document/literal, namespace `NAMESPACE`, WSDL at `/?wsdl`):
-`SubmitEndorsements(items)` with the dispatch's idempotency key in the `DispatchHeader`
-SOAP header, `EndorsementStatus(references)`, `MemberRoster(policy_number)` and
-`AccountStatement(period_start, period_end)`. Each calls the protocol-free engine.
+Operations (namespace `NAMESPACE`, WSDL at `/?wsdl`): `SubmitEndorsements(items)` with
+the dispatch's idempotency key in the `DispatchHeader` SOAP header,
+`EndorsementStatus(references)`, `ConfirmationsDue()` (what the insurer has confirmed
+since it accepted), `MemberRoster(policy_number)` and `AccountStatement(period_start,
+period_end)`. Each calls the protocol-free engine under its switches.
 
-The engine's refusals become SOAP faults: `Client.*` for what a retry cannot fix,
-`Server.*` for what it may (unavailable, throttled with `Retry-After` seconds in the
-fault string's tail `retry-after=N`). A WS-Security UsernameToken, when the request
+Faults: `Client.*` for what a retry cannot fix (a bad request, authentication),
+`Server.*` for what it may (unavailable, timeout, throttled with `retry_after` seconds in
+the fault detail). A WS-Security UsernameToken, when the request
 carries one, must match `SANDBOX_SOAP_USERNAME`/`SANDBOX_SOAP_PASSWORD` (text or digest);
 `SANDBOX_SOAP_REQUIRE_WSSE` makes it mandatory.
 """
@@ -16,6 +17,8 @@ import base64
 import hashlib
 import hmac
 import socketserver
+import threading
+import time
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from spyne import Application, ComplexModel, Date, Fault, Integer, Iterable, Service, Unicode, rpc
@@ -35,6 +38,7 @@ class DispatchHeader(ComplexModel):
 
 class Item(ComplexModel):
     __namespace__ = NAMESPACE
+    item_key = Unicode(min_occurs=1)
     reference = Unicode(min_occurs=1)
     action = Unicode(min_occurs=1)
     policy_number = Unicode
@@ -126,21 +130,36 @@ def _token_valid(token, username: str, password: str) -> bool:
     return hmac.compare_digest(given_user, username) and hmac.compare_digest(given or "", expected)
 
 
-def application_build(
-    *, engine, faults_for, username: str, password: str, wsse_required: bool
-) -> WsgiApplication:
-    """The WSGI app. `faults_for(exc)` turns an engine exception into a spyne Fault (or None)."""
+def _switched(engine, call):
+    """Run an engine call under the switches: latency, then maybe a fault instead of (or after) it."""
+    switches = engine.switches_get()
+    time.sleep(int(switches["latency_ms"]) / 1000)
+    fault = engine.fault_pick(switches)
+    if fault == "error":
+        raise Fault(faultcode="Server.Unavailable", faultstring="the insurer's system is unavailable")
+    if fault == "timeout":
+        time.sleep(float(switches["timeout_seconds"]))
+        raise Fault(faultcode="Server.Timeout", faultstring="the insurer's system did not answer in time")
+    if fault == "throttle":
+        raise Fault(
+            faultcode="Server.Throttled",
+            faultstring="too many requests",
+            detail={"retry_after": str(switches["retry_after_seconds"])},
+        )
+    try:
+        answer = call()
+    except (KeyError, ValueError, TypeError) as exc:
+        raise Fault(faultcode="Client.BadRequest", faultstring=str(exc)) from exc
+    if fault == "lose_response":
+        raise Fault(faultcode="Server.Unavailable", faultstring="the insurer's system is unavailable")
+    return answer
+
+
+def application_build(*, engine, username: str, password: str, wsse_required: bool) -> WsgiApplication:
+    """The WSGI app over `engine` (the module `insurers.sandbox.engine` in `run_sandbox`)."""
 
     def guarded(call):
-        try:
-            return call()
-        except Fault:
-            raise
-        except Exception as exc:
-            fault = faults_for(exc)
-            if fault is None:
-                raise
-            raise fault from exc
+        return _switched(engine, call)
 
     class EndorsementService(Service):
         __in_header__ = DispatchHeader
@@ -158,6 +177,10 @@ def application_build(
         @rpc(Iterable(Unicode), _returns=Iterable(ItemOutcome))
         def EndorsementStatus(ctx, references):
             return _outcomes(guarded(lambda: engine.status(list(references or ()))))
+
+        @rpc(_returns=Iterable(ItemOutcome))
+        def ConfirmationsDue(ctx):
+            return _outcomes(guarded(engine.confirmations_due))
 
         @rpc(Unicode, _returns=Iterable(RosterMember))
         def MemberRoster(ctx, policy_number):
@@ -199,5 +222,35 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def server_build(*, host: str, port: int, wsgi_app) -> WSGIServer:
-    return make_server(host, port, wsgi_app, server_class=_ThreadingServer, handler_class=_QuietHandler)
+class SoapFace:
+    """The SOAP face of `run_sandbox`: a threading WSGI server on its own thread."""
+
+    def __init__(self, *, host: str, port: int, wsgi_app):
+        self.server = make_server(
+            host, port, wsgi_app, server_class=_ThreadingServer, handler_class=_QuietHandler
+        )
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name=f"sandbox-soap-{port}", daemon=True
+        )
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def soap_start(options: dict) -> tuple[str, SoapFace]:
+    """`run_sandbox`'s starter: the service over the engine, WSDL at `<url>/?wsdl`."""
+    from django.conf import settings
+
+    from insurers.sandbox import engine
+
+    wsgi_app = application_build(
+        engine=engine,
+        username=settings.SANDBOX_SOAP_USERNAME,
+        password=settings.SANDBOX_SOAP_PASSWORD,
+        wsse_required=settings.SANDBOX_SOAP_REQUIRE_WSSE,
+    )
+    face = SoapFace(host=options["host"], port=options["soap_port"], wsgi_app=wsgi_app)
+    return f"http://{options['host']}:{options['soap_port']}/", face
