@@ -8,7 +8,7 @@ machine kind, which hides a 5% change in the web process. This counts instead: i
 `ems.asgi.application` in-process (the same handler, middleware, DRF view, idempotency
 and SQL as deployed; no socket), one request at a time against the bench database, and
 runs itself under `valgrind --tool=callgrind` with instrumentation switched on only
-around the counted requests. The count repeats to about 0.2% (docs/decisions.md).
+around the counted requests. The count repeats to about 0.2% (docs/performance.md).
 Validation is left queued (Celery is not eager and no worker runs); the web process's
 own share is what is counted. Needs valgrind (Debian's `valgrind`). Not part of
 `make bench`: it takes about a minute and measures no baseline.

@@ -24,6 +24,7 @@ from django.utils import timezone
 from pymongo.errors import PyMongoError
 
 from ems import clients
+from ems.admin_mixins import ReadOnlyAdmin, permission_check
 from ems.audit_reader import audit_search
 from ems.models import IdempotencyRecord, OutboxEvent
 from ems.outbox_relay import SINKS, backoff_remaining, outbox_backoff_clear
@@ -31,19 +32,6 @@ from ems.outbox_relay import SINKS, backoff_remaining, outbox_backoff_clear
 AUDIT_TRAIL_PERMISSION = "ems.view_audit_trail"
 OUTBOX_RETRY_PERMISSION = "ems.retry_outboxevent"
 AUDIT_PAGE_SIZE = 50
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Nobody adds, edits or deletes these rows here, superusers included."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class DeliveredFilter(admin.SimpleListFilter):
@@ -63,43 +51,23 @@ class DeliveredFilter(admin.SimpleListFilter):
 
 @admin.register(OutboxEvent)
 class OutboxEventAdmin(ReadOnlyAdmin):
-    list_display = (
-        "id",
-        "sink",
-        "destination",
-        "key",
-        "event_count",
-        "created_at",
-        "delivered_at",
-        "attempts",
-        "error",
-    )
+    # What a row is and where it stands: in the list and on the row's page.
+    row_columns = ("sink", "destination", "key", "event_count", "created_at", "delivered_at", "attempts")
+    list_display = ("id", *row_columns, "error")
     list_filter = ("sink", DeliveredFilter)
     search_fields = ("=key", "=destination")
     ordering = ("-id",)
     list_per_page = 100
     show_full_result_count = False
     actions = ["retry_now"]
-    fields = (
-        "event_id",
-        "sink",
-        "destination",
-        "key",
-        "event_count",
-        "created_at",
-        "delivered_at",
-        "attempts",
-        "last_error",
-        "payload",
-    )
+    fields = ("event_id", *row_columns, "last_error", "payload")
     readonly_fields = fields
 
     @admin.display(description="last error")
     def error(self, obj: OutboxEvent) -> str:
         return obj.last_error[:80]
 
-    def has_retry_permission(self, request) -> bool:
-        return request.user.has_perm(OUTBOX_RETRY_PERMISSION)
+    has_retry_permission = permission_check(OUTBOX_RETRY_PERMISSION)
 
     @admin.action(
         description="Retry now: clear the backoff of the selected rows' sinks", permissions=["retry"]

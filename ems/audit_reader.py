@@ -4,8 +4,8 @@ How it works
 - Audit documents arrive through the outbox relay (`ems.outbox_relay`), one per outbox row,
   with `_id` = the row's `event_id`, and `at` stored as a BSON date (the relay converts the
   ISO string written in the transaction), so ranges and sorts are by time.
-- `audit_indexes_ensure()` creates the indexes the selectors use (idempotent). The relay
-  calls it before its first MongoDB delivery in each process.
+- The indexes the selectors use are defined beside the writer (`ems.audit.AUDIT_INDEXES`);
+  the relay ensures them before its first MongoDB delivery in each process.
 - The selectors return plain dicts (without Mongo's `_id`; `event_id` identifies a record),
   newest first, ties broken by `_id` so paging is stable. `limit` is capped at
   `AUDIT_MAX_LIMIT`. They raise `pymongo.errors.PyMongoError` when MongoDB is unreachable;
@@ -16,37 +16,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import DESCENDING
 
 from ems import clients
-from ems.audit import AUDIT_COLLECTION, EXCHANGES_COLLECTION
+from ems.audit import AUDIT_COLLECTION
 
 AUDIT_MAX_LIMIT = 500
 
-# (collection, keys, options); names are ours so real MongoDB treats repeats as no-ops.
-AUDIT_INDEXES: tuple[tuple[str, list[tuple[str, int]], dict], ...] = (
-    (AUDIT_COLLECTION, [("event_id", ASCENDING)], {"name": "event_id_unique", "unique": True}),
-    (AUDIT_COLLECTION, [("at", DESCENDING)], {"name": "at"}),
-    (
-        AUDIT_COLLECTION,
-        [("object_type", ASCENDING), ("object_id", ASCENDING), ("at", DESCENDING)],
-        {"name": "object_at"},
-    ),
-    (AUDIT_COLLECTION, [("actor", ASCENDING), ("at", DESCENDING)], {"name": "actor_at"}),
-    (AUDIT_COLLECTION, [("employer_id", ASCENDING), ("at", DESCENDING)], {"name": "employer_at"}),
-    (AUDIT_COLLECTION, [("request_id", ASCENDING)], {"name": "request_id"}),
-    (EXCHANGES_COLLECTION, [("event_id", ASCENDING)], {"name": "event_id_unique", "unique": True}),
-    (EXCHANGES_COLLECTION, [("at", DESCENDING)], {"name": "at"}),
-    (EXCHANGES_COLLECTION, [("insurer_id", ASCENDING), ("at", DESCENDING)], {"name": "insurer_at"}),
-)
-
 _NEWEST_FIRST = [("at", DESCENDING), ("_id", DESCENDING)]
-
-
-def audit_indexes_ensure(*, database=None) -> list[str]:
-    """Create every audit index that is missing; returns the index names. Safe to repeat."""
-    database = database if database is not None else clients.mongo_db()
-    return [database[collection].create_index(keys, **options) for collection, keys, options in AUDIT_INDEXES]
 
 
 def audit_for_object(*, object_type: str, object_id: str | int, limit: int = 100) -> list[dict]:

@@ -15,7 +15,8 @@ app.autodiscover_tasks()
 @worker_process_init.connect
 def _reset_clients_after_fork(**_kwargs) -> None:
     # Kafka producers and Mongo clients hold sockets and threads: never share them
-    # across a fork. Each worker process builds its own on first use.
+    # across a fork. Each worker process builds its own on first use. (Imported here:
+    # `import ems` loads this module in every process, before Django is set up.)
     from ems import clients
 
     clients.reset()
@@ -23,6 +24,7 @@ def _reset_clients_after_fork(**_kwargs) -> None:
 
 @worker_process_init.connect
 def _freeze_start_up_objects(**_kwargs) -> None:
+    # Imported here, like ems.clients above.
     from ems.garbage_collection import start_up_objects_freeze
 
     start_up_objects_freeze()

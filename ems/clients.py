@@ -8,7 +8,9 @@ must not be shared, so `reset()` runs after every fork (see `ems.celery`) and th
 import os
 import threading
 
+import pymongo
 from django.conf import settings
+from kafka import KafkaProducer
 from kafka.serializer import Serializer
 
 _lock = threading.Lock()
@@ -21,7 +23,6 @@ def _own_process() -> None:
 
 
 def mongo_client():
-    import pymongo
 
     with _lock:
         _own_process()
@@ -55,7 +56,6 @@ class Utf8Serializer(Serializer):
 
 def kafka_producer():
     """A producer that waits for every in-sync replica and never reorders on retry."""
-    from kafka import KafkaProducer
 
     with _lock:
         _own_process()

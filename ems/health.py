@@ -7,9 +7,11 @@ database, Redis, MongoDB and Kafka (when configured) — with short timeouts, an
 
 import time
 
+import redis
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
+from kafka import KafkaAdminClient
 
 from ems import clients
 
@@ -21,8 +23,6 @@ def _check_database() -> None:
 
 
 def _check_redis() -> None:
-    import redis
-
     client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
     try:
         client.ping()
@@ -35,8 +35,6 @@ def _check_mongo() -> None:
 
 
 def _check_kafka() -> None:
-    from kafka import KafkaAdminClient
-
     admin = KafkaAdminClient(
         bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
         request_timeout_ms=2000,

@@ -11,8 +11,11 @@ Two kinds:
 
 from collections.abc import Callable
 
+from django.db.models import Count
 from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import GaugeMetricFamily
+
+from ems.models import OutboxEvent
 
 _counters: dict[str, Counter] = {}
 _providers: dict[str, tuple[str, list[str], Callable[[], dict[tuple, float]]]] = {}
@@ -44,10 +47,6 @@ class _DatabaseGauges:
 
 
 def _outbox_backlog() -> dict[tuple, float]:
-    from django.db.models import Count
-
-    from ems.models import OutboxEvent
-
     rows = OutboxEvent.objects.filter(delivered_at__isnull=True).values("sink").annotate(n=Count("id"))
     backlog = {(sink,): 0.0 for sink in OutboxEvent.Sink.values}
     backlog.update({(row["sink"],): float(row["n"]) for row in rows})

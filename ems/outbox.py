@@ -1,36 +1,50 @@
 """The transactional outbox: events and audit records written with the change.
 
-Writers call `event_emit` (a Kafka event) or `ems.audit.audit_record` (a Mongo audit
-record) inside the transaction that made the change. Both insert an `OutboxEvent` row;
-nothing leaves the process until the transaction commits. The relay
-(`ems.outbox_relay`) then delivers the rows, at least once.
-
-`outbox_write` queues several rows (e.g. an event and its audit record) in ONE INSERT:
-the hot paths of the ledger use it, so a money movement costs one outbox round trip.
-`events_bulk_emit` stores many events (a file's chunk) as group rows of up to 1,000
-events, which the relay sends as one message each (`kafka_messages`).
+Writers queue rows inside the transaction that made the change; nothing leaves the process
+until it commits. The relay (`ems.outbox_relay`) then delivers the rows, at least once.
+- `outbox_write` queues Kafka events (`KafkaEvent`) and Mongo documents (`MongoDocument`)
+  in ONE INSERT, optionally with the caller's own statements in the same round trip: the
+  hot paths use it, so a money movement or an endorsement costs one outbox round trip.
+- `events_bulk_emit` stores many events (a file's chunk) as group rows of up to 1,000
+  events, which the relay sends as one message each (`kafka_messages`).
+- `document_emit` queues one document; `ems.audit.audit_record` writes audit records with it.
 Payloads are JSON-encoded once (DjangoJSONEncoder) and stored as sent.
 
-Event envelope (DESIGN.md "Events"):
+Event envelope (DESIGN.md "Events"), built in one place (`_envelope`):
 `{"event_id", "type", "occurred_at", "employer_id", "data"}`, keyed by tracking id
 (`ems.endorsements`) or account id (`ems.ledger`).
+
+After a commit that wrote rows, `relay_soon` queues one relay task (de-duplicated across
+processes), sent by its name so this module does not import the relay or the tasks.
 """
 
 import json
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import structlog
+from celery import signature
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError
+from redis import RedisError
 
 from ems.models import OutboxEvent
+from ems.redis_lock import redis_client
+
+log = structlog.get_logger(__name__)
 
 TOPIC_ENDORSEMENTS = "ems.endorsements"
 TOPIC_LEDGER = "ems.ledger"
 # Events in one group row (events_bulk_emit): about 250 KB of JSON.
 GROUP_MAX_EVENTS = 1000
+# The relay's Celery task (`ems.tasks.outbox_relay`), sent by name.
+RELAY_TASK = "ems.tasks.outbox_relay"
+KICK_KEY = "ems:outbox:kick"
 
 
 _ENCODER = DjangoJSONEncoder(separators=(",", ":"))
@@ -40,30 +54,35 @@ def _json_safe(data: dict) -> dict:
     return json.loads(_ENCODER.encode(data))
 
 
-def event_envelope(*, event_type: str, employer_id: int | None, data: dict, event_id: uuid.UUID) -> dict:
+@dataclass(frozen=True)
+class KafkaEvent:
+    """One Kafka event: its topic, its key (tracking id, account id) and its envelope's fields."""
+
+    topic: str
+    key: str
+    event_type: str
+    employer_id: int | None
+    data: dict
+
+
+@dataclass(frozen=True)
+class MongoDocument:
+    """One document for `outbox_write` (the arguments of `document_emit`)."""
+
+    collection: str
+    document: dict
+
+
+def _envelope(
+    *, event_id: uuid.UUID, event_type: str, occurred_at: str, employer_id: int | None, data
+) -> dict:
     return {
         "event_id": str(event_id),
         "type": event_type,
-        "occurred_at": timezone.now().isoformat(),
+        "occurred_at": occurred_at,
         "employer_id": employer_id,
-        "data": _json_safe(data),
+        "data": data,
     }
-
-
-def event_emit(*, topic: str, key: str, event_type: str, employer_id: int | None, data: dict) -> OutboxEvent:
-    """Queue one Kafka event in the current transaction."""
-    _require_transaction()
-    event_id = uuid.uuid4()
-    payload = event_envelope(event_type=event_type, employer_id=employer_id, data=data, event_id=event_id)
-    row = OutboxEvent.objects.create(
-        event_id=event_id,
-        sink=OutboxEvent.Sink.KAFKA,
-        destination=topic,
-        key=str(key),
-        payload=payload,
-    )
-    _relay_after_commit()
-    return row
 
 
 def document_emit(*, collection: str, document: dict) -> OutboxEvent:
@@ -88,7 +107,7 @@ def events_bulk_emit(topic: str, events: Iterable[tuple[str, str, int | None, di
     they go into group rows of up to GROUP_MAX_EVENTS (payload `{"occurred_at", "group":
     [[key, type, employer_id, data], ...]}`, `event_count` = how many). The relay sends
     every event of a group as its own message, keyed as given, with the envelope
-    `event_emit` would have written and its own `event_id` (`group_event_id`: derived from
+    `outbox_write` would have written and its own `event_id` (`group_event_id`: derived from
     the group row's id and the event's place, so a redelivered group carries the same
     ids). One row per 1,000 events instead of 1,000 rows is what lets a 100,000-row file
     store its events in a few milliseconds.
@@ -127,35 +146,16 @@ def kafka_messages(row: OutboxEvent) -> list[tuple[str | None, dict]]:
     return [
         (
             key or None,
-            {
-                "event_id": str(group_event_id(row.event_id, index)),
-                "type": event_type,
-                "occurred_at": occurred_at,
-                "employer_id": employer_id,
-                "data": data,
-            },
+            _envelope(
+                event_id=group_event_id(row.event_id, index),
+                event_type=event_type,
+                occurred_at=occurred_at,
+                employer_id=employer_id,
+                data=data,
+            ),
         )
         for index, (key, event_type, employer_id, data) in enumerate(group)
     ]
-
-
-@dataclass(frozen=True)
-class KafkaEvent:
-    """One event for `outbox_write` (the arguments of `event_emit`)."""
-
-    topic: str
-    key: str
-    event_type: str
-    employer_id: int | None
-    data: dict
-
-
-@dataclass(frozen=True)
-class MongoDocument:
-    """One document for `outbox_write` (the arguments of `document_emit`)."""
-
-    collection: str
-    document: dict
 
 
 def outbox_write(
@@ -167,8 +167,8 @@ def outbox_write(
 ) -> tuple | None:
     """Queue Kafka events and Mongo documents in the current transaction, in one INSERT.
 
-    The rows are exactly those `event_emit` and `document_emit` would write (same
-    envelope, same payloads); the events get the lower ids, in the order given.
+    A document's row is the one `document_emit` would write; the events get the lower
+    ids, in the order given.
 
     The caller's own writes can go in the same round trip (on PostgreSQL, as CTEs of one
     statement; elsewhere they run just before, in order):
@@ -185,13 +185,13 @@ def outbox_write(
     rows: list[tuple] = []
     for event in events:
         event_id = uuid.uuid4()
-        payload = {
-            "event_id": str(event_id),
-            "type": event.event_type,
-            "occurred_at": occurred_at,
-            "employer_id": event.employer_id,
-            "data": event.data,
-        }
+        payload = _envelope(
+            event_id=event_id,
+            event_type=event.event_type,
+            occurred_at=occurred_at,
+            employer_id=event.employer_id,
+            data=event.data,
+        )
         rows.append((event_id, OutboxEvent.Sink.KAFKA.value, event.topic, str(event.key), payload))
     for document in documents:
         event_id = uuid.uuid4()
@@ -283,16 +283,45 @@ def _statements_in_turn(
     return returned
 
 
-def _relay_kick() -> None:
-    from ems.outbox_relay import relay_soon
-
-    relay_soon()
-
-
 def _relay_after_commit() -> None:
     # A hint to relay soon (one per write call; `relay_soon` de-duplicates across
     # processes); beat and `relay_outbox --loop` deliver the rows regardless.
-    transaction.on_commit(_relay_kick, robust=True)
+    transaction.on_commit(relay_soon, robust=True)
+
+
+# Until when (time.monotonic()) the relay task this process last queued will carry what
+# commits here: the task runs `seconds` after the kick, so rows committed before then are
+# in its run. Within that window the SET NX below would fail anyway (the key lives as
+# long), so this process skips the Redis round trip: one fewer per API write.
+_kick_covers_until = 0.0
+
+
+def relay_soon() -> None:
+    """After a commit that wrote outbox rows: queue one relay task, de-duplicated across processes.
+
+    At most one task per `OUTBOX_RELAY_KICK_SECONDS` (when `OUTBOX_RELAY_ON_COMMIT` is on),
+    queued with that countdown so it also covers the commits it de-duplicated. The task is
+    sent by name: where it is registered (a worker, the tests) it runs as its own
+    `apply_async` says, elsewhere it is published for a worker.
+    """
+    global _kick_covers_until
+    if not getattr(settings, "OUTBOX_RELAY_ON_COMMIT", False):
+        return
+    seconds = float(getattr(settings, "OUTBOX_RELAY_KICK_SECONDS", 1.0))
+    started = time.monotonic()
+    if started < _kick_covers_until:
+        return
+    try:
+        first = redis_client().set(KICK_KEY, "1", nx=True, px=max(1, int(seconds * 1000)))
+    except RedisError:
+        return  # beat and the relay loop catch up
+    if not first:
+        return
+    _kick_covers_until = started + seconds
+    try:
+        signature(RELAY_TASK).apply_async(countdown=seconds)
+    except OperationalError:
+        log.warning("outbox.kick_failed")
 
 
 def _require_transaction() -> None:

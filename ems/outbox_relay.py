@@ -32,10 +32,9 @@ How it works
   process, with a TTL); when Redis is unreachable each process keeps its own. Backoff
   only decides when to try again, so a lost or stale backoff never loses or duplicates a
   row. `outbox_backoff_clear()` (the admin's "retry now") ends it.
-- `relay_soon()` runs after a commit that wrote outbox rows (when `OUTBOX_RELAY_ON_COMMIT`
-  is on): at most one relay task per `OUTBOX_RELAY_KICK_SECONDS`, queued with that
-  countdown so it also covers the commits it de-duplicated. Beat and
-  `manage.py relay_outbox --loop` catch anything a kick missed.
+- After a commit that wrote outbox rows, `ems.outbox.relay_soon` queues the relay task
+  (`ems.tasks.outbox_relay`, by name). Beat and `manage.py relay_outbox --loop` catch
+  anything a kick missed.
 """
 
 from __future__ import annotations
@@ -49,15 +48,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 import structlog
+from bson.errors import InvalidDocument
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from kafka.errors import InvalidTopicError, KafkaError, MessageSizeTooLargeError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from redis import RedisError
 
 from ems import clients
-from ems.audit import audit_record
-from ems.audit_reader import audit_indexes_ensure
+from ems.audit import audit_indexes_ensure, audit_record
 from ems.models import OutboxEvent
 from ems.outbox import kafka_messages
 from ems.redis_lock import redis_client
@@ -70,7 +71,6 @@ DEFAULT_MAX_BATCHES = 50
 KAFKA_ACK_TIMEOUT_SECONDS = 20.0
 MONGO_DUPLICATE_KEY = 11000
 ERROR_MAX_CHARS = 1000
-KICK_KEY = "ems:outbox:kick"
 # pg advisory locks are (int4, int4); the first number namespaces ours ("EMS").
 _ADVISORY_NAMESPACE = 0x454D53
 _ADVISORY_SINK_IDS = {OutboxEvent.Sink.MONGO: 1, OutboxEvent.Sink.KAFKA: 2}
@@ -246,8 +246,6 @@ def _delivery_record(rows: list[OutboxEvent], delivery: _Delivery) -> None:
 
 
 def _kafka_deliver(rows: list[OutboxEvent]) -> _Delivery:
-    from kafka.errors import InvalidTopicError, KafkaError, MessageSizeTooLargeError
-
     # The broker will never accept these rows, however often we retry.
     row_level = (MessageSizeTooLargeError, InvalidTopicError)
     delivery = _Delivery()
@@ -301,9 +299,6 @@ _indexes_ready: set[tuple] = set()
 
 
 def _mongo_deliver(rows: list[OutboxEvent]) -> _Delivery:
-    from bson.errors import InvalidDocument
-    from pymongo.errors import BulkWriteError, PyMongoError
-
     delivery = _Delivery()
     try:
         database = clients.mongo_db()
@@ -338,9 +333,6 @@ def _mongo_deliver(rows: list[OutboxEvent]) -> _Delivery:
 
 
 def _mongo_insert_each(collection, group: list[OutboxEvent], delivery: _Delivery) -> None:
-    from bson.errors import InvalidDocument
-    from pymongo.errors import DuplicateKeyError
-
     for row in group:
         try:
             collection.insert_one(_mongo_document(row))
@@ -440,42 +432,6 @@ def outbox_backoff_clear(*, sinks: Iterable[str], actor: str) -> list[str]:
             )
     log.info("outbox.backoff_cleared", sinks=cleared, actor=actor)
     return cleared
-
-
-# --- kick after commit ---------------------------------------------------------------
-
-
-# Until when (time.monotonic()) the relay task this process last queued will carry what
-# commits here: the task runs `seconds` after the kick, so rows committed before then are
-# in its run. Within that window the SET NX below would fail anyway (the key lives as
-# long), so this process skips the Redis round trip: one fewer per API write.
-_kick_covers_until = 0.0
-
-
-def relay_soon() -> None:
-    """After a commit that wrote outbox rows: queue one relay task, de-duplicated across processes."""
-    global _kick_covers_until
-    if not getattr(settings, "OUTBOX_RELAY_ON_COMMIT", False):
-        return
-    seconds = float(getattr(settings, "OUTBOX_RELAY_KICK_SECONDS", 1.0))
-    started = time.monotonic()
-    if started < _kick_covers_until:
-        return
-    try:
-        first = redis_client().set(KICK_KEY, "1", nx=True, px=max(1, int(seconds * 1000)))
-    except RedisError:
-        return  # beat and the relay loop catch up
-    if not first:
-        return
-    _kick_covers_until = started + seconds
-    from kombu.exceptions import OperationalError
-
-    from ems.tasks import outbox_relay
-
-    try:
-        outbox_relay.apply_async(countdown=seconds)
-    except OperationalError:
-        log.warning("outbox.kick_failed")
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -16,6 +16,9 @@ How it works
 from fnmatch import fnmatchcase
 
 import structlog
+from django.apps import apps
+from django.contrib.auth.models import Group, Permission
+from django.db import transaction
 
 log = structlog.get_logger(__name__)
 
@@ -64,8 +67,6 @@ def _is_pattern(codename: str) -> bool:
 
 def role_permission_ids(*, using: str = "default") -> tuple[dict[str, list[int]], list[str]]:
     """Resolve ROLE_PERMISSIONS against the database: ({role: [permission ids]}, [missing specs])."""
-    from django.contrib.auth.models import Permission
-
     labels = {spec.split(".", 1)[0] for specs in ROLE_PERMISSIONS.values() for spec in specs}
     existing: dict[str, list[tuple[str, int]]] = {}
     rows = Permission.objects.using(using).filter(content_type__app_label__in=labels)
@@ -94,9 +95,6 @@ def role_permission_ids(*, using: str = "default") -> tuple[dict[str, list[int]]
 
 def role_permissions_sync(*, using: str = "default") -> dict[str, list[int]]:
     """Create the ops groups if absent and give each exactly its permissions. Idempotent."""
-    from django.contrib.auth.models import Group
-    from django.db import transaction
-
     resolved, missing = role_permission_ids(using=using)
     for spec in missing:
         log.warning("roles.permission_missing", permission=spec)
@@ -117,8 +115,6 @@ def roles_sync_after_migrate(sender, using: str = "default", **kwargs) -> None:
     own handler creates each app's permissions on that app's signal; so only the last
     signal sees them all.
     """
-    from django.apps import apps
-
     with_models = [config for config in apps.get_app_configs() if config.models_module is not None]
     if not with_models or sender is not with_models[-1]:
         return

@@ -20,7 +20,9 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from ems.admin_mixins import ReadOnlyAdmin, ReadOnlyInline, actor_of
 from ems.errors import EmsError
+from ems.formatting import money_text, time_text
 from ems.tenancy import caller_for_staff_acting_for
 from endorsements import services as endorsement_services
 from endorsements.admin_forms import BatchUploadAdminForm, EndorsementSubmitForm
@@ -42,16 +44,6 @@ from endorsements.models import (
 )
 
 
-def money_display(minor: int | None, currency: str = "INR") -> str:
-    """Integer minor units as a two-decimal figure with grouping: 123456 -> '₹1,234.56'."""
-    if minor is None:
-        return "—"
-    symbol = "₹" if currency == "INR" else f"{currency} "
-    sign = "-" if minor < 0 else ""
-    whole, fraction = divmod(abs(minor), 100)
-    return f"{sign}{symbol}{whole:,}.{fraction:02d}"
-
-
 def count_subquery(model, parent_field: str, **filters) -> Coalesce:
     """COUNT of `model` rows per parent as a correlated subquery (no row multiplication)."""
     rows = (
@@ -62,23 +54,6 @@ def count_subquery(model, parent_field: str, **filters) -> Coalesce:
         .values("total")
     )
     return Coalesce(Subquery(rows, output_field=IntegerField()), 0)
-
-
-def actor_of(request) -> str:
-    return f"user:{request.user.pk}"
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Viewable by whoever has the view permission; written only by services."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class ServiceManagedAdmin(admin.ModelAdmin):
@@ -161,20 +136,6 @@ def _service_errors_show(form, error: EmsError) -> None:
         else:
             where = f"{detail.field}: " if detail.field else ""
             form.add_error(None, f"{where}{detail.message} ({detail.code})")
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 # --- employers and identities ---------------------------------------------------------
@@ -362,7 +323,7 @@ class PlanRateAdmin(admin.ModelAdmin):
 
     @admin.display(description="annual premium (before tax)", ordering="annual_premium")
     def premium(self, obj: PlanRate) -> str:
-        return money_display(obj.annual_premium, obj.plan.policy.currency)
+        return money_text(obj.annual_premium, obj.plan.policy.currency)
 
 
 # --- members and coverage (written by the endorsement pipeline) -------------------------
@@ -567,7 +528,7 @@ class EndorsementRequestAdmin(IntakeAdmin):
         "employee_code",
         "policy",
         "effective_date",
-        "premium",
+        "premium_display",
         "attempts",
         "source",
         "received_at",
@@ -583,60 +544,16 @@ class EndorsementRequestAdmin(IntakeAdmin):
     )
     date_hierarchy = "received_at"
     raw_id_fields = ("member", "batch", "superseded_by")
-    readonly_fields = (
-        "tracking_id",
-        "employer",
-        "policy",
-        "member",
-        "type",
-        "member_data",
-        "effective_date",
-        "premium_display",
-        "tax_display",
-        "content_hash",
-        "idempotency_key",
-        "source",
-        "batch",
-        "row_number",
-        "state",
-        "rejection_reasons",
-        "attempts",
-        "last_error",
-        "insurer_reference",
-        "superseded_by",
-        "received_at",
-        "validated_at",
-        "fund_locked_at",
-        "sent_at",
-        "confirmed_at",
-        "activated_at",
-        "closed_at",
-        "updated_at",
-        "history_table",
-    )
     fieldsets = (
         (None, {"fields": ("tracking_id", "employer", "type", "state", "source", "batch", "row_number")}),
         ("Member", {"fields": ("member", "member_data", "policy", "effective_date")}),
         ("Money", {"fields": ("premium_display", "tax_display")}),
         ("Checks", {"fields": ("content_hash", "idempotency_key", "rejection_reasons", "superseded_by")}),
         ("Delivery", {"fields": ("attempts", "last_error", "insurer_reference")}),
-        (
-            "Timeline",
-            {
-                "fields": (
-                    "received_at",
-                    "validated_at",
-                    "fund_locked_at",
-                    "sent_at",
-                    "confirmed_at",
-                    "activated_at",
-                    "closed_at",
-                    "updated_at",
-                    "history_table",
-                )
-            },
-        ),
+        ("Timeline", {"fields": (*EndorsementRequest.TIMELINE_FIELDS, "history_table")}),
     )
+    # Every field shown is read-only: state and money change only through services.
+    readonly_fields = tuple(field for _name, options in fieldsets for field in options["fields"])
 
     @admin.display(description="history")
     def history_table(self, obj: EndorsementRequest) -> str:
@@ -646,7 +563,7 @@ class EndorsementRequestAdmin(IntakeAdmin):
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
                 (
-                    step.at.strftime("%Y-%m-%d %H:%M:%S"),
+                    time_text(step.at),
                     step.from_state or "—",
                     step.to_state,
                     step.actor,
@@ -656,7 +573,7 @@ class EndorsementRequestAdmin(IntakeAdmin):
             ),
         )
         return format_html(
-            "<table><thead><tr><th>at (UTC)</th><th>from</th><th>to</th><th>actor</th><th>reason</th></tr>"
+            "<table><thead><tr><th>at</th><th>from</th><th>to</th><th>actor</th><th>reason</th></tr>"
             "</thead><tbody>{}</tbody></table>",
             rows,
         )
@@ -672,16 +589,12 @@ class EndorsementRequestAdmin(IntakeAdmin):
         return obj.policy.currency if obj.policy_id is not None else "INR"
 
     @admin.display(description="premium incl. tax", ordering="premium_amount")
-    def premium(self, obj: EndorsementRequest) -> str:
-        return money_display(obj.premium_amount, self.currency_of(obj))
-
-    @admin.display(description="premium incl. tax")
     def premium_display(self, obj: EndorsementRequest) -> str:
-        return money_display(obj.premium_amount, self.currency_of(obj))
+        return money_text(obj.premium_amount, self.currency_of(obj))
 
     @admin.display(description="tax")
     def tax_display(self, obj: EndorsementRequest) -> str:
-        return money_display(obj.tax_amount, self.currency_of(obj))
+        return money_text(obj.tax_amount, self.currency_of(obj))
 
 
 @admin.register(EndorsementTransition)

@@ -4,29 +4,19 @@ Every state change emits `endorsement.<new state in lower case>`:
 `{"tracking_id", "endorsement_type", "from_state", "to_state", "reason", ...changes}`.
 A batch emits `batch.received`, `batch.completed` and `batch.failed` keyed by `batch:<id>`.
 
-`events_queue` writes events into the outbox in the caller's transaction: a few as one
-outbox row each, many (a file's chunk) as group rows of `ems.outbox.events_bulk_emit`,
-which the relay sends as one message per event.
+Each is an `ems.outbox.KafkaEvent` on that topic. `events_queue` writes events into the
+outbox in the caller's transaction: a few as one outbox row each (`ems.outbox.outbox_write`),
+many (a file's chunk) as group rows of `ems.outbox.events_bulk_emit`, which the relay sends
+as one message per event.
 """
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-
-from django.db import transaction
 
 from ems.outbox import TOPIC_ENDORSEMENTS, KafkaEvent, events_bulk_emit, outbox_write
 
 
 def state_event_type(state: str) -> str:
     return f"endorsement.{state.lower()}"
-
-
-@dataclass
-class QueuedEvent:
-    key: str
-    event_type: str
-    employer_id: int | None
-    data: dict = field(default_factory=dict)
 
 
 def transition_event(
@@ -38,8 +28,9 @@ def transition_event(
     to_state: str,
     reason: str = "",
     changes: dict | None = None,
-) -> QueuedEvent:
-    return QueuedEvent(
+) -> KafkaEvent:
+    return KafkaEvent(
+        topic=TOPIC_ENDORSEMENTS,
         key=tracking_id,
         event_type=state_event_type(to_state),
         employer_id=employer_id,
@@ -64,20 +55,13 @@ def transition_data(
     return data
 
 
-def outbox_event(event: QueuedEvent) -> KafkaEvent:
-    """The same event for `ems.outbox.outbox_write` (one event written with other rows)."""
+def batch_event(*, batch, event_type: str, data: dict) -> KafkaEvent:
     return KafkaEvent(
         topic=TOPIC_ENDORSEMENTS,
-        key=event.key,
-        event_type=event.event_type,
-        employer_id=event.employer_id,
-        data=event.data,
-    )
-
-
-def batch_event(*, batch, event_type: str, data: dict) -> QueuedEvent:
-    return QueuedEvent(
-        key=f"batch:{batch.pk}", event_type=event_type, employer_id=batch.employer_id, data=data
+        key=f"batch:{batch.pk}",
+        event_type=event_type,
+        employer_id=batch.employer_id,
+        data=data,
     )
 
 
@@ -86,14 +70,12 @@ def batch_event(*, batch, event_type: str, data: dict) -> QueuedEvent:
 GROUP_ABOVE = 100
 
 
-def events_queue(events: Iterable[QueuedEvent]) -> None:
-    """Write the events to the outbox, inside the current transaction."""
+def events_queue(events: Iterable[KafkaEvent]) -> None:
+    """Write the events (on `ems.endorsements`) to the outbox, inside the current transaction."""
     events = list(events)
     if not events:
         return
-    if transaction.get_autocommit():
-        raise RuntimeError("outbox rows must be written inside the transaction that made the change")
     if len(events) <= GROUP_ABOVE:
-        outbox_write(events=[outbox_event(e) for e in events])
+        outbox_write(events=events)
         return
     events_bulk_emit(TOPIC_ENDORSEMENTS, ((e.key, e.event_type, e.employer_id, e.data) for e in events))

@@ -467,6 +467,17 @@ class EndorsementRequest(models.Model):
         null=True, blank=True, help_text="rejected, cancelled, superseded, failed"
     )
     updated_at = models.DateTimeField(auto_now=True)
+    # Its timestamps in the order they happen (the admin's timeline, the portal's list).
+    TIMELINE_FIELDS = (
+        "received_at",
+        "validated_at",
+        "fund_locked_at",
+        "sent_at",
+        "confirmed_at",
+        "activated_at",
+        "closed_at",
+        "updated_at",
+    )
 
     class Meta:
         ordering = ["-received_at", "-id"]

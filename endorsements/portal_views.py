@@ -9,8 +9,9 @@ How it works
   employer's batch or endorsement is simply not found (404).
 - The batch page shows a progress bar that `static/portal/batch.js` keeps live from the
   `/ws/notifications/` websocket, falling back to polling `batch_status` (JSON).
-- Money arrives as integer minor units; `money()` formats it with two decimals here,
-  the one place the portal turns paise into text.
+- Money arrives as integer minor units and leaves as `ems.formatting.money_text`, the
+  admin's formatter too: with its currency, or bare in a table whose column or row names
+  the currency. Times are shown by the `local_time` filter (the project's zone, named).
 """
 
 import csv
@@ -20,12 +21,14 @@ from functools import wraps
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import F
 from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from ems.errors import EmsError, NotFound, PermissionDenied
+from ems.formatting import money_text
 from ems.tenancy import caller_for_user
 from endorsements import selectors as endorsement_selectors
 from endorsements import services as endorsement_services
@@ -36,15 +39,6 @@ from ledger import selectors as ledger_selectors
 
 TEMPLATE_FILE_NAME = "endorsements-template.csv"
 FINAL_BATCH_STATES = ("COMPLETED", "FAILED")
-
-
-def money(amount: int | None) -> str:
-    """Minor units to text with two decimals and thousands separators: 123456 -> '1,234.56'."""
-    if amount is None:
-        return ""
-    sign = "-" if amount < 0 else ""
-    units, minor = divmod(abs(int(amount)), 100)
-    return f"{sign}{units:,}.{minor:02d}"
 
 
 def portal_page(view):
@@ -189,11 +183,17 @@ def endorsement_list(request):
     form = EndorsementFilterForm(request.GET or None)
     filters = form.filters()
     page = None
+    column_currency = None
     if filters is not None:
-        page = _page(request, endorsement_selectors.endorsement_list(caller=request.caller, **filters))
+        endorsements = endorsement_selectors.endorsement_list(caller=request.caller, **filters)
+        page = _page(request, endorsements.annotate(policy_currency=F("policy__currency")))
+        # One currency on the page goes in the column's heading; several go beside each figure.
+        currencies = {row.policy_currency for row in page if row.premium_amount is not None}
+        column_currency = currencies.pop() if len(currencies) == 1 else None
         for endorsement in page:
-            endorsement.premium_display = money(endorsement.premium_amount)
-    context = {"section": "endorsements", "form": form, "page": page}
+            figure_currency = None if column_currency else endorsement.policy_currency
+            endorsement.premium_display = money_text(endorsement.premium_amount, figure_currency)
+    context = {"section": "endorsements", "form": form, "page": page, "column_currency": column_currency}
     return render(request, "portal/endorsement_list.html", context)
 
 
@@ -201,11 +201,12 @@ def endorsement_list(request):
 @require_GET
 def endorsement_detail(request, tracking_id: str):
     endorsement = endorsement_selectors.endorsement_get(caller=request.caller, tracking_id=tracking_id)
+    currency = endorsement.policy.currency if endorsement.policy_id is not None else None
     context = {
         "section": "endorsements",
         "endorsement": endorsement,
-        "premium": money(endorsement.premium_amount),
-        "tax": money(endorsement.tax_amount),
+        "premium": money_text(endorsement.premium_amount, currency),
+        "tax": money_text(endorsement.tax_amount, currency),
         "transitions": endorsement.history(),
         "member_fields": [
             (column, endorsement.member_data[column])
@@ -232,13 +233,13 @@ def balance(request):
             "label": _account_label(account),
             "insurer_code": account.insurer_code,
             "currency": account.currency,
-            "posted": money(account.posted),
-            "held": money(account.held),
-            "available": money(account.available),
-            "threshold": money(account.low_balance_threshold),
+            "posted": money_text(account.posted),
+            "held": money_text(account.held),
+            "available": money_text(account.available),
+            "threshold": money_text(account.low_balance_threshold),
             "below_threshold": account.below_threshold,
             "parked_count": account.parked_count,
-            "parked_amount": money(account.parked_amount),
+            "parked_amount": money_text(account.parked_amount),
         }
         for account in ledger_selectors.account_balances(caller=request.caller)
     ]
@@ -269,8 +270,8 @@ def _history_row(row: dict, accounts: dict[int, str]) -> dict:
         **row,
         "is_hold": is_hold,
         "account": accounts.get(row["account_id"], row["account_id"]),
-        "amount_display": money(row["amount"]),
-        "captured_display": money(row["captured_amount"]),
-        "balance_display": money(row["balance_after"]),
+        "amount_display": money_text(row["amount"]),
+        "captured_display": money_text(row["captured_amount"]),
+        "balance_display": money_text(row["balance_after"]),
         "is_endorsement": str(row["reference"]).startswith("END-"),
     }

@@ -8,30 +8,24 @@ from ems.tenancy import Caller, scoped
 from endorsements.errors import BatchNotFound, EndorsementNotFound
 from endorsements.models import BatchRowError, EndorsementBatch, EndorsementRequest, EndorsementTransition
 
+# The list's columns first, in the order the portal shows them, then what the API adds.
 _LIST_FIELDS = (
     "pk",
     "tracking_id",
-    "employer_id",
-    "policy_id",
     "type",
     "member_data",
+    "state",
     "effective_date",
     "premium_amount",
     "tax_amount",
-    "source",
     "batch_id",
     "row_number",
-    "state",
+    "employer_id",
+    "policy_id",
+    "source",
     "rejection_reasons",
     "superseded_by__tracking_id",
-    "received_at",
-    "validated_at",
-    "fund_locked_at",
-    "sent_at",
-    "confirmed_at",
-    "activated_at",
-    "closed_at",
-    "updated_at",
+    *EndorsementRequest.TIMELINE_FIELDS,
 )
 
 

@@ -54,7 +54,7 @@ from ems.row_insert import row_insert_statement
 from ems.tenancy import Caller
 from endorsements import bulk_writes, intake
 from endorsements.errors import EndorsementInvalid, UploadFormatUnknown
-from endorsements.events import batch_event, events_queue, outbox_event, transition_event
+from endorsements.events import batch_event, events_queue, transition_event
 from endorsements.locks import (
     batch_lock,
     employer_intake_lock,
@@ -141,14 +141,12 @@ def endorsement_submit(
         )
         returned = outbox_write(
             events=[
-                outbox_event(
-                    transition_event(
-                        tracking_id=request.tracking_id,
-                        employer_id=employer_id,
-                        endorsement_type=request.type,
-                        from_state="",
-                        to_state=EndorsementState.RECEIVED,
-                    )
+                transition_event(
+                    tracking_id=request.tracking_id,
+                    employer_id=employer_id,
+                    endorsement_type=request.type,
+                    from_state="",
+                    to_state=EndorsementState.RECEIVED,
                 )
             ],
             documents=[

@@ -7,7 +7,7 @@
   holds needs `ledger.release_hold`.
 - Top-ups: ops record one (maker, `ledger.add_topup`); "Approve" / "Reject" need
   `ledger.approve_topup` (the finance_approver group); the service refuses the maker.
-- Adjustments: the same maker-checker with `ledger.add_adjustment` and
+- Adjustments: the same maker-checker (`DecisionAdmin`) with `ledger.add_adjustment` and
   `ledger.approve_adjustment`.
 - Parked requests: the queue per account (linked from the account list), with
   "Wake now" and "Cancel" (`ledger.wake_parked`).
@@ -22,23 +22,11 @@ from django.contrib.admin.helpers import ActionForm
 from django.urls import reverse
 from django.utils.html import format_html
 
+from ems.admin_mixins import ReadOnlyAdmin, actor_of, money_column, permission_check
+from ems.formatting import money_text
 from ledger import selectors, services
 from ledger.errors import LedgerError
 from ledger.models import Account, Adjustment, Entry, Hold, ParkedRequest, TopUp
-
-
-def money(minor: int | None, currency: str = "INR") -> str:
-    """Integer minor units with two decimals and grouping: 123456 -> '₹1,234.56'."""
-    if minor is None:
-        return "—"
-    symbol = "₹" if currency == "INR" else f"{currency} "
-    sign = "-" if minor < 0 else ""
-    whole, fraction = divmod(abs(minor), 100)
-    return f"{sign}{symbol}{whole:,}.{fraction:02d}"
-
-
-def actor_of(request) -> str:
-    return f"user:{request.user.pk}"
 
 
 class NoteActionForm(ActionForm):
@@ -49,12 +37,14 @@ def _note(request, default: str) -> str:
     return (request.POST.get("note") or "").strip() or default
 
 
-def _run_each(modeladmin, request, rows, call, done: str) -> None:
-    """Call the service per row; report successes and each refusal with its code."""
+def _run_each(modeladmin, request, rows, call, done: str, *, note_default: str = "") -> None:
+    """Call the service per row as `call(row, note)` (the note typed beside the action menu,
+    or `note_default`); report successes and each refusal with its code."""
+    note = _note(request, note_default)
     succeeded = 0
     for row in rows:
         try:
-            call(row)
+            call(row, note)
             succeeded += 1
         except LedgerError as exc:
             modeladmin.message_user(request, f"#{row.pk}: {exc.message} ({exc.code})", messages.ERROR)
@@ -62,17 +52,11 @@ def _run_each(modeladmin, request, rows, call, done: str) -> None:
         modeladmin.message_user(request, f"{succeeded} {done}.", messages.SUCCESS)
 
 
-class ReadOnlyLedgerAdmin(admin.ModelAdmin):
-    """Ledger rows: nobody adds, edits or deletes them here, superusers included."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+def _queues_wake(modeladmin, request, account_ids) -> None:
+    """Wake each account's parked queue, oldest first; report how many requests were placed."""
+    actor = actor_of(request)
+    placed = sum(len(services.parked_wake(account_id=account_id, actor=actor)) for account_id in account_ids)
+    modeladmin.message_user(request, f"{placed} parked request(s) placed.", messages.SUCCESS)
 
 
 class AccountForm(forms.ModelForm):
@@ -119,24 +103,12 @@ class AccountAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
-    def has_wake_parked_permission(self, request) -> bool:
-        return request.user.has_perm("ledger.wake_parked")
+    has_wake_parked_permission = permission_check("ledger.wake_parked")
 
-    @admin.display(description="posted", ordering="posted")
-    def posted_display(self, obj):
-        return money(obj.posted, obj.currency)
-
-    @admin.display(description="held", ordering="held")
-    def held_display(self, obj):
-        return money(obj.held, obj.currency)
-
-    @admin.display(description="available", ordering="available_amount")
-    def available_display(self, obj):
-        return money(obj.available_amount, obj.currency)
-
-    @admin.display(description="low-balance threshold", ordering="low_balance_threshold")
-    def threshold_display(self, obj):
-        return money(obj.low_balance_threshold, obj.currency)
+    posted_display = money_column("posted", "posted", currency="currency")
+    held_display = money_column("held", "held", currency="currency")
+    available_display = money_column("available_amount", "available", currency="currency")
+    threshold_display = money_column("low_balance_threshold", "low-balance threshold", currency="currency")
 
     @admin.display(description="parked", ordering="parked_count")
     def parked_display(self, obj):
@@ -148,7 +120,7 @@ class AccountAdmin(admin.ModelAdmin):
             url,
             obj.pk,
             obj.parked_count,
-            money(obj.parked_amount, obj.currency),
+            money_text(obj.parked_amount, obj.currency),
         )
 
     def save_model(self, request, obj, form, change) -> None:
@@ -171,71 +143,49 @@ class AccountAdmin(admin.ModelAdmin):
 
     @admin.action(description="Wake parked queue now", permissions=["wake_parked"])
     def wake_parked(self, request, queryset):
-        placed = 0
-        for account in queryset:
-            placed += len(services.parked_wake(account_id=account.pk, actor=actor_of(request)))
-        self.message_user(request, f"{placed} parked request(s) placed.", messages.SUCCESS)
+        _queues_wake(self, request, [account.pk for account in queryset])
+
+
+# A hold's and a parked request's first columns: what it is for and where it stands.
+HOLD_LIKE_COLUMNS = ("id", "account", "reference", "amount_display", "state")
+
+
+class AccountRowAdmin(ReadOnlyAdmin):
+    """Read-only rows of an account (entries, holds, parked requests), found by reference or key."""
+
+    list_select_related = ["account"]
+    search_fields = ["reference", "idempotency_key"]
+    amount_display = money_column("amount", "amount")
 
 
 @admin.register(Entry)
-class EntryAdmin(ReadOnlyLedgerAdmin):
+class EntryAdmin(AccountRowAdmin):
     list_display = ["id", "account", "kind", "amount_display", "balance_display", "reference", "created_at"]
-    list_select_related = ["account"]
     list_filter = ["kind"]
-    search_fields = ["reference", "idempotency_key"]
     raw_id_fields = ["account", "hold"]
     date_hierarchy = "created_at"
 
-    @admin.display(description="amount", ordering="amount")
-    def amount_display(self, obj):
-        return money(obj.amount, obj.account.currency)
-
-    @admin.display(description="balance after", ordering="balance_after")
-    def balance_display(self, obj):
-        return money(obj.balance_after, obj.account.currency)
+    balance_display = money_column("balance_after", "balance after")
 
 
 @admin.register(Hold)
-class HoldAdmin(ReadOnlyLedgerAdmin):
-    list_display = [
-        "id",
-        "account",
-        "reference",
-        "amount_display",
-        "state",
-        "captured_display",
-        "expires_at",
-        "created_at",
-        "resolved_at",
-    ]
-    list_select_related = ["account"]
+class HoldAdmin(AccountRowAdmin):
+    list_display = [*HOLD_LIKE_COLUMNS, "captured_display", "expires_at", "created_at", "resolved_at"]
     list_filter = ["state"]
-    search_fields = ["reference", "idempotency_key"]
     raw_id_fields = ["account"]
     actions = ["release"]
     action_form = NoteActionForm
 
-    def has_release_hold_permission(self, request) -> bool:
-        return request.user.has_perm("ledger.release_hold")
+    has_release_hold_permission = permission_check("ledger.release_hold")
 
-    @admin.display(description="amount", ordering="amount")
-    def amount_display(self, obj):
-        return money(obj.amount, obj.account.currency)
-
-    @admin.display(description="captured", ordering="captured_amount")
-    def captured_display(self, obj):
-        return money(obj.captured_amount, obj.account.currency)
+    captured_display = money_column("captured_amount", "captured")
 
     @admin.action(description="Release selected pending holds", permissions=["release_hold"])
     def release(self, request, queryset):
-        reason = _note(request, "released in admin")
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda hold: services.hold_release(hold_id=hold.pk, reason=reason, actor=actor_of(request)),
-            "hold(s) released",
-        )
+        def release_one(hold, reason):
+            return services.hold_release(hold_id=hold.pk, reason=reason, actor=actor_of(request))
+
+        _run_each(self, request, queryset, release_one, "hold(s) released", note_default="released in admin")
 
 
 def _form_amount(value, *, signed: bool = False) -> int:
@@ -254,10 +204,23 @@ class TopUpForm(forms.ModelForm):
         return _form_amount(self.cleaned_data["amount"])
 
 
+# Where a maker-checker row stands, after what it is.
+DECISION_COLUMNS = ("state", "requested_by", "decided_by", "created_at", "decided_at")
+
+
 class DecisionAdmin(admin.ModelAdmin):
-    """Maker-checker rows: added through a service, decided by actions, never edited."""
+    """Maker-checker rows: added through a service, decided by actions, never edited.
+
+    A subclass names the permission that decides (`approve_permission`), what its rows are
+    called in messages, and the three services: create, approve, reject.
+    """
 
     action_form = NoteActionForm
+    actions = ["approve", "reject"]
+    raw_id_fields = ["account"]
+    list_filter = ["state"]
+    approve_permission: str
+    rows_noun: str
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
@@ -265,71 +228,68 @@ class DecisionAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
+    def has_approve_permission(self, request) -> bool:
+        return request.user.has_perm(self.approve_permission)
+
     def get_readonly_fields(self, request, obj=None):
         return [] if obj is None else [f.name for f in self.model._meta.fields]
 
     def save_model(self, request, obj, form, change) -> None:
-        created = self.create_through_service(request, obj)
+        # What every maker's service takes; each admin adds its own fields.
+        key = f"admin:{uuid.uuid4()}"
+        common = {"account_id": obj.account_id, "amount": obj.amount, "idempotency_key": key}
+        created = self.create_through_service(request, obj, common)
         obj.pk = created.pk
         obj.created_at = created.created_at
+
+    amount_display = money_column("amount", "amount")
+
+    @admin.action(
+        description="Approve selected %(verbose_name_plural)s (posts them)", permissions=["approve"]
+    )
+    def approve(self, request, queryset):
+        def approve_one(row, _unused_note):
+            return self.approve_through_service(row, request.user)
+
+        _run_each(self, request, queryset, approve_one, f"{self.rows_noun} approved")
+
+    @admin.action(description="Reject selected %(verbose_name_plural)s", permissions=["approve"])
+    def reject(self, request, queryset):
+        def reject_one(row, note):
+            return self.reject_through_service(row, request.user, note)
+
+        done = f"{self.rows_noun} rejected"
+        _run_each(self, request, queryset, reject_one, done, note_default="rejected in admin")
+
+    def create_through_service(self, request, obj, common: dict):
+        raise NotImplementedError
+
+    def approve_through_service(self, row, approver):
+        raise NotImplementedError
+
+    def reject_through_service(self, row, approver, note: str):
+        raise NotImplementedError
 
 
 @admin.register(TopUp)
 class TopUpAdmin(DecisionAdmin):
     form = TopUpForm
-    list_display = [
-        "id",
-        "account",
-        "amount_display",
-        "payment_reference",
-        "state",
-        "requested_by",
-        "decided_by",
-        "created_at",
-        "decided_at",
-    ]
+    list_display = ["id", "account", "amount_display", "payment_reference", *DECISION_COLUMNS]
     list_select_related = ["account", "decided_by"]
-    list_filter = ["state"]
     search_fields = ["payment_reference", "requested_by"]
-    raw_id_fields = ["account"]
-    actions = ["approve", "reject"]
+    approve_permission = "ledger.approve_topup"
+    rows_noun = "top-up(s)"
 
-    def has_approve_topup_permission(self, request) -> bool:
-        return request.user.has_perm("ledger.approve_topup")
-
-    @admin.display(description="amount", ordering="amount")
-    def amount_display(self, obj):
-        return money(obj.amount, obj.account.currency)
-
-    def create_through_service(self, request, obj):
+    def create_through_service(self, request, obj, common: dict):
         return services.account_topup(
-            account_id=obj.account_id,
-            amount=obj.amount,
-            payment_reference=obj.payment_reference,
-            idempotency_key=f"admin:{uuid.uuid4()}",
-            requested_by=actor_of(request),
+            **common, payment_reference=obj.payment_reference, requested_by=actor_of(request)
         )
 
-    @admin.action(description="Approve selected top-ups (posts them)", permissions=["approve_topup"])
-    def approve(self, request, queryset):
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda topup: services.topup_approve(topup_id=topup.pk, approver=request.user),
-            "top-up(s) approved",
-        )
+    def approve_through_service(self, row, approver):
+        return services.topup_approve(topup_id=row.pk, approver=approver)
 
-    @admin.action(description="Reject selected top-ups", permissions=["approve_topup"])
-    def reject(self, request, queryset):
-        note = _note(request, "rejected in admin")
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda topup: services.topup_reject(topup_id=topup.pk, approver=request.user, note=note),
-            "top-up(s) rejected",
-        )
+    def reject_through_service(self, row, approver, note: str):
+        return services.topup_reject(topup_id=row.pk, approver=approver, note=note)
 
 
 class AdjustmentForm(forms.ModelForm):
@@ -344,110 +304,43 @@ class AdjustmentForm(forms.ModelForm):
 @admin.register(Adjustment)
 class AdjustmentAdmin(DecisionAdmin):
     form = AdjustmentForm
-    list_display = [
-        "id",
-        "account",
-        "amount_display",
-        "reason",
-        "state",
-        "requested_by",
-        "decided_by",
-        "created_at",
-        "decided_at",
-    ]
+    list_display = ["id", "account", "amount_display", "reason", *DECISION_COLUMNS]
     list_select_related = ["account", "requested_by", "decided_by"]
-    list_filter = ["state"]
     search_fields = ["reason"]
-    raw_id_fields = ["account"]
-    actions = ["approve", "reject"]
+    approve_permission = "ledger.approve_adjustment"
+    rows_noun = "adjustment(s)"
 
-    def has_approve_adjustment_permission(self, request) -> bool:
-        return request.user.has_perm("ledger.approve_adjustment")
+    def create_through_service(self, request, obj, common: dict):
+        return services.adjustment_request(**common, reason=obj.reason, requested_by=request.user)
 
-    @admin.display(description="amount", ordering="amount")
-    def amount_display(self, obj):
-        return money(obj.amount, obj.account.currency)
+    def approve_through_service(self, row, approver):
+        return services.adjustment_approve(adjustment_id=row.pk, approver=approver)
 
-    def create_through_service(self, request, obj):
-        return services.adjustment_request(
-            account_id=obj.account_id,
-            amount=obj.amount,
-            reason=obj.reason,
-            idempotency_key=f"admin:{uuid.uuid4()}",
-            requested_by=request.user,
-        )
-
-    @admin.action(description="Approve selected adjustments (posts them)", permissions=["approve_adjustment"])
-    def approve(self, request, queryset):
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda adjustment: services.adjustment_approve(
-                adjustment_id=adjustment.pk, approver=request.user
-            ),
-            "adjustment(s) approved",
-        )
-
-    @admin.action(description="Reject selected adjustments", permissions=["approve_adjustment"])
-    def reject(self, request, queryset):
-        note = _note(request, "rejected in admin")
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda adjustment: services.adjustment_reject(
-                adjustment_id=adjustment.pk, approver=request.user, note=note
-            ),
-            "adjustment(s) rejected",
-        )
+    def reject_through_service(self, row, approver, note: str):
+        return services.adjustment_reject(adjustment_id=row.pk, approver=approver, note=note)
 
 
 @admin.register(ParkedRequest)
-class ParkedRequestAdmin(ReadOnlyLedgerAdmin):
+class ParkedRequestAdmin(AccountRowAdmin):
     """The parked queue: filter by account (linked from the account list), oldest first."""
 
-    list_display = [
-        "id",
-        "account",
-        "reference",
-        "amount_display",
-        "state",
-        "hold",
-        "created_at",
-        "resolved_at",
-    ]
-    list_select_related = ["account"]
+    list_display = [*HOLD_LIKE_COLUMNS, "hold", "created_at", "resolved_at"]
     list_filter = ["state"]
-    search_fields = ["reference", "idempotency_key"]
     raw_id_fields = ["account", "hold"]
     ordering = ["account", "id"]
     actions = ["wake_now", "cancel"]
     action_form = NoteActionForm
 
-    def has_wake_parked_permission(self, request) -> bool:
-        return request.user.has_perm("ledger.wake_parked")
-
-    @admin.display(description="amount", ordering="amount")
-    def amount_display(self, obj):
-        return money(obj.amount, obj.account.currency)
+    has_wake_parked_permission = permission_check("ledger.wake_parked")
 
     @admin.action(description="Wake now (the selected requests' accounts)", permissions=["wake_parked"])
     def wake_now(self, request, queryset):
-        placed = 0
-        for account_id in sorted(set(queryset.values_list("account_id", flat=True))):
-            placed += len(services.parked_wake(account_id=account_id, actor=actor_of(request)))
-        self.message_user(request, f"{placed} parked request(s) placed.", messages.SUCCESS)
+        _queues_wake(self, request, sorted(set(queryset.values_list("account_id", flat=True))))
 
     @admin.action(description="Cancel selected parked requests", permissions=["wake_parked"])
     def cancel(self, request, queryset):
-        reason = _note(request, "cancelled in admin")
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda parked: services.parked_cancel(
-                parked_request_id=parked.pk, reason=reason, actor=actor_of(request)
-            ),
-            "parked request(s) cancelled",
-        )
+        def cancel_one(parked, reason):
+            return services.parked_cancel(parked_request_id=parked.pk, reason=reason, actor=actor_of(request))
+
+        done = "parked request(s) cancelled"
+        _run_each(self, request, queryset, cancel_one, done, note_default="cancelled in admin")

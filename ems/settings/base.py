@@ -308,3 +308,23 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
     },
 }
+
+# --- insurer gateway and the sandbox insurer ------------------------------------------
+# Members' personal data in the exchange log is masked after this many days.
+EXCHANGE_PII_RETENTION_DAYS = env.int("EXCHANGE_PII_RETENTION_DAYS", default=90)
+CELERY_BEAT_SCHEDULE["insurers-exchanges-mask-sweep"] = {
+    "task": "insurers.tasks.exchanges_mask_sweep_task",
+    "schedule": 3600.0,
+}
+# The sandbox insurer (`manage.py run_sandbox`, started by run_stack): ports of its own.
+SANDBOX_HOST = env.str("SANDBOX_HOST", default="127.0.0.1")
+SANDBOX_REST_PORT = env.int("SANDBOX_REST_PORT", default=8765)
+SANDBOX_SOAP_PORT = env.int("SANDBOX_SOAP_PORT", default=8766)
+SANDBOX_SFTP_PORT = env.int("SANDBOX_SFTP_PORT", default=8722)
+SANDBOX_BASE_URL = env.str("SANDBOX_BASE_URL", default=f"http://{SANDBOX_HOST}:{SANDBOX_REST_PORT}")
+SANDBOX_SOAP_URL = env.str("SANDBOX_SOAP_URL", default=f"http://{SANDBOX_HOST}:{SANDBOX_SOAP_PORT}/?wsdl")
+SANDBOX_SFTP_URL = env.str("SANDBOX_SFTP_URL", default=f"sftp://sandbox@{SANDBOX_HOST}:{SANDBOX_SFTP_PORT}/")
+SANDBOX_DATA_DIR = env.path("SANDBOX_DATA_DIR", default=VAR_DIR / "sandbox")
+SANDBOX_REST_TOKEN = env.str("SANDBOX_REST_TOKEN", default="sandbox-demo-token")
+# Where the sandbox sends its signed webhooks (EMS's own web server).
+SANDBOX_EMS_WEBHOOK_URL = env.str("SANDBOX_EMS_WEBHOOK_URL", default="http://127.0.0.1:8000")

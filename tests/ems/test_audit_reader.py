@@ -1,12 +1,11 @@
-"""ems/audit_reader.py against the Mongo-wire server: indexes and the two selectors."""
+"""ems/audit_reader.py against the Mongo-wire server: the two selectors."""
 
 import datetime
 
 import pytest
-from pymongo.errors import DuplicateKeyError
 
-from ems.audit import AUDIT_COLLECTION, EXCHANGES_COLLECTION
-from ems.audit_reader import AUDIT_MAX_LIMIT, audit_for_object, audit_indexes_ensure, audit_search
+from ems.audit import AUDIT_COLLECTION
+from ems.audit_reader import AUDIT_MAX_LIMIT, audit_for_object, audit_search
 
 UTC = datetime.UTC
 
@@ -57,46 +56,6 @@ def records(mongo_db):
     ]
     mongo_db[AUDIT_COLLECTION].insert_many(documents)
     return {document["_id"]: _plain(document) for document in documents}
-
-
-def test_indexes_are_created_once_and_enforce_unique_event_ids(mongo_db):
-    # when the indexes are ensured twice
-    first = audit_indexes_ensure()
-    second = audit_indexes_ensure()
-    # then the same names come back and each collection has the keys the selectors use
-    assert first == second
-    assert first == [
-        "event_id_unique", "at", "object_at", "actor_at", "employer_at", "request_id",
-        "event_id_unique", "at", "insurer_at",
-    ]  # fmt: skip
-    audit_keys = {
-        (tuple(field for field in index["key"]), bool(index.get("unique")))
-        for index in mongo_db[AUDIT_COLLECTION].list_indexes()
-    }
-    assert audit_keys == {
-        (("_id",), False),
-        (("event_id",), True),
-        (("at",), False),
-        (("object_type", "object_id", "at"), False),
-        (("actor", "at"), False),
-        (("employer_id", "at"), False),
-        (("request_id",), False),
-    }
-    exchange_keys = {
-        (tuple(field for field in index["key"]), bool(index.get("unique")))
-        for index in mongo_db[EXCHANGES_COLLECTION].list_indexes()
-    }
-    assert exchange_keys == {
-        (("_id",), False),
-        (("event_id",), True),
-        (("at",), False),
-        (("insurer_id", "at"), False),
-    }
-    # and a second document with the same event_id is refused
-    mongo_db[AUDIT_COLLECTION].insert_one({"_id": "a", "event_id": "same"})
-    with pytest.raises(DuplicateKeyError):
-        mongo_db[AUDIT_COLLECTION].insert_one({"_id": "b", "event_id": "same"})
-    assert mongo_db[AUDIT_COLLECTION].count_documents({}) == 1
 
 
 def test_audit_for_object_returns_that_objects_records_newest_first(records):

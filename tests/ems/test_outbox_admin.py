@@ -9,8 +9,8 @@ from django.urls import reverse
 from ems import outbox_relay
 from ems.audit import audit_record
 from ems.models import IdempotencyRecord, OutboxEvent
-from ems.outbox import TOPIC_ENDORSEMENTS, event_emit
-from ems.outbox_relay import KICK_KEY, SINKS, backoff_remaining
+from ems.outbox import KICK_KEY, TOPIC_ENDORSEMENTS, KafkaEvent, outbox_write
+from ems.outbox_relay import SINKS, backoff_remaining
 from ems.redis_lock import redis_client
 from tests.factories import UserFactory
 
@@ -60,7 +60,9 @@ def rows():
     with transaction.atomic():
         for number in range(30):
             audit_record(actor="ops1", action="member.touched", object_type="member", object_id=number)
-        event_emit(topic=TOPIC_ENDORSEMENTS, key="TRK-1", event_type="t", employer_id=1, data={})
+        outbox_write(
+            events=[KafkaEvent(topic=TOPIC_ENDORSEMENTS, key="TRK-1", event_type="t", employer_id=1, data={})]
+        )
     OutboxEvent.objects.filter(sink=MONGO, id__in=OutboxEvent.objects.order_by("id")[:10]).update(
         delivered_at="2026-05-01T00:00:00Z"
     )

@@ -14,9 +14,8 @@ from ems.audit import AUDIT_COLLECTION, audit_record
 from ems.audit_reader import audit_for_object
 from ems.embedded import start_mongo_wire
 from ems.models import OutboxEvent
-from ems.outbox import TOPIC_ENDORSEMENTS, document_emit, event_emit
+from ems.outbox import KICK_KEY, TOPIC_ENDORSEMENTS, KafkaEvent, document_emit, outbox_write
 from ems.outbox_relay import (
-    KICK_KEY,
     SINKS,
     SinkReport,
     Status,
@@ -24,7 +23,6 @@ from ems.outbox_relay import (
     backoff_remaining,
     outbox_backoff_clear,
     relay_pending,
-    relay_soon,
 )
 from ems.redis_lock import redis_client
 
@@ -39,7 +37,6 @@ def backoff_reset(client) -> None:
     keys = [f"ems:outbox:{sink}:{part}" for sink in SINKS for part in ("failures", "retry_at")]
     client.delete(*keys, KICK_KEY)
     outbox_relay._local_backoff.clear()
-    outbox_relay._kick_covers_until = 0.0
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +115,9 @@ def test_rows_of_a_rolled_back_transaction_never_appear(mongo_db):
     # given a transaction that writes an audit record and an event, then fails
     with pytest.raises(ZeroDivisionError), transaction.atomic():
         audit_record(actor="ops1", action="member.touched", object_type="member", object_id=1)
-        event_emit(topic=TOPIC_ENDORSEMENTS, key="T1", event_type="x", employer_id=1, data={})
+        outbox_write(
+            events=[KafkaEvent(topic=TOPIC_ENDORSEMENTS, key="T1", event_type="x", employer_id=1, data={})]
+        )
         raise ZeroDivisionError
     # when the relay runs
     report = relay_pending()
@@ -162,9 +161,10 @@ def test_max_batches_bounds_one_run(mongo_db):
 
 def test_kafka_rows_stay_pending_while_kafka_is_not_configured(mongo_db):
     with transaction.atomic():
-        event_emit(
+        event = KafkaEvent(
             topic=TOPIC_ENDORSEMENTS, key="T1", event_type="endorsement.received", employer_id=1, data={}
         )
+        outbox_write(events=[event])
     report = relay_pending()
     assert report.sinks[KAFKA] == SinkReport(sink=KAFKA, status=Status.DISABLED)
     row = OutboxEvent.objects.get()
@@ -278,62 +278,6 @@ def test_with_redis_down_the_relay_still_delivers_and_keeps_backoff_in_process(m
     outbox_relay._backoff_failure_record(MONGO)
     assert 30 <= backoff_remaining(MONGO) <= 60
     assert relay_pending().sinks[MONGO].status == Status.BACKING_OFF
-
-
-# --- kick after commit ------------------------------------------------------------------
-
-
-def test_commit_with_outbox_rows_kicks_one_relay(mongo_db, settings, django_capture_on_commit_callbacks):
-    settings.OUTBOX_RELAY_ON_COMMIT = True
-    # when a transaction with two audit records commits (Celery runs the task inline in tests)
-    with django_capture_on_commit_callbacks(execute=True) as callbacks, transaction.atomic():
-        audit_record(actor="ops1", action="member.touched", object_type="member", object_id=1)
-        audit_record(actor="ops1", action="member.touched", object_type="member", object_id=2)
-    # then the relay already delivered both
-    assert len(callbacks) == 2
-    assert OutboxEvent.objects.filter(delivered_at__isnull=True).count() == 0
-    assert mongo_db[AUDIT_COLLECTION].count_documents({}) == 2
-    assert 0 < redis_client().pttl(KICK_KEY) <= 1000
-
-
-def test_kicks_are_de_duplicated_within_the_window(settings, monkeypatch):
-    from ems import tasks
-
-    settings.OUTBOX_RELAY_ON_COMMIT = True
-    queued = []
-    monkeypatch.setattr(tasks.outbox_relay, "apply_async", lambda **options: queued.append(options))
-    relay_soon()
-    relay_soon()
-    relay_soon()
-    assert queued == [{"countdown": 1.0}]
-
-
-def test_within_its_own_window_a_process_does_not_ask_redis_again(settings, monkeypatch):
-    from ems import tasks
-
-    settings.OUTBOX_RELAY_ON_COMMIT = True
-    queued = []
-    monkeypatch.setattr(tasks.outbox_relay, "apply_async", lambda **options: queued.append(options))
-    relay_soon()
-    redis_client().delete(KICK_KEY)  # were Redis asked again, this would queue a second task
-    relay_soon()
-    assert queued == [{"countdown": 1.0}]
-    assert redis_client().exists(KICK_KEY) == 0
-    # after the window the kick goes through Redis again
-    monkeypatch.setattr(outbox_relay, "_kick_covers_until", 0.0)
-    relay_soon()
-    assert len(queued) == 2
-
-
-def test_no_kick_when_switched_off(settings, monkeypatch):
-    from ems import tasks
-
-    settings.OUTBOX_RELAY_ON_COMMIT = False
-    queued = []
-    monkeypatch.setattr(tasks.outbox_relay, "apply_async", lambda **options: queued.append(options))
-    relay_soon()
-    assert queued == []
-    assert redis_client().exists(KICK_KEY) == 0
 
 
 def test_the_celery_task_relays_and_reports(mongo_db):

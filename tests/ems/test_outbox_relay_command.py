@@ -17,7 +17,8 @@ from django.db import connection, transaction
 from ems import outbox_relay
 from ems.audit import AUDIT_COLLECTION, audit_record
 from ems.models import OutboxEvent
-from ems.outbox_relay import KICK_KEY, SINKS
+from ems.outbox import KICK_KEY
+from ems.outbox_relay import SINKS
 from ems.redis_lock import redis_client
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from django.db import connection, transaction
 from ems import clients, outbox_relay
 from ems.audit import AUDIT_COLLECTION, audit_record
 from ems.models import OutboxEvent
-from ems.outbox import KafkaEvent, outbox_write
-from ems.outbox_relay import KICK_KEY, SINKS, SinkReport, Status, relay_pending
+from ems.outbox import KICK_KEY, KafkaEvent, outbox_write
+from ems.outbox_relay import SINKS, SinkReport, Status, relay_pending
 from ems.redis_lock import redis_client
 from tests.ems.test_outbox_relay_kafka import topic_read
 

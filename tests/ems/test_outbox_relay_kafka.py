@@ -11,9 +11,8 @@ from kafka import KafkaConsumer, TopicPartition
 from ems import clients, outbox_relay
 from ems.embedded import start_kafka_wire
 from ems.models import OutboxEvent
-from ems.outbox import event_emit, events_bulk_emit
+from ems.outbox import KICK_KEY, KafkaEvent, events_bulk_emit, outbox_write
 from ems.outbox_relay import (
-    KICK_KEY,
     SINKS,
     SinkReport,
     Status,
@@ -55,13 +54,14 @@ def unique_topic() -> str:
 def events_emit(topic: str, keys: list[str], *, start: int = 0) -> list[OutboxEvent]:
     with transaction.atomic():
         for number, key in enumerate(keys, start=start):
-            event_emit(
+            event = KafkaEvent(
                 topic=topic,
                 key=key,
                 event_type="endorsement.validated",
                 employer_id=7,
                 data={"tracking_id": key, "n": number},
             )
+            outbox_write(events=[event])
     return list(OutboxEvent.objects.filter(sink=KAFKA, destination=topic).order_by("id"))
 
 
@@ -185,9 +185,9 @@ def test_a_message_the_broker_can_never_take_is_set_aside_and_the_rest_go(kafka)
     # given a too-large event between two normal ones
     topic = unique_topic()
     with transaction.atomic():
-        event_emit(topic=topic, key="K", event_type="t", employer_id=1, data={"n": 0})
-        huge = event_emit(topic=topic, key="K", event_type="t", employer_id=1, data={"blob": "x" * 1_100_000})
-        event_emit(topic=topic, key="K", event_type="t", employer_id=1, data={"n": 2})
+        for data in ({"n": 0}, {"blob": "x" * 1_100_000}, {"n": 2}):
+            outbox_write(events=[KafkaEvent(topic=topic, key="K", event_type="t", employer_id=1, data=data)])
+    huge = OutboxEvent.objects.filter(destination=topic).order_by("id")[1]
     # when the relay runs
     report = relay_pending(sink=KAFKA).sinks[KAFKA]
     # then the two normal ones are delivered, the huge one waits with its error, no backoff

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from endorsements.models import EndorsementBatch, EndorsementRequest, EndorsementTransition
-from tests.factories import EmployerFactory, hr_user_create
+from tests.factories import EmployerFactory, PolicyFactory, hr_user_create
 
 pytestmark = pytest.mark.django_db
 
@@ -45,6 +45,26 @@ def test_the_list_shows_only_the_employers_endorsements(hr):
     assert theirs.tracking_id not in html
     assert '<caption id="results-caption">1 endorsement</caption>' in html
     assert '<td class="num">7,080.00</td>' in html
+
+
+def test_money_names_its_currency_in_the_heading_or_beside_each_figure(hr):
+    # given priced endorsements on an INR policy
+    rupees = PolicyFactory(employer=hr.employer, currency="INR")
+    priced = endorsement_create(hr.employer, code="E1", policy=rupees)
+    # then one currency on the page is named once, in the column's heading
+    html = hr.get("/portal/endorsements/").content.decode()
+    assert '<th scope="col" class="num">Premium (INR)</th>' in html
+    assert '<td class="num">7,080.00</td>' in html
+    # and the detail page names it beside the figures
+    html = hr.get(f"/portal/endorsements/{priced.tracking_id}/").content.decode()
+    assert "<dd>₹7,080.00</dd>" in html
+    assert "<dd>₹1,080.00</dd>" in html
+    # when a second currency joins the page, each figure carries its own
+    endorsement_create(hr.employer, code="E2", policy=PolicyFactory(employer=hr.employer, currency="USD"))
+    html = hr.get("/portal/endorsements/").content.decode()
+    assert '<th scope="col" class="num">Premium</th>' in html
+    assert '<td class="num">₹7,080.00</td>' in html
+    assert '<td class="num">USD 7,080.00</td>' in html
 
 
 def test_the_list_filters_by_state_type_employee_and_batch(hr):
