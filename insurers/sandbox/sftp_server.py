@@ -8,12 +8,15 @@ subsystem) over one folder, chroot-like: paths never leave `root`. Layout:
 - `outbox/`  response files the sandbox writes (`<dispatch key>.response.csv`, itself
   written under a dot-name and renamed, so EMS never reads half a file);
 - `archive/` where EMS moves the response files it has read;
+- `rejected/` dispatch files the sandbox could not read (kept for a person to look at);
 - `reports/roster.csv` and `reports/statement-<YYYYMMDD>-<YYYYMMDD>.csv` are produced
   by the engine when opened (the insurer's published reports).
 
 Processing runs on a worker thread fed by renames, so an upload returns at once, as
-with a real insurer's batch pickup. The host key is generated on first start and kept
-in the data folder with a `known_hosts` line for EMS's insurer settings.
+with a real insurer's batch pickup; it waits the switches' latency first. The switches'
+faults act per connection: "error" and "throttle" drop it, "timeout" holds it silent.
+The host key is generated on first start and kept in the data folder with a
+`known_hosts` line for EMS's insurer settings.
 """
 
 import errno
@@ -22,6 +25,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
@@ -34,7 +38,7 @@ log = logging.getLogger(__name__)
 
 HOST_KEY_FILE = "sftp_host_key"
 KNOWN_HOSTS_FILE = "known_hosts"
-FOLDERS = ("inbox", "outbox", "archive", "reports")
+FOLDERS = ("inbox", "outbox", "archive", "reports", "rejected")
 # The sandbox insurer's own CSV layout (what a newcomer configures as `csv_columns`).
 SANDBOX_CSV_COLUMNS = [[field.upper(), field] for _, field in csv_template.DISPATCH_COLUMNS]
 
@@ -207,18 +211,37 @@ class SftpSandbox:
         self.on_error = on_error or (lambda exc: log.exception("sandbox sftp processing failed"))
 
     # --- serving ------------------------------------------------------------------
-    def serve_forever(self) -> None:
+    def start(self) -> None:
+        """Listen now; serve connections and process uploads on daemon threads."""
+        self.listener = socket.create_server((self.host, self.port))
+        self.listener.listen(64)
         for path in sorted((self.root / "inbox").iterdir()):
             self.uploaded(path)  # files left by a previous run
         threading.Thread(target=self._process_forever, name="sandbox-sftp-pickup", daemon=True).start()
-        listener = socket.create_server((self.host, self.port), reuse_port=False)
-        listener.listen(64)
+        threading.Thread(target=self._accept_forever, name=f"sandbox-sftp-{self.port}", daemon=True).start()
+
+    def stop(self) -> None:
+        self.listener.close()
+
+    def _accept_forever(self) -> None:
         while True:
-            connection, _ = listener.accept()
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return  # stopped
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no 40 ms Nagle stalls
             threading.Thread(target=self._session, args=(connection,), daemon=True).start()
 
     def _session(self, connection: socket.socket) -> None:
+        switches = self.engine.switches_get()
+        fault = self.engine.fault_pick(switches)
+        if fault in ("error", "throttle"):
+            connection.close()  # the insurer's server drops the connection
+            return
+        if fault == "timeout":
+            time.sleep(float(switches["timeout_seconds"]))  # accepts, then says nothing
+            connection.close()
+            return
         transport = paramiko.Transport(connection)
         transport.add_server_key(self.host_key)
         transport.set_subsystem_handler("sftp", paramiko.SFTPServer, _Folder, sandbox=self)
@@ -242,6 +265,8 @@ class SftpSandbox:
                 self.process(path)
             except Exception as exc:  # noqa: BLE001 - one bad file must not stop the pickup thread
                 self.on_error(exc)
+                if path.exists():
+                    os.replace(path, self.root / "rejected" / path.name)  # as an insurer's ops would
 
     def process(self, path: Path) -> None:
         """Read one dispatch file, let the engine decide, write the response file."""
@@ -253,6 +278,7 @@ class SftpSandbox:
         else:
             items = csv_template.document_read(text=text, columns=SANDBOX_CSV_COLUMNS)
         dispatch_key = path.name.rsplit(".", 1)[0]
+        time.sleep(int(self.engine.switches_get()["latency_ms"]) / 1000)
         results = self.engine.receive(items, dispatch_key)
         self.outbox_write(f"{dispatch_key}.response.csv", results)
         path.unlink()
@@ -278,3 +304,26 @@ class SftpSandbox:
         staging = target.with_name(f".{target.name}.part")
         staging.write_text(csv_template.document_write(rows=rows, columns=columns), encoding="utf-8")
         os.replace(staging, target)
+
+
+def sftp_start(options: dict) -> tuple[str, SftpSandbox]:
+    """`run_sandbox`'s starter: the SFTP face over the engine, its folder in the data dir."""
+    from urllib.parse import urlsplit
+
+    from django.conf import settings
+
+    from insurers.sandbox import engine
+
+    data_dir = Path(options["data_dir"])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    face = SftpSandbox(
+        root=data_dir / "sftp",
+        data_dir=data_dir,
+        host=options["host"],
+        port=options["sftp_port"],
+        username=urlsplit(settings.SANDBOX_SFTP_URL).username or "sandbox",
+        password=settings.SANDBOX_SFTP_PASSWORD,
+        engine=engine,
+    )
+    face.start()
+    return f"sftp://sandbox@{options['host']}:{options['sftp_port']}/", face
