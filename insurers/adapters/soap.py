@@ -172,7 +172,7 @@ class SoapAdapter:
                 insurer,
                 operation=OPERATIONS["status"],
                 request={"references": batch},
-                call=lambda batch=batch: operation(batch),
+                call=lambda batch=batch: operation({"string": batch}),
                 tracking_ids=batch,
             )
             results += [_item_result(row) for row in rows]
