@@ -75,7 +75,7 @@ def _item_result(row: dict) -> ItemResult:
     )
 
 
-class _Remote:
+class SftpSite:
     """One insurer's SFTP site: where it is, how to log in, its folders."""
 
     def __init__(self, insurer):
@@ -205,7 +205,7 @@ def upload(sftp: paramiko.SFTPClient, folder: str, name: str, body: str) -> str:
 
 class SftpAdapter:
     def send(self, dispatch, items: Sequence) -> list[ItemResult]:
-        remote = _Remote(dispatch.insurer)
+        remote = SftpSite(dispatch.insurer)
         name, body = dispatch_file(dispatch.insurer, dispatch, items)
         references = [item.reference for item in items]
         started, status = time.monotonic(), "ok"
@@ -234,7 +234,7 @@ class SftpAdapter:
         return [ItemResult(reference=reference, outcome=PENDING) for reference in references]
 
     def confirmations_fetch(self, insurer) -> list[ItemResult]:
-        remote = _Remote(insurer)
+        remote = SftpSite(insurer)
         results: list[ItemResult] = []
         outbox, archive = remote.folder("outbox"), remote.folder("archive")
         with remote.session() as sftp:
@@ -262,7 +262,7 @@ class SftpAdapter:
         return results
 
     def status_fetch(self, insurer, references: Sequence[str]) -> list[ItemResult]:
-        remote = _Remote(insurer)
+        remote = SftpSite(insurer)
         wanted, latest = set(references), {}
         with remote.session() as sftp:
             for folder in (remote.folder("archive"), remote.folder("outbox")):
@@ -276,10 +276,10 @@ class SftpAdapter:
         return [latest[reference] for reference in references if reference in latest]
 
     def roster_fetch(self, insurer) -> list[dict]:
-        return _Remote(insurer).report("roster.csv")
+        return SftpSite(insurer).report("roster.csv")
 
     def statement_fetch(self, insurer, period_start: date, period_end: date) -> list[dict]:
-        rows = _Remote(insurer).report(f"statement-{period_start:%Y%m%d}-{period_end:%Y%m%d}.csv")
+        rows = SftpSite(insurer).report(f"statement-{period_start:%Y%m%d}-{period_end:%Y%m%d}.csv")
         for row in rows:
             for key in ("amount", "balance"):
                 if row.get(key, "").lstrip("-").isdigit():

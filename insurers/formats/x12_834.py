@@ -5,7 +5,8 @@ transaction set (ST/SE). Each dispatch item is one member loop (2000: INS, REF; 
 NM1, PER, DMG; 2300: HD, DTP):
 
 - INS03 / HD01 maintenance type: `021` add, `024` cancel, `001` change;
-- DTP `348` benefit begin (add, change), `349` benefit end (cancel);
+- DTP `348` benefit begin (add, change), `349` benefit end (cancel); AMT `P3` the
+  premium we expect, in major units (a cancel's refund as a positive amount);
 - REF `0F` is the employee code (the subscriber's id), REF `1L` the policy number and
   REF `ZZ` our tracking reference, so a response can name the item it answers.
 
@@ -18,6 +19,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 
 SEGMENT_END = "~"
 ELEMENT_SEPARATOR = "*"
@@ -69,6 +71,11 @@ def _date(iso: str) -> str:
     return date.fromisoformat(iso).strftime("%Y%m%d")
 
 
+def _amount(minor_units: int) -> str:
+    """X12 decimal in major units; a cancel's refund is carried as a positive amount."""
+    return str((Decimal(abs(minor_units)) / 100).quantize(Decimal("0.01")))
+
+
 def _segment(*elements: object) -> str:
     parts = [str(element) for element in elements]
     while len(parts) > 1 and parts[-1] == "":
@@ -115,6 +122,8 @@ def _member_segments(item: dict) -> list[str]:
     )
     qualifier = "349" if action == "DELETE" else "348"
     segments.append(_segment("DTP", qualifier, "D8", _date(item["effective_date"])))
+    if item.get("premium") not in (None, ""):
+        segments.append(_segment("AMT", "P3", _amount(int(item["premium"]))))
     return segments
 
 
@@ -209,4 +218,6 @@ def document_read(text: str) -> list[dict]:
             member["plan_code"] = elements[4] if len(elements) > 4 else ""
         elif tag == "DTP" and elements[1] in ("348", "349"):
             member["effective_date"] = _iso(elements[3])
+        elif tag == "AMT" and elements[1] == "P3":
+            member["premium"] = int(Decimal(elements[2]) * 100)
     return members

@@ -95,11 +95,12 @@ def test_member_loops_carry_the_maintenance_codes_and_coverage_dates():
     reader = pyx12.x12context.X12ContextReader(
         pyx12.params.params(), pyx12.error_handler.errh_null(), io.StringIO(_document())
     )
-    members = []
+    members, premiums = [], []
     for loop in reader.iter_segments("2000"):
         if loop.id != "2000":
             continue
         dates = {node.get_value("DTP01"): node.get_value("DTP03") for node in loop.select("2300/DTP")}
+        premiums.append((loop.get_value("2300/AMT01"), loop.get_value("2300/AMT02")))
         members.append(
             (
                 loop.get_value("INS01"),
@@ -114,6 +115,7 @@ def test_member_loops_carry_the_maintenance_codes_and_coverage_dates():
             )
         )
 
+    assert premiums == [("P3", "12000.00"), ("P3", "3000.00"), ("P3", "0.00")]
     assert members == [
         (
             "Y",
@@ -175,5 +177,6 @@ def test_the_sandbox_reads_back_what_was_written():
         ("EN-0002", "DELETE", "CHILD", "2026-03-31"),
         ("EN-0003", "CORRECTION", "SPOUSE", "2026-02-15"),
     ]
+    assert [m["premium"] for m in members] == [1200000, 300000, 0]
     assert members[2]["gender"] == "X"
     assert members[0]["date_of_birth"] == "1990-05-01"
