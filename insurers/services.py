@@ -67,10 +67,15 @@ def dispatch_create(*, insurer: Insurer, items: list[dict]) -> Dispatch:
     if not items:
         raise ValueError("a dispatch needs at least one item")
     keys = [item_idempotency_key(item["reference"]) for item in items]
+    base_key = dispatch_idempotency_key(insurer, keys)
+    # The same items sent again as a NEW dispatch (one retried alone after its dispatch
+    # failed) get the next generation of the key; the items keep their own keys, by which
+    # the insurer recognises what it already has.
+    earlier = Dispatch.objects.filter(idempotency_key__startswith=base_key).count()
     dispatch = Dispatch.objects.create(
         insurer=insurer,
         protocol=insurer.protocol,
-        idempotency_key=dispatch_idempotency_key(insurer, keys),
+        idempotency_key=base_key if not earlier else f"{base_key}-g{earlier + 1}",
     )
     DispatchItem.objects.bulk_create(
         DispatchItem(
