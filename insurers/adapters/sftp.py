@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import paramiko
 
-from insurers.adapters.base import OUTCOMES, PENDING, ItemResult, PermanentError, TransientError
+from insurers.adapters.base import PENDING, ItemResult, PermanentError, TransientError, item_result_from
 from insurers.exchanges import exchange_record
 from insurers.formats import csv_template, x12_834
 
@@ -60,19 +60,8 @@ def _private_key(text: str, passphrase: str | None) -> paramiko.PKey:
 
 
 def _item_result(row: dict) -> ItemResult:
-    premium = row.get("insurer_premium") or ""
     data = {key: row[key] for key in ("effective_date", "sum_insured") if row.get(key)}
-    outcome = row.get("outcome", "").lower()
-    return ItemResult(
-        reference=row["reference"],
-        outcome=outcome if outcome in OUTCOMES else PENDING,
-        insurer_reference=row.get("insurer_reference", ""),
-        insurer_member_id=row.get("insurer_member_id", ""),
-        insurer_premium=int(premium) if premium.lstrip("-").isdigit() else None,
-        code=row.get("code", ""),
-        reason=row.get("reason", ""),
-        data=data,
-    )
+    return item_result_from({**row, "outcome": row.get("outcome", "").lower(), "data": data})
 
 
 class SftpSite:

@@ -27,7 +27,7 @@ from zeep.helpers import serialize_object
 from zeep.transports import Transport
 from zeep.wsse.username import UsernameToken
 
-from insurers.adapters.base import OUTCOMES, PENDING, ItemResult, PermanentError, TransientError
+from insurers.adapters.base import ItemResult, PermanentError, TransientError, item_result_from
 from insurers.exchanges import exchange_record
 
 OPERATIONS = {
@@ -38,6 +38,7 @@ OPERATIONS = {
     "statement": "AccountStatement",
 }
 STATUS_BATCH = 500  # references per status call
+DATA_FIELDS = ("effective_date", "sum_insured")  # what the insurer holds, kept in ItemResult.data
 _clients: dict[tuple, zeep.Client] = {}
 _clients_lock = threading.Lock()
 
@@ -110,18 +111,8 @@ def _plain(value) -> list[dict]:
 
 
 def _item_result(row: dict) -> ItemResult:
-    data = {key: row[key] for key in ("effective_date", "sum_insured") if row.get(key) is not None}
-    outcome = (row.get("outcome") or "").lower()
-    return ItemResult(
-        reference=row["reference"],
-        outcome=outcome if outcome in OUTCOMES else PENDING,
-        insurer_reference=row.get("insurer_reference") or "",
-        insurer_member_id=row.get("insurer_member_id") or "",
-        insurer_premium=None if row.get("insurer_premium") is None else int(row["insurer_premium"]),
-        code=row.get("code") or "",
-        reason=row.get("reason") or "",
-        data=data,
-    )
+    data = {key: row[key] for key in DATA_FIELDS if row.get(key) is not None}
+    return item_result_from({**row, "data": data})
 
 
 def _logged(insurer, *, operation: str, request, call, dispatch=None, tracking_ids: Sequence[str] = ()):
@@ -175,7 +166,7 @@ class SoapAdapter:
                 call=lambda batch=batch: operation({"string": batch}),
                 tracking_ids=batch,
             )
-            results += [_item_result(row) for row in rows]
+            results += [_item_result(row) for row in rows if row.get("outcome") != "unknown"]
         return results
 
     def confirmations_fetch(self, insurer) -> list[ItemResult]:

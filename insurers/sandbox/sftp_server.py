@@ -284,7 +284,8 @@ class SftpSandbox:
         path.unlink()
 
     def outbox_write(self, name: str, results: list[dict]) -> None:
-        body = csv_template.document_write(rows=results, columns=csv_template.RESPONSE_COLUMNS)
+        rows = [{**result, **(result.get("data") or {})} for result in results]
+        body = csv_template.document_write(rows=rows, columns=csv_template.RESPONSE_COLUMNS)
         staging = self.root / "outbox" / f".{name}.part"
         staging.write_text(body, encoding="utf-8")
         os.replace(staging, self.root / "outbox" / name)

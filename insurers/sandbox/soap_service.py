@@ -100,7 +100,8 @@ def _fields(model: type[ComplexModel], row: dict) -> dict:
 
 
 def _outcomes(rows: list[dict]) -> list[ItemOutcome]:
-    return [ItemOutcome(**_fields(ItemOutcome, row)) for row in rows]
+    """The engine's results, its `data` (effective date...) as fields of their own."""
+    return [ItemOutcome(**_fields(ItemOutcome, {**row, **(row.get("data") or {})})) for row in rows]
 
 
 def _username_token(ctx) -> tuple[str, str, str, str, str] | None:

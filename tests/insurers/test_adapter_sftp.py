@@ -160,6 +160,7 @@ def test_status_roster_and_statement_fetch(sandbox, sftp_insurer):
     ]
 
     assert (status.reference, status.outcome, status.insurer_premium) == (reference, "confirmed", 1234600)
+    assert status.data == {"effective_date": "2026-01-01"}
     assert len(roster) == 1
     assert (roster[0]["insurer_member_id"], roster[0]["plan_code"]) == (status.insurer_member_id, "GOLD")
     assert [(line["kind"], line["amount"]) for line in lines] == [("DEBIT", -1234600)]

@@ -106,6 +106,7 @@ def test_status_roster_and_statement(sandbox, soap_insurer):
     ]
 
     assert (status.reference, status.outcome, status.insurer_premium) == (reference, "confirmed", 1234600)
+    assert status.data == {"effective_date": "2026-01-01"}
     assert len(roster) == 1
     assert roster[0]["insurer_member_id"] == status.insurer_member_id
     assert (roster[0]["plan_code"], roster[0]["sum_insured"], roster[0]["start"]) == (
