@@ -13,10 +13,10 @@ subsystem) over one folder, chroot-like: paths never leave `root`. Layout:
   by the engine when opened (the insurer's published reports).
 
 Processing runs on a worker thread fed by renames, so an upload returns at once, as
-with a real insurer's batch pickup; it waits the switches' latency first. The switches'
-faults act per connection: "error" and "throttle" drop it, "timeout" holds it silent.
-The host key is generated on first start and kept in the data folder with a
-`known_hosts` line for EMS's insurer settings.
+with a real insurer's batch pickup. The switches' latency is paid by each connection
+before the handshake; their faults act per connection too: "error" and "throttle" drop
+it, "timeout" holds it silent. The host key is generated on first start and kept in the
+data folder with a `known_hosts` line for EMS's insurer settings.
 """
 
 import errno
@@ -234,6 +234,7 @@ class SftpSandbox:
 
     def _session(self, connection: socket.socket) -> None:
         switches = self.engine.switches_get()
+        time.sleep(int(switches["latency_ms"]) / 1000)  # every call pays it, as over a real network
         fault = self.engine.fault_pick(switches)
         if fault in ("error", "throttle"):
             connection.close()  # the insurer's server drops the connection
@@ -278,7 +279,6 @@ class SftpSandbox:
         else:
             items = csv_template.document_read(text=text, columns=SANDBOX_CSV_COLUMNS)
         dispatch_key = path.name.rsplit(".", 1)[0]
-        time.sleep(int(self.engine.switches_get()["latency_ms"]) / 1000)
         results = self.engine.receive(items, dispatch_key)
         self.outbox_write(f"{dispatch_key}.response.csv", results)
         path.unlink()
