@@ -86,6 +86,7 @@ def _insurer(protocol: str, faces: dict, data_dir: Path):
 
 def _dispatches(insurer, count: int) -> list[int]:
     from insurers import services
+    from insurers.sandbox.samples import member_payload
 
     run = uuid.uuid4().hex[:8].upper()
     ids = []
@@ -93,30 +94,8 @@ def _dispatches(insurer, count: int) -> list[int]:
         items = []
         for position in range(ITEMS_PER_DISPATCH):
             reference = f"BN-{run}-{number:03d}-{position:04d}"
-            items.append(
-                {
-                    "reference": reference,
-                    "kind": "ADD",
-                    "payload": {
-                        "reference": reference,
-                        "action": "ADD",
-                        "policy_number": "POL-BENCH",
-                        "employee_code": f"E{number:03d}{position:04d}",
-                        "relation": "SELF",
-                        "first_name": "Asha",
-                        "last_name": "Rao",
-                        "date_of_birth": "1990-05-01",
-                        "gender": "F",
-                        "email": "asha@example.com",
-                        "phone": "9800000001",
-                        "plan_code": "GOLD",
-                        "sum_insured": 500000,
-                        "effective_date": "2026-01-01",
-                        "premium": 1234550,
-                        "currency": "INR",
-                    },
-                }
-            )
+            member = member_payload(reference=reference, employee_code=f"E{number:03d}{position:04d}")
+            items.append({"reference": reference, "kind": "ADD", "payload": member})
         ids.append(services.dispatch_create(insurer=insurer, items=items).pk)
     return ids
 

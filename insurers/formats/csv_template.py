@@ -14,29 +14,26 @@ import csv
 import io
 from collections.abc import Sequence
 
-# The dispatch layout when an insurer configures none: every contract payload field.
-DISPATCH_COLUMNS = [
-    [field, field]
-    for field in (
-        "item_key",
-        "reference",
-        "action",
-        "policy_number",
-        "employee_code",
-        "relation",
-        "first_name",
-        "last_name",
-        "date_of_birth",
-        "gender",
-        "email",
-        "phone",
-        "plan_code",
-        "sum_insured",
-        "effective_date",
-        "premium",
-        "currency",
-    )
-]
+# The dispatch layout when an insurer configures none: the item key and every payload field.
+PAYLOAD_FIELDS = (
+    "reference",
+    "action",
+    "policy_number",
+    "employee_code",
+    "relation",
+    "first_name",
+    "last_name",
+    "date_of_birth",
+    "gender",
+    "email",
+    "phone",
+    "plan_code",
+    "sum_insured",
+    "effective_date",
+    "premium",
+    "currency",
+)
+DISPATCH_COLUMNS = [[field, field] for field in ("item_key", *PAYLOAD_FIELDS)]
 RESPONSE_COLUMNS = [
     [field, field]
     for field in (

@@ -6,29 +6,12 @@ import uuid
 
 from ems.models import OutboxEvent
 from insurers import services
-from insurers.models import DispatchItem
+from insurers.models import Dispatch, DispatchItem
+from insurers.sandbox.samples import member_payload
 
 
-def payload(*, reference: str, action: str = "ADD", employee_code: str = "E1", **fields) -> dict:
-    return {
-        "reference": reference,
-        "action": action,
-        "policy_number": "POL-GW-1",
-        "employee_code": employee_code,
-        "relation": "SELF",
-        "first_name": "Asha",
-        "last_name": "Rao",
-        "date_of_birth": "1990-05-01",
-        "gender": "F",
-        "email": "asha@example.com",
-        "phone": "9800000001",
-        "plan_code": "GOLD",
-        "sum_insured": 500000,
-        "effective_date": "2026-01-01",
-        "premium": 1234550,
-        "currency": "INR",
-        **fields,
-    }
+def payload(*, reference: str, **fields) -> dict:
+    return member_payload(reference=reference, **fields)
 
 
 def dispatch_of(insurer, *payloads: dict):
@@ -65,4 +48,18 @@ def exchange_documents(insurer) -> list[dict]:
         row.payload
         for row in OutboxEvent.objects.filter(destination="insurer_exchanges").order_by("id")
         if row.payload.get("insurer_id") == insurer.pk
+    ]
+
+
+def taken_and_refused_assert(sandbox, dispatch, *, taken: str, refused: str) -> None:
+    """The insurer confirmed `taken` at its own rounding, refused `refused` by its rule, and
+    received both under the dispatch's key with the items' own keys."""
+    assert results_of(dispatch) == [
+        (taken, DispatchItem.Result.CONFIRMED, 1234600, "", False),
+        (refused, DispatchItem.Result.REJECTED, None, "member_refused", False),
+    ]
+    assert Dispatch.objects.get(pk=dispatch.pk).state == Dispatch.State.COMPLETED
+    assert sandbox_received(sandbox, dispatch.idempotency_key) == [
+        (f"itm-{taken}", taken, "confirmed"),
+        (f"itm-{refused}", refused, "rejected"),
     ]

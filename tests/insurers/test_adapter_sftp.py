@@ -23,6 +23,7 @@ from tests.insurers.gateway_items import (
     references,
     results_of,
     sandbox_received,
+    taken_and_refused_assert,
 )
 
 pytestmark = pytest.mark.django_db
@@ -78,16 +79,7 @@ def test_send_uploads_the_file_and_the_response_file_confirms_and_rejects(sandbo
     # Then the poll records the insurer's answers from its response file
     _response_file_wait(sandbox, dispatch)
     services.confirmations_poll(insurer_id=sftp_insurer.pk)
-    assert results_of(dispatch) == [
-        (taken, Result.CONFIRMED, 1234600, "", False),
-        (refused, Result.REJECTED, None, "member_refused", False),
-    ]
-    assert Dispatch.objects.get(pk=dispatch.pk).state == Dispatch.State.COMPLETED
-    # the file was named by the dispatch key and the items carried their own keys
-    assert sandbox_received(sandbox, dispatch.idempotency_key) == [
-        (f"itm-{taken}", taken, "confirmed"),
-        (f"itm-{refused}", refused, "rejected"),
-    ]
+    taken_and_refused_assert(sandbox, dispatch, taken=taken, refused=refused)
 
 
 def test_an_834_dispatch_travels_and_is_confirmed(sandbox, sftp_insurer):

@@ -19,6 +19,7 @@ from tests.insurers.gateway_items import (
     references,
     results_of,
     sandbox_received,
+    taken_and_refused_assert,
 )
 
 pytestmark = pytest.mark.django_db
@@ -48,16 +49,7 @@ def test_send_records_accepted_and_rejected_items_with_the_insurers_premium(sand
 
     # Then the insurer's rounding (whole rupees, half up) is on the confirmed item
     assert [(r.reference, r.outcome) for r in results] == [(taken, "confirmed"), (refused, "rejected")]
-    assert results_of(dispatch) == [
-        (taken, Result.CONFIRMED, 1234600, "", False),
-        (refused, Result.REJECTED, None, "member_refused", False),
-    ]
-    assert Dispatch.objects.get(pk=dispatch.pk).state == Dispatch.State.COMPLETED
-    # and the idempotency keys travelled: the dispatch's in the SOAP header, the items' in the body
-    assert sandbox_received(sandbox, dispatch.idempotency_key) == [
-        (f"itm-{taken}", taken, "confirmed"),
-        (f"itm-{refused}", refused, "rejected"),
-    ]
+    taken_and_refused_assert(sandbox, dispatch, taken=taken, refused=refused)
 
 
 def test_a_resent_dispatch_gets_the_same_answer_without_acting_twice(sandbox, soap_insurer):

@@ -9,6 +9,7 @@ import pyx12.x12context
 import pyx12.x12n_document
 
 from insurers.formats import x12_834
+from insurers.sandbox.samples import member_payload
 
 PARTIES = x12_834.Parties(
     sender_id="EMS",
@@ -18,49 +19,36 @@ PARTIES = x12_834.Parties(
     payer_name="Sandbox Insurance",
     payer_id="987654321",
 )
-BASE = {"policy_number": "POL-1", "plan_code": "GOLD", "currency": "INR", "sum_insured": 500000}
 ITEMS = [
-    {
-        **BASE,
-        "reference": "EN-0001",
-        "action": "ADD",
-        "employee_code": "E1",
-        "relation": "SELF",
-        "first_name": "Asha",
-        "last_name": "Rao",
-        "date_of_birth": "1990-05-01",
-        "gender": "F",
-        "email": "asha@example.com",
-        "phone": "9800000001",
-        "effective_date": "2026-01-01",
-        "premium": 1200000,
-    },
-    {
-        **BASE,
-        "reference": "EN-0002",
-        "action": "DELETE",
-        "employee_code": "E1",
-        "relation": "CHILD",
-        "first_name": "Ravi",
-        "last_name": "Rao",
-        "date_of_birth": "2015-07-09",
-        "gender": "M",
-        "effective_date": "2026-03-31",
-        "premium": -300000,
-    },
-    {
-        **BASE,
-        "reference": "EN-0003",
-        "action": "CORRECTION",
-        "employee_code": "E2",
-        "relation": "SPOUSE",
-        "first_name": "Meera",
-        "last_name": "Iyer",
-        "date_of_birth": "1988-12-31",
-        "gender": "X",
-        "effective_date": "2026-02-15",
-        "premium": 0,
-    },
+    member_payload(reference="EN-0001", policy_number="POL-1", email="asha@example.com", premium=1200000),
+    member_payload(
+        reference="EN-0002",
+        action="DELETE",
+        relation="CHILD",
+        first_name="Ravi",
+        date_of_birth="2015-07-09",
+        gender="M",
+        email="",
+        phone="",
+        policy_number="POL-1",
+        effective_date="2026-03-31",
+        premium=-300000,
+    ),
+    member_payload(
+        reference="EN-0003",
+        action="CORRECTION",
+        employee_code="E2",
+        relation="SPOUSE",
+        first_name="Meera",
+        last_name="Iyer",
+        date_of_birth="1988-12-31",
+        gender="X",
+        email="",
+        phone="",
+        policy_number="POL-1",
+        effective_date="2026-02-15",
+        premium=0,
+    ),
 ]
 
 
