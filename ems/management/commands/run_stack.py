@@ -2,7 +2,7 @@
 
 Starts, in order: the embedded Redis and Mongo-wire servers (only when REDIS_URL /
 MONGO_URL are not set), migrations, the demo data, then the ASGI web server (HTTP and
-websockets), a Celery worker, Celery beat and the outbox relay. Prints the URLs and the
+websockets), a Celery worker, Celery beat, the outbox relay and the sandbox insurer. Prints the URLs and the
 demo logins. Ctrl-C (or SIGTERM) stops everything it started, children first.
 """
 
@@ -94,6 +94,8 @@ class Command(BaseCommand):
         )
         self._spawn("beat", [str(bin_dir / "celery"), "-A", "ems", "beat", "--loglevel", "INFO"])
         self._spawn("relay", [python, "manage.py", "relay_outbox", "--loop"])
+        # the simulated insurer the demo insurers point at (its own ports; see SANDBOX_* settings)
+        self._spawn("sandbox", [python, "manage.py", "run_sandbox"])
 
     def _print_banner(self, host: str, port: int, demo: dict | None) -> None:
         base = f"http://{host}:{port}"
@@ -104,6 +106,7 @@ class Command(BaseCommand):
             f"  HR portal:           {base}/portal/",
             f"  API docs:            {base}/api/docs/",
             f"  Metrics / ready:     {base}/metrics  {base}/readyz",
+            f"  Sandbox insurer:     {settings.SANDBOX_BASE_URL}/sandbox/switches (REST face)",
         ]
         if demo:
             lines.append("  Demo logins:")
