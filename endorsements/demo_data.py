@@ -43,6 +43,7 @@ from endorsements.models import (
     Relation,
 )
 from insurers.models import Insurer
+from insurers.sandbox import sftp_server
 from ledger import services as ledger_services
 from ledger.models import Account, TopUp
 
@@ -201,8 +202,19 @@ def sandbox_urls() -> dict[str, str]:
 
 
 def sandbox_credentials(protocol: str) -> dict:
-    """What a demo insurer needs to be let in by the sandbox (REST: its bearer token)."""
+    """What a demo insurer needs to be let in by the sandbox (REST: its bearer token; SFTP: its password)."""
+    if protocol == Insurer.Protocol.SFTP:
+        return {"password": settings.SANDBOX_SFTP_PASSWORD}
     return {"bearer_token": settings.SANDBOX_REST_TOKEN} if protocol == Insurer.Protocol.REST else {}
+
+
+def sandbox_connection(protocol: str) -> dict:
+    """SFTP: the sandbox's host key to trust and its CSV layout."""
+    if protocol != Insurer.Protocol.SFTP:
+        return {}
+    return sftp_server.insurer_connection(
+        data_dir=settings.SANDBOX_DATA_DIR, host=settings.SANDBOX_HOST, port=settings.SANDBOX_SFTP_PORT
+    )
 
 
 def policy_year(today: datetime.date) -> tuple[datetime.date, datetime.date]:
@@ -265,9 +277,15 @@ def _insurers_ensure(result: DemoSeedResult) -> dict[str, Insurer]:
         )
         # however often seed_demo runs, the demo insurers point at this machine's sandbox
         credentials = {**insurer.credentials, **sandbox_credentials(spec.protocol)}
-        if insurer.endpoint_url != urls[spec.code] or insurer.credentials != credentials:
-            insurer.endpoint_url, insurer.credentials = urls[spec.code], credentials
-            insurer.save(update_fields=["endpoint_url", "credentials"])
+        connection = {**insurer.connection, **sandbox_connection(spec.protocol)}
+        current = (insurer.endpoint_url, insurer.credentials, insurer.connection)
+        if current != (urls[spec.code], credentials, connection):
+            insurer.endpoint_url, insurer.credentials, insurer.connection = (
+                urls[spec.code],
+                credentials,
+                connection,
+            )
+            insurer.save(update_fields=["endpoint_url", "credentials", "connection"])
         result.created["insurers"] += created
         insurers[spec.code] = insurer
     return insurers

@@ -55,6 +55,18 @@ def known_hosts_line(*, host: str, port: int, key: paramiko.PKey) -> str:
     return f"[{host}]:{port} {key.get_name()} {key.get_base64()}"
 
 
+def insurer_connection(*, data_dir, host: str, port: int) -> dict:
+    """An EMS insurer's `connection` for this sandbox: its host key (made now if it has none
+    yet, so EMS can trust it before the first start) and its CSV layout."""
+    data_dir = Path(str(data_dir))  # settings give an environ.Path
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = host_key_load(data_dir)
+    return {
+        "known_hosts": known_hosts_line(host=host, port=port, key=key),
+        "csv_columns": SANDBOX_CSV_COLUMNS,
+    }
+
+
 class _Auth(paramiko.ServerInterface):
     def __init__(self, *, username: str, password: str, authorized_keys: list[paramiko.PKey]):
         self.username, self.password, self.authorized_keys = username, password, authorized_keys
@@ -315,7 +327,7 @@ def sftp_start(options: dict) -> tuple[str, SftpSandbox]:
 
     from insurers.sandbox import engine
 
-    data_dir = Path(options["data_dir"])
+    data_dir = Path(str(options["data_dir"]))
     data_dir.mkdir(parents=True, exist_ok=True)
     face = SftpSandbox(
         root=data_dir / "sftp",

@@ -14,7 +14,7 @@ from insurers.adapters import sftp as sftp_adapter
 from insurers.adapters.base import PermanentError, TransientError
 from insurers.adapters.sftp import SftpAdapter
 from insurers.models import Dispatch, DispatchItem
-from insurers.sandbox.sftp_server import SANDBOX_CSV_COLUMNS, known_hosts_line
+from insurers.sandbox.sftp_server import insurer_connection, known_hosts_line
 from tests.factories import InsurerFactory
 from tests.insurers.gateway_items import (
     dispatch_of,
@@ -44,10 +44,10 @@ def sftp_insurer(sandbox):
         protocol="SFTP",
         endpoint_url=sandbox.faces["sftp"],
         credentials={"password": settings.SANDBOX_SFTP_PASSWORD},
-        connection={
-            "known_hosts": (sandbox.data_dir / "known_hosts").read_text(),
-            "csv_columns": SANDBOX_CSV_COLUMNS,
-        },
+        # what seed_demo gives the demo SFTP insurer: the sandbox's host key and CSV layout
+        connection=insurer_connection(
+            data_dir=sandbox.data_dir, host="127.0.0.1", port=sandbox.ports["sftp"]
+        ),
         request_timeout_seconds=2,
     )
 
