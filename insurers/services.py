@@ -238,3 +238,36 @@ def _dispatches_complete(dispatch_ids: set[int], now) -> None:
 
 def _error_text(error: GatewayError) -> str:
     return f"{error.code}: {error}"[:2000]
+
+
+# Protocols whose insurers answer later only when asked: response files (SFTP), a status call (SOAP).
+POLLED_PROTOCOLS = (Insurer.Protocol.SFTP, Insurer.Protocol.SOAP)
+
+
+def confirmations_poll(*, insurer_id: int) -> list[ItemResult]:
+    """Fetch what a polled insurer has answered since the last poll and record it.
+
+    Each response is fetched once (an SFTP file is claimed by moving it to the archive), then
+    written by `item_results_record`. The breaker applies as for a send."""
+    insurer = Insurer.objects.get(pk=insurer_id)
+    breaker.call_admit(insurer)
+    try:
+        results = adapter_for(insurer).confirmations_fetch(insurer)
+    except TransientError as error:
+        breaker.call_failed(insurer, error)
+        raise
+    breaker.call_succeeded(insurer)
+    return item_results_record(insurer=insurer, results=results, source="poll")
+
+
+def confirmations_poll_due() -> int:
+    """Poll every active polled insurer; one that fails is logged and tried at the next beat."""
+    recorded = 0
+    for insurer_id in Insurer.objects.filter(is_active=True, protocol__in=POLLED_PROTOCOLS).values_list(
+        "pk", flat=True
+    ):
+        try:
+            recorded += len(confirmations_poll(insurer_id=insurer_id))
+        except GatewayError as error:
+            log.warning("insurers.confirmations_poll_failed", insurer_id=insurer_id, code=error.code)
+    return recorded
