@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 HOST_KEY_FILE = "sftp_host_key"
 KNOWN_HOSTS_FILE = "known_hosts"
+AUTHORIZED_KEYS_FILE = "authorized_keys"  # public keys allowed to log in, one OpenSSH line each
 FOLDERS = ("inbox", "outbox", "archive", "reports", "rejected")
 # The sandbox insurer's own CSV layout (what a newcomer configures as `csv_columns`).
 SANDBOX_CSV_COLUMNS = [[field.upper(), field] for _, field in csv_template.DISPATCH_COLUMNS]
@@ -68,7 +69,9 @@ def insurer_connection(*, data_dir, host: str, port: int) -> dict:
 
 
 class _Auth(paramiko.ServerInterface):
-    def __init__(self, *, username: str, password: str, authorized_keys: list[paramiko.PKey]):
+    """Password, or a public key listed in `authorized_keys` (OpenSSH lines, read at each login)."""
+
+    def __init__(self, *, username: str, password: str, authorized_keys: Path):
         self.username, self.password, self.authorized_keys = username, password, authorized_keys
 
     def check_auth_password(self, username, password):
@@ -77,7 +80,9 @@ class _Auth(paramiko.ServerInterface):
         return paramiko.AUTH_FAILED
 
     def check_auth_publickey(self, username, key):
-        if username == self.username and any(key == known for known in self.authorized_keys):
+        lines = self.authorized_keys.read_text().splitlines() if self.authorized_keys.exists() else []
+        offered = [key.get_name(), key.get_base64()]
+        if username == self.username and any(line.split()[:2] == offered for line in lines if line.strip()):
             return paramiko.AUTH_SUCCESSFUL
         return paramiko.AUTH_FAILED
 
@@ -206,13 +211,14 @@ class SftpSandbox:
         password: str,
         engine,
         host: str = "127.0.0.1",
-        authorized_keys: list[paramiko.PKey] | None = None,
         on_error: Callable[[Exception], None] | None = None,
     ):
         self.root = root.resolve()
         self.engine = engine
         self.host, self.port = host, port
-        self.auth = _Auth(username=username, password=password, authorized_keys=authorized_keys or [])
+        self.auth = _Auth(
+            username=username, password=password, authorized_keys=data_dir / AUTHORIZED_KEYS_FILE
+        )
         self.host_key = host_key_load(data_dir)
         (data_dir / KNOWN_HOSTS_FILE).write_text(
             known_hosts_line(host=host, port=port, key=self.host_key) + "\n"

@@ -1,5 +1,6 @@
 """insurers/adapters/sftp.py against the sandbox insurer's SSH server over real SFTP."""
 
+import io
 import json
 import threading
 import time
@@ -156,6 +157,24 @@ def test_status_roster_and_statement_fetch(sandbox, sftp_insurer):
     assert len(roster) == 1
     assert (roster[0]["insurer_member_id"], roster[0]["plan_code"]) == (status.insurer_member_id, "GOLD")
     assert [(line["kind"], line["amount"]) for line in lines] == [("DEBIT", -1234600)]
+
+
+def test_key_auth_lets_in_an_authorized_key_and_refuses_another(sandbox, sftp_insurer):
+    ours, stranger = paramiko.ECDSAKey.generate(bits=256), paramiko.ECDSAKey.generate(bits=256)
+    (sandbox.data_dir / "authorized_keys").write_text(f"{ours.get_name()} {ours.get_base64()} ems\n")
+
+    def private_text(key) -> str:
+        buffer = io.StringIO()
+        key.write_private_key(buffer)
+        return buffer.getvalue()
+
+    sftp_insurer.credentials = {"private_key": private_text(ours)}
+    assert isinstance(SftpAdapter().confirmations_fetch(sftp_insurer), list)
+    sftp_insurer.credentials = {"private_key": private_text(stranger)}
+    with pytest.raises(PermanentError) as raised:
+        SftpAdapter().confirmations_fetch(sftp_insurer)
+
+    assert raised.value.code == "sftp_auth_failed"
 
 
 def test_an_unknown_host_key_is_refused_and_nothing_is_uploaded(sandbox, sftp_insurer):
