@@ -4,10 +4,29 @@ because the sandbox insurer keeps what it received for the whole session."""
 import sqlite3
 import uuid
 
+from django.conf import settings
+
 from ems.models import OutboxEvent
 from insurers import services
 from insurers.models import Dispatch, DispatchItem
 from insurers.sandbox.samples import member_payload
+from insurers.sandbox.sftp_server import insurer_connection
+from tests.factories import InsurerFactory
+
+
+def sftp_insurer_at(sandbox, **fields):
+    """An SFTP insurer at the sandbox, set up as seed_demo sets the demo one: the sandbox's
+    host key and CSV layout, its password."""
+    return InsurerFactory(
+        protocol="SFTP",
+        endpoint_url=sandbox.faces["sftp"],
+        credentials={"password": settings.SANDBOX_SFTP_PASSWORD},
+        connection=insurer_connection(
+            data_dir=sandbox.data_dir, host="127.0.0.1", port=sandbox.ports["sftp"]
+        ),
+        request_timeout_seconds=2,
+        **fields,
+    )
 
 
 def payload(*, reference: str, **fields) -> dict:

@@ -16,8 +16,7 @@ from insurers.adapters import sftp as sftp_adapter
 from insurers.adapters.base import PermanentError, TransientError
 from insurers.adapters.sftp import SftpAdapter
 from insurers.models import Dispatch, DispatchItem
-from insurers.sandbox.sftp_server import insurer_connection, known_hosts_line
-from tests.factories import InsurerFactory
+from insurers.sandbox.sftp_server import known_hosts_line
 from tests.insurers.gateway_items import (
     dispatch_of,
     exchange_documents,
@@ -25,6 +24,7 @@ from tests.insurers.gateway_items import (
     references,
     results_of,
     sandbox_received,
+    sftp_insurer_at,
     taken_and_refused_assert,
 )
 
@@ -42,16 +42,7 @@ X12_PARTIES = {
 
 @pytest.fixture
 def sftp_insurer(sandbox):
-    return InsurerFactory(
-        protocol="SFTP",
-        endpoint_url=sandbox.faces["sftp"],
-        credentials={"password": settings.SANDBOX_SFTP_PASSWORD},
-        # what seed_demo gives the demo SFTP insurer: the sandbox's host key and CSV layout
-        connection=insurer_connection(
-            data_dir=sandbox.data_dir, host="127.0.0.1", port=sandbox.ports["sftp"]
-        ),
-        request_timeout_seconds=2,
-    )
+    return sftp_insurer_at(sandbox)
 
 
 def _outbox(sandbox):

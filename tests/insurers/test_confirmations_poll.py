@@ -3,38 +3,23 @@
 import time
 
 import pytest
-from django.conf import settings
 from django.test import override_settings
 
 from insurers import services
 from insurers.models import DispatchItem, Insurer
-from insurers.sandbox.sftp_server import insurer_connection
 from insurers.tasks import confirmations_poll_sweep_task
 from tests.factories import InsurerFactory
-from tests.insurers.gateway_items import dispatch_of, payload, references, results_of
+from tests.insurers.gateway_items import dispatch_of, payload, references, results_of, sftp_insurer_at
 
 pytestmark = pytest.mark.django_db
 
 
-def _sftp_insurer(sandbox, **fields):
-    return InsurerFactory(
-        protocol="SFTP",
-        endpoint_url=sandbox.faces["sftp"],
-        credentials={"password": settings.SANDBOX_SFTP_PASSWORD},
-        connection=insurer_connection(
-            data_dir=sandbox.data_dir, host="127.0.0.1", port=sandbox.ports["sftp"]
-        ),
-        request_timeout_seconds=2,
-        **fields,
-    )
-
-
 def test_the_beat_task_records_response_files_and_a_failing_insurer_does_not_stop_the_others(sandbox):
     # Given an SFTP insurer with a sent dispatch, and one whose host key EMS does not know
-    broken = _sftp_insurer(sandbox, code="aa-broken")
+    broken = sftp_insurer_at(sandbox, code="aa-broken")
     broken.connection = {**broken.connection, "known_hosts": ""}
     broken.save(update_fields=["connection"])
-    insurer = _sftp_insurer(sandbox, code="zz-working")
+    insurer = sftp_insurer_at(sandbox, code="zz-working")
     (reference,) = references(1)
     dispatch = dispatch_of(insurer, payload(reference=reference))
     services.dispatch_send(dispatch_id=dispatch.pk)
