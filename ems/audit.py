@@ -35,6 +35,9 @@ AUDIT_INDEXES: tuple[tuple[str, list[tuple[str, int]], dict], ...] = (
     (EXCHANGES_COLLECTION, [("event_id", ASCENDING)], {"name": "event_id_unique", "unique": True}),
     (EXCHANGES_COLLECTION, [("at", DESCENDING)], {"name": "at"}),
     (EXCHANGES_COLLECTION, [("insurer_id", ASCENDING), ("at", DESCENDING)], {"name": "insurer_at"}),
+    (EXCHANGES_COLLECTION, [("tracking_ids", ASCENDING), ("at", DESCENDING)], {"name": "tracking_at"}),
+    (EXCHANGES_COLLECTION, [("dispatch_id", ASCENDING), ("at", DESCENDING)], {"name": "dispatch_at"}),
+    (EXCHANGES_COLLECTION, [("pii_masked", ASCENDING), ("at", ASCENDING)], {"name": "pii_masked_at"}),
 )
 
 

@@ -42,6 +42,7 @@ from endorsements.models import (
     Relation,
 )
 from insurers.models import Insurer
+from insurers.sandbox import sftp_server
 from ledger import approvals as ledger_approvals
 from ledger import services as ledger_services
 from ledger.models import Account, TopUp
@@ -70,7 +71,6 @@ class InsurerSpec:
     code: str
     name: str
     protocol: str
-    endpoint_path: str  # appended to SANDBOX_BASE_URL ("" for SFTP, which has its own URL)
 
 
 @dataclass(frozen=True)
@@ -90,9 +90,9 @@ class OpsUserSpec:
 
 
 INSURERS = (
-    InsurerSpec("sbx-rest", "Sandbox Health Insurance (REST)", Insurer.Protocol.REST, "rest/"),
-    InsurerSpec("sbx-soap", "Sandbox General Assurance (SOAP)", Insurer.Protocol.SOAP, "soap/?wsdl"),
-    InsurerSpec("sbx-sftp", "Sandbox Mutual Insurance (SFTP)", Insurer.Protocol.SFTP, ""),
+    InsurerSpec("sbx-rest", "Sandbox Health Insurance (REST)", Insurer.Protocol.REST),
+    InsurerSpec("sbx-soap", "Sandbox General Assurance (SOAP)", Insurer.Protocol.SOAP),
+    InsurerSpec("sbx-sftp", "Sandbox Mutual Insurance (SFTP)", Insurer.Protocol.SFTP),
 )
 
 EMPLOYERS = (
@@ -192,10 +192,29 @@ CREATED_KINDS = (
 
 
 def sandbox_urls() -> dict[str, str]:
-    base = getattr(settings, "SANDBOX_BASE_URL", "http://127.0.0.1:8000/sandbox/")
-    base = base if base.endswith("/") else base + "/"
-    sftp = getattr(settings, "SANDBOX_SFTP_URL", "sftp://127.0.0.1:2222/inbox")
-    return {spec.code: (base + spec.endpoint_path if spec.endpoint_path else sftp) for spec in INSURERS}
+    """Each demo insurer's endpoint at the sandbox insurer (`manage.py run_sandbox`)."""
+    by_protocol = {
+        Insurer.Protocol.REST: settings.SANDBOX_BASE_URL,
+        Insurer.Protocol.SOAP: settings.SANDBOX_SOAP_URL,
+        Insurer.Protocol.SFTP: settings.SANDBOX_SFTP_URL,
+    }
+    return {spec.code: by_protocol[spec.protocol] for spec in INSURERS}
+
+
+def sandbox_credentials(protocol: str) -> dict:
+    """What a demo insurer needs to be let in by the sandbox (REST: its bearer token; SFTP: its password)."""
+    if protocol == Insurer.Protocol.SFTP:
+        return {"password": settings.SANDBOX_SFTP_PASSWORD}
+    return {"bearer_token": settings.SANDBOX_REST_TOKEN} if protocol == Insurer.Protocol.REST else {}
+
+
+def sandbox_connection(protocol: str) -> dict:
+    """SFTP: the sandbox's host key to trust and its CSV layout."""
+    if protocol != Insurer.Protocol.SFTP:
+        return {}
+    return sftp_server.insurer_connection(
+        data_dir=settings.SANDBOX_DATA_DIR, host=settings.SANDBOX_HOST, port=settings.SANDBOX_SFTP_PORT
+    )
 
 
 def policy_year(today: datetime.date) -> tuple[datetime.date, datetime.date]:
@@ -256,6 +275,17 @@ def _insurers_ensure(result: DemoSeedResult) -> dict[str, Insurer]:
                 "dispatch_batch_size": 500,
             },
         )
+        # however often seed_demo runs, the demo insurers point at this machine's sandbox
+        credentials = {**insurer.credentials, **sandbox_credentials(spec.protocol)}
+        connection = {**insurer.connection, **sandbox_connection(spec.protocol)}
+        current = (insurer.endpoint_url, insurer.credentials, insurer.connection)
+        if current != (urls[spec.code], credentials, connection):
+            insurer.endpoint_url, insurer.credentials, insurer.connection = (
+                urls[spec.code],
+                credentials,
+                connection,
+            )
+            insurer.save(update_fields=["endpoint_url", "credentials", "connection"])
         result.created["insurers"] += created
         insurers[spec.code] = insurer
     return insurers

@@ -305,3 +305,36 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
     },
 }
+
+# --- insurer gateway and the sandbox insurer ------------------------------------------
+# Members' personal data in the exchange log is masked after this many days.
+EXCHANGE_PII_RETENTION_DAYS = env.int("EXCHANGE_PII_RETENTION_DAYS", default=90)
+CELERY_BEAT_SCHEDULE["insurers-exchanges-mask-sweep"] = {
+    "task": "insurers.tasks.exchanges_mask_sweep_task",
+    "schedule": 3600.0,
+}
+# The sandbox insurer (`manage.py run_sandbox`, started by run_stack): ports of its own.
+SANDBOX_HOST = env.str("SANDBOX_HOST", default="127.0.0.1")
+SANDBOX_REST_PORT = env.int("SANDBOX_REST_PORT", default=8765)
+SANDBOX_SOAP_PORT = env.int("SANDBOX_SOAP_PORT", default=8766)
+SANDBOX_SFTP_PORT = env.int("SANDBOX_SFTP_PORT", default=8722)
+SANDBOX_BASE_URL = env.str("SANDBOX_BASE_URL", default=f"http://{SANDBOX_HOST}:{SANDBOX_REST_PORT}")
+SANDBOX_SOAP_URL = env.str("SANDBOX_SOAP_URL", default=f"http://{SANDBOX_HOST}:{SANDBOX_SOAP_PORT}/?wsdl")
+SANDBOX_SFTP_URL = env.str("SANDBOX_SFTP_URL", default=f"sftp://sandbox@{SANDBOX_HOST}:{SANDBOX_SFTP_PORT}/")
+SANDBOX_DATA_DIR = env.path("SANDBOX_DATA_DIR", default=VAR_DIR / "sandbox")
+SANDBOX_REST_TOKEN = env.str("SANDBOX_REST_TOKEN", default="sandbox-demo-token")
+# The SOAP face checks a WS-Security UsernameToken against these (required if asked to).
+SANDBOX_SOAP_USERNAME = env.str("SANDBOX_SOAP_USERNAME", default="ems")
+SANDBOX_SOAP_PASSWORD = env.str("SANDBOX_SOAP_PASSWORD", default="sandbox-soap-password")
+SANDBOX_SOAP_REQUIRE_WSSE = env.bool("SANDBOX_SOAP_REQUIRE_WSSE", default=False)
+# The SFTP face's login (the user is SANDBOX_SFTP_URL's); its host key is generated into
+# SANDBOX_DATA_DIR, with a `known_hosts` line beside it for the insurer's settings.
+SANDBOX_SFTP_PASSWORD = env.str("SANDBOX_SFTP_PASSWORD", default="sandbox-sftp-password")
+# SFTP response files and SOAP confirmations are polled (insurers.tasks).
+CELERY_BEAT_SCHEDULE["insurers-confirmations-poll"] = {
+    "task": "insurers.tasks.confirmations_poll_sweep_task",
+    "schedule": env.float("INSURER_CONFIRMATIONS_POLL_SECONDS", default=60.0),
+    "options": {"expires": 60},
+}
+# Where the sandbox sends its signed webhooks (EMS's own web server).
+SANDBOX_EMS_WEBHOOK_URL = env.str("SANDBOX_EMS_WEBHOOK_URL", default="http://127.0.0.1:8000")

@@ -14,7 +14,7 @@ def test_indexes_are_created_once_and_enforce_unique_event_ids(mongo_db):
     assert first == second
     assert first == [
         "event_id_unique", "at", "object_at", "actor_at", "employer_at", "request_id",
-        "event_id_unique", "at", "insurer_at",
+        "event_id_unique", "at", "insurer_at", "tracking_at", "dispatch_at", "pii_masked_at",
     ]  # fmt: skip
     audit_keys = {
         (tuple(field for field in index["key"]), bool(index.get("unique")))
@@ -38,6 +38,9 @@ def test_indexes_are_created_once_and_enforce_unique_event_ids(mongo_db):
         (("event_id",), True),
         (("at",), False),
         (("insurer_id", "at"), False),
+        (("tracking_ids", "at"), False),
+        (("dispatch_id", "at"), False),
+        (("pii_masked", "at"), False),
     }
     # and a second document with the same event_id is refused
     mongo_db[AUDIT_COLLECTION].insert_one({"_id": "a", "event_id": "same"})

@@ -81,6 +81,16 @@ def upload_and_wait(base: str, env: dict) -> tuple[dict, str, list[str]]:
     return batch, token, row
 
 
+def wait_for_ok(url: str, seconds: float = 30) -> int | None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            return get(url)[0]
+        except OSError:
+            time.sleep(0.3)
+    return None
+
+
 def wait_for_state(base: str, token: str, tracking_id: str) -> str:
     deadline = time.monotonic() + 60
     while True:
@@ -109,6 +119,9 @@ def test_run_stack_brings_everything_up_on_embedded_defaults_and_stops_it(tmp_pa
         EMBEDDED_MONGO_PORT=str(free_port()),
         EMS_PORT=str(port),
         EMS_SOCKET_PORT=str(socket_port),
+        SANDBOX_REST_PORT=str(free_port()),
+        SANDBOX_SOAP_PORT=str(free_port()),
+        SANDBOX_SFTP_PORT=str(free_port()),
     )
     stack = subprocess.Popen(
         [sys.executable, "manage.py", "run_stack"],
@@ -140,6 +153,10 @@ def test_run_stack_brings_everything_up_on_embedded_defaults_and_stops_it(tmp_pa
         for path in ("/healthz", "/metrics", "/api/docs/", "/admin/login/", "/portal/login/"):
             assert get(base + path)[0] == 200, path
         assert get(f"http://127.0.0.1:{socket_port}/healthz")[0] == 200  # the websocket server
+        # the sandbox insurer answers on its own port, with the data folder under VAR_DIR
+        sandbox = f"http://127.0.0.1:{env['SANDBOX_REST_PORT']}/sandbox/switches"
+        assert wait_for_ok(sandbox) == 200
+        assert (tmp_path / "var" / "sandbox" / "sandbox.sqlite3").exists()
         # an uploaded file is decided by the real worker on SQLite (ids, intake lock, COPY fallback)
         batch, token, row = upload_and_wait(base, env)
         assert (batch["state"], batch["accepted_count"], batch["duplicate_count"]) == ("COMPLETED", 1, 1), (

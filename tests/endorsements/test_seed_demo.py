@@ -104,13 +104,21 @@ def test_the_json_matches_the_database():
             ] == sorted((plan["code"], plan["sum_insured_options"]) for plan in policy_item["plans"])
 
 
-def test_insurers_point_at_the_sandbox_on_loopback():
+def test_insurers_point_at_the_sandbox_on_loopback(settings):
     seed_json()
-    assert dict(Insurer.objects.values_list("protocol", "endpoint_url")) == {
-        "REST": "http://127.0.0.1:8000/sandbox/rest/",
-        "SOAP": "http://127.0.0.1:8000/sandbox/soap/?wsdl",
-        "SFTP": "sftp://127.0.0.1:2222/inbox",
+    # the sandbox insurer's own ports, not EMS's web server
+    expected = {
+        "REST": "http://127.0.0.1:8765",
+        "SOAP": "http://127.0.0.1:8766/?wsdl",
+        "SFTP": "sftp://sandbox@127.0.0.1:8722/",
     }
+    assert dict(Insurer.objects.values_list("protocol", "endpoint_url")) == expected
+    assert Insurer.objects.get(protocol="REST").credentials == {"bearer_token": settings.SANDBOX_REST_TOKEN}
+    # and however often seeding runs: an insurer pointed elsewhere is pointed back
+    Insurer.objects.filter(protocol="REST").update(endpoint_url="http://elsewhere.invalid", credentials={})
+    seed_json()
+    assert dict(Insurer.objects.values_list("protocol", "endpoint_url")) == expected
+    assert Insurer.objects.get(protocol="REST").credentials == {"bearer_token": settings.SANDBOX_REST_TOKEN}
 
 
 def test_seeding_twice_creates_nothing_and_moves_no_money(client):

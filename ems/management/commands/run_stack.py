@@ -3,7 +3,8 @@
 Starts, in order: the embedded Redis and Mongo-wire servers (only when REDIS_URL /
 MONGO_URL are not set), migrations, the demo data, then the web servers as deployed
 (`web_server_argv`: HTTP; `socket_server_argv`: the `/ws/` websockets, on the next
-port), a Celery worker, Celery beat and the outbox relay. Prints the URLs and the
+port), a Celery worker, Celery beat, the outbox relay and the sandbox insurer
+(`run_sandbox`, on its own ports). Prints the URLs and the
 demo logins. Ctrl-C (or SIGTERM) stops everything it started, children first.
 """
 
@@ -115,6 +116,8 @@ class Command(BaseCommand):
         )
         self._spawn("beat", [str(bin_dir / "celery"), "-A", "ems", "beat", "--loglevel", "INFO"])
         self._spawn("relay", [python, "manage.py", "relay_outbox", "--loop"])
+        # the simulated insurer the demo insurers point at (its own ports; see SANDBOX_* settings)
+        self._spawn("sandbox", [python, "manage.py", "run_sandbox"])
 
     def _print_banner(self, host: str, port: int, demo: dict | None) -> None:
         base = f"http://{host}:{port}"
@@ -126,6 +129,7 @@ class Command(BaseCommand):
             f"  API docs:            {base}/api/docs/",
             f"  Metrics / ready:     {base}/metrics  {base}/readyz",
             f"  Websockets:          ws://{host}:{self.socket_port}/ws/notifications/",
+            f"  Sandbox insurer:     {settings.SANDBOX_BASE_URL}/sandbox/switches (REST face)",
         ]
         if demo:
             lines.append("  Demo logins:")
