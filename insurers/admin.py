@@ -7,7 +7,7 @@ added and shown masked afterwards (rotation belongs to a service, not to a form 
 from django.contrib import admin
 from django.db.models import Count
 
-from insurers.models import Insurer
+from insurers.models import Insurer, WebhookEvent
 
 MASK = "••••••••"
 
@@ -115,3 +115,24 @@ class InsurerAdmin(admin.ModelAdmin):
     @admin.display(description="policies", ordering="policy_total")
     def policy_count(self, obj: Insurer) -> int:
         return obj.policy_total
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    """Read-only: what insurers told us, as received. Filter by flag for the ops queue."""
+
+    list_display = ("event_id", "insurer", "type", "tracking_id", "flag", "received_at", "processed_at")
+    list_filter = ("flag", "type", "insurer", ("processed_at", admin.EmptyFieldListFilter))
+    search_fields = ("event_id", "tracking_id")
+    list_select_related = ("insurer",)
+    date_hierarchy = "received_at"
+    readonly_fields = [field.name for field in WebhookEvent._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
