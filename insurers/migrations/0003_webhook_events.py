@@ -6,33 +6,83 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('insurers', '0002_gateway_dispatches'),
+        ("insurers", "0002_gateway_dispatches"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='WebhookEvent',
+            name="WebhookEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event_id', models.CharField(max_length=128)),
-                ('type', models.CharField(choices=[('endorsement.accepted', 'Accepted'), ('endorsement.rejected', 'Rejected'), ('endorsement.confirmed', 'Confirmed'), ('statement.available', 'Statement')], max_length=40)),
-                ('tracking_id', models.CharField(max_length=64)),
-                ('occurred_at', models.DateTimeField(blank=True, null=True)),
-                ('body', models.TextField(help_text='the event as received')),
-                ('headers', models.JSONField(blank=True, default=dict, help_text='signature time, request id, user agent')),
-                ('flag', models.CharField(blank=True, choices=[('', 'none'), ('unknown_tracking_id', 'unknown tracking id'), ('incomplete_data', 'incomplete data')], default='', max_length=24)),
-                ('flag_reason', models.CharField(blank=True, max_length=300)),
-                ('received_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('processed_at', models.DateTimeField(blank=True, null=True)),
-                ('process_note', models.CharField(blank=True, max_length=300)),
-                ('insurer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='webhook_events', to='insurers.insurer')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("event_id", models.CharField(max_length=128)),
+                (
+                    "type",
+                    models.CharField(
+                        choices=[
+                            ("endorsement.accepted", "Accepted"),
+                            ("endorsement.rejected", "Rejected"),
+                            ("endorsement.confirmed", "Confirmed"),
+                            ("statement.available", "Statement"),
+                        ],
+                        max_length=40,
+                    ),
+                ),
+                ("tracking_id", models.CharField(max_length=64)),
+                ("occurred_at", models.DateTimeField(blank=True, null=True)),
+                ("body", models.TextField(help_text="the event as received")),
+                (
+                    "headers",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="signature time, request id, user agent"
+                    ),
+                ),
+                (
+                    "flag",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("", "none"),
+                            ("unknown_tracking_id", "unknown tracking id"),
+                            ("incomplete_data", "incomplete data"),
+                        ],
+                        default="",
+                        max_length=24,
+                    ),
+                ),
+                ("flag_reason", models.CharField(blank=True, max_length=300)),
+                ("received_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("processed_at", models.DateTimeField(blank=True, null=True)),
+                ("process_note", models.CharField(blank=True, max_length=300)),
+                (
+                    "insurer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="webhook_events",
+                        to="insurers.insurer",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
-                'indexes': [models.Index(condition=models.Q(('flag', ''), ('processed_at__isnull', True)), fields=['received_at'], name='webhook_event_unprocessed'), models.Index(fields=['tracking_id'], name='webhook_event_tracking_id')],
-                'constraints': [models.UniqueConstraint(fields=('insurer', 'event_id'), name='webhook_event_once_per_insurer')],
+                "ordering": ["-id"],
+                "indexes": [
+                    models.Index(
+                        condition=models.Q(("flag", ""), ("processed_at__isnull", True)),
+                        fields=["received_at"],
+                        name="webhook_event_unprocessed",
+                    ),
+                    models.Index(fields=["tracking_id"], name="webhook_event_tracking_id"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("insurer", "event_id"), name="webhook_event_once_per_insurer"
+                    )
+                ],
             },
         ),
     ]
