@@ -4,10 +4,15 @@ Webhook secrets and credentials are write-once here: they are entered when an in
 added and shown masked afterwards (rotation belongs to a service, not to a form field).
 """
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count
+from pymongo.errors import PyMongoError
 
-from insurers.models import Insurer, WebhookEvent
+from ems.admin_mixins import ReadOnlyAdmin, ReadOnlyInline, permission_check
+from ems.formatting import money_text
+from insurers.breaker import breaker_reset
+from insurers.models import Dispatch, DispatchItem, Insurer, WebhookEvent
+from insurers.selectors import exchanges_for_dispatch
 
 MASK = "••••••••"
 
@@ -34,6 +39,7 @@ class InsurerAdmin(admin.ModelAdmin):
         "is_active",
     )
     list_filter = ("protocol", "circuit_state", "is_active")
+    actions = ["reset_circuit"]
     search_fields = ("code", "name")
     ordering = ("code",)
     secret_fields = ("webhook_secret_primary", "webhook_secret_secondary", "credentials")
@@ -55,7 +61,20 @@ class InsurerAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Circuit breaker", {"fields": ("circuit_state", "circuit_opened_at")}),
+        (
+            "Circuit breaker and rate limit",
+            {
+                "fields": (
+                    "circuit_state",
+                    "circuit_opened_at",
+                    "circuit_failures",
+                    "circuit_last_error",
+                    "circuit_failure_threshold",
+                    "circuit_cooldown_seconds",
+                    "rate_limit_per_second",
+                )
+            },
+        ),
         ("SLA", {"fields": ("sla_inclusion_days", "sla_correction_days")}),
     )
     masked_fieldset = (
@@ -81,7 +100,7 @@ class InsurerAdmin(admin.ModelAdmin):
         )
 
     def get_readonly_fields(self, request, obj=None):
-        readonly = ["circuit_state", "circuit_opened_at"]
+        readonly = ["circuit_state", "circuit_opened_at", "circuit_failures", "circuit_last_error"]
         if obj is not None:
             readonly += [
                 "code",
@@ -116,23 +135,73 @@ class InsurerAdmin(admin.ModelAdmin):
     def policy_count(self, obj: Insurer) -> int:
         return obj.policy_total
 
+    @admin.action(description="Reset the circuit breaker (close it)", permissions=["reset_circuit"])
+    def reset_circuit(self, request, queryset) -> None:
+        for insurer in queryset:
+            breaker_reset(insurer=insurer)
+        self.message_user(request, f"Circuit closed for {queryset.count()} insurer(s).", messages.SUCCESS)
+
+    has_reset_circuit_permission = permission_check("insurers.reset_circuit")
+
+
+class DispatchItemInline(ReadOnlyInline):
+    model = DispatchItem
+    fields = (
+        "reference",
+        "kind",
+        "result",
+        "insurer_reference",
+        "insurer_member_id",
+        "insurer_premium_display",
+        "result_code",
+        "result_reason",
+        "result_at",
+        "is_live",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="insurer premium")
+    def insurer_premium_display(self, obj: DispatchItem) -> str:
+        return money_text(obj.insurer_premium, obj.payload.get("currency", "INR"))
+
+
+@admin.register(Dispatch)
+class DispatchAdmin(ReadOnlyAdmin):
+    list_display = ("idempotency_key", "insurer", "protocol", "state", "attempts", "created_at", "sent_at")
+    list_filter = ("state", "protocol", "insurer")
+    search_fields = ("idempotency_key", "items__reference")
+    list_select_related = ("insurer",)
+    readonly_fields = (
+        "insurer",
+        "idempotency_key",
+        "protocol",
+        "state",
+        "attempts",
+        "last_error",
+        "next_attempt_at",
+        "created_at",
+        "sent_at",
+        "completed_at",
+    )
+    inlines = [DispatchItemInline]
+    change_form_template = "admin/insurers/dispatch/change_form.html"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = extra_context or {}
+        try:
+            extra_context["exchanges"] = exchanges_for_dispatch(int(object_id))
+        except (PyMongoError, ValueError):
+            extra_context["exchanges_error"] = "The exchange log (MongoDB) is unreachable right now."
+        return super().change_view(request, object_id, form_url, extra_context)
+
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(admin.ModelAdmin):
-    """Read-only: what insurers told us, as received. Filter by flag for the ops queue."""
+class WebhookEventAdmin(ReadOnlyAdmin):
+    """What insurers told us, as received. Filter by flag for the ops queue (unknown tracking
+    id, incomplete data); "processed at: empty" shows what still waits for its task."""
 
     list_display = ("event_id", "insurer", "type", "tracking_id", "flag", "received_at", "processed_at")
     list_filter = ("flag", "type", "insurer", ("processed_at", admin.EmptyFieldListFilter))
     search_fields = ("event_id", "tracking_id")
     list_select_related = ("insurer",)
     date_hierarchy = "received_at"
-    readonly_fields = [field.name for field in WebhookEvent._meta.fields]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
 
+from ems import clients
 from ems.audit import EXCHANGES_COLLECTION
 from ems.outbox import document_emit
 
@@ -141,3 +143,26 @@ def mask_personal(value):
     if isinstance(value, list):
         return [mask_personal(item) for item in value]
     return value
+
+
+def exchanges_mask_expired(*, older_than_days: int, database=None, now=None) -> int:
+    """Mask members' personal data in exchange bodies older than the retention; returns how many."""
+    database = database if database is not None else clients.mongo_db()
+    collection = database[EXCHANGES_COLLECTION]
+    cutoff = (now or timezone.now()) - timedelta(days=older_than_days)
+    masked = 0
+    for document in collection.find(
+        {"pii_masked": False, "at": {"$lt": cutoff}}, {"request": 1, "response": 1}
+    ):
+        collection.update_one(
+            {"_id": document["_id"]},
+            {
+                "$set": {
+                    "request": mask_personal(document.get("request")),
+                    "response": mask_personal(document.get("response")),
+                    "pii_masked": True,
+                }
+            },
+        )
+        masked += 1
+    return masked

@@ -20,7 +20,7 @@ import hashlib
 from collections.abc import Sequence
 
 import structlog
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from insurers import breaker, handlers
@@ -48,6 +48,19 @@ _ALLOWED_FROM = {
     Result.CONFIRMED: (Result.PENDING, Result.ACCEPTED),
     Result.REJECTED: (Result.PENDING, Result.ACCEPTED),
 }
+
+
+_RESULT_COLUMNS = (
+    "result",
+    "insurer_reference",
+    "insurer_member_id",
+    "insurer_premium",
+    "result_code",
+    "result_reason",
+    "result_data",
+    "result_at",
+    "is_live",
+)
 
 
 def item_idempotency_key(reference: str) -> str:
@@ -151,9 +164,11 @@ def item_results_record(*, insurer: Insurer, results: Sequence[ItemResult], sour
         item.reference: item
         for item in DispatchItem.objects.select_for_update()
         .filter(dispatch__insurer=insurer, reference__in=list(wanted), is_live=True)
+        .only(*_RESULT_COLUMNS, "dispatch_id", "reference")
         .order_by("pk")
     }
     changed: list[ItemResult] = []
+    written: list[DispatchItem] = []
     now = timezone.now()
     touched_dispatches: set[int] = set()
     for reference, result in wanted.items():
@@ -171,21 +186,10 @@ def item_results_record(*, insurer: Insurer, results: Sequence[ItemResult], sour
         item.result_data = {**item.result_data, **result.data, "source": source}
         item.result_at = now
         item.is_live = target not in _FINAL
-        item.save(
-            update_fields=[
-                "result",
-                "insurer_reference",
-                "insurer_member_id",
-                "insurer_premium",
-                "result_code",
-                "result_reason",
-                "result_data",
-                "result_at",
-                "is_live",
-            ]
-        )
+        written.append(item)
         touched_dispatches.add(item.dispatch_id)
         changed.append(result)
+    _items_write(written)
     _dispatches_complete(touched_dispatches, now)
     log.info("insurers.results_recorded", insurer_id=insurer.pk, source=source, changed=len(changed))
     handlers.confirmations_notify(insurer.pk, changed)
@@ -195,6 +199,26 @@ def item_results_record(*, insurer: Insurer, results: Sequence[ItemResult], sour
 def item_release(*, reference: str) -> int:
     """Take a reference out of its live dispatch (ops cancelled it, or it is retried alone)."""
     return DispatchItem.objects.filter(reference=reference, is_live=True).update(is_live=False)
+
+
+def _items_write(items: Sequence[DispatchItem]) -> None:
+    """Save the result columns of many items at once.
+
+    One parameterised UPDATE by primary key run as a batch (psycopg pipelines executemany,
+    so 500 items cost about one round trip); `bulk_update`'s CASE expressions and 500
+    `save()` calls were each several times slower for a full dispatch."""
+    if not items:
+        return
+    fields = [DispatchItem._meta.get_field(name) for name in _RESULT_COLUMNS]
+    quote = connection.ops.quote_name
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    sql = f"UPDATE {quote(DispatchItem._meta.db_table)} SET {assignments} WHERE id = %s"  # noqa: S608
+    rows = [
+        [field.get_db_prep_save(getattr(item, field.attname), connection) for field in fields] + [item.pk]
+        for item in items
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
 
 
 def _dispatches_complete(dispatch_ids: set[int], now) -> None:

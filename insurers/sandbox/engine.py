@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS members (
     first_name TEXT, last_name TEXT, date_of_birth TEXT, plan_code TEXT, sum_insured INTEGER,
     start_date TEXT, end_date TEXT
 );
+CREATE INDEX IF NOT EXISTS members_person ON members(policy_number, employee_code, relation);
 CREATE TABLE IF NOT EXISTS ledger (
     id INTEGER PRIMARY KEY AUTOINCREMENT, on_date TEXT NOT NULL, reference TEXT NOT NULL,
     kind TEXT NOT NULL, amount INTEGER NOT NULL
@@ -175,53 +176,65 @@ def receive(items: list[dict], dispatch_key: str) -> list[dict]:
     In answer mode "webhook" new items are `accepted` now and confirmed later
     (`confirmations_due`); in "inline" mode they are `confirmed` in the answer.
     """
-    inline = switches_get()["answer_mode"] == "inline"
+    switches = switches_get()
+    inline, cap = switches["answer_mode"] == "inline", int(switches["sum_insured_cap"])
     with _Transaction() as connection:
-        return [_receive_one(connection, item, dispatch_key, inline) for item in items]
+        return [_receive_one(connection, item, dispatch_key, inline, cap) for item in items]
 
 
-def _receive_one(connection, item: dict, dispatch_key: str, inline: bool) -> dict:
+def _receive_one(connection, item: dict, dispatch_key: str, inline: bool, cap: int) -> dict:
     key = item.get("item_key") or f"itm-{item['reference']}"
     row = connection.execute("SELECT * FROM items WHERE item_key = ?", (key,)).fetchone()
-    if row is None:
-        refusal = _refusal(item)
-        outcome = "rejected" if refusal else ("confirmed" if inline else "accepted")
-        code, reason = refusal or ("", "")
-        connection.execute(
-            "INSERT INTO items(item_key, reference, dispatch_key, action, payload, outcome,"
-            " insurer_reference, insurer_premium, code, reason, received_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                key,
-                item["reference"],
-                dispatch_key,
-                item.get("action", ""),
-                json.dumps(item, default=str),
-                outcome,
-                "" if refusal else f"INS-{uuid.uuid4().hex[:12].upper()}",
-                None if refusal else _price(item),
-                code,
-                reason,
-                _now(),
-            ),
-        )
-        if outcome == "confirmed":
-            _confirm(connection, key, item)
-        row = connection.execute("SELECT * FROM items WHERE item_key = ?", (key,)).fetchone()
-    return _result_of(row)
+    if row is not None:  # seen before: the same answer, nothing acted on again
+        return _result_of(row)
+    refusal = _refusal(item, cap)
+    outcome = "rejected" if refusal else ("confirmed" if inline else "accepted")
+    code, reason = refusal or ("", "")
+    insurer_reference = "" if refusal else f"INS-{uuid.uuid4().hex[:12].upper()}"
+    premium = None if refusal else _price(item)
+    connection.execute(
+        "INSERT INTO items(item_key, reference, dispatch_key, action, payload, outcome,"
+        " insurer_reference, insurer_premium, code, reason, received_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            key,
+            item["reference"],
+            dispatch_key,
+            item.get("action", ""),
+            json.dumps(item, default=str),
+            outcome,
+            insurer_reference,
+            premium,
+            code,
+            reason,
+            _now(),
+        ),
+    )
+    member_id = _confirm(connection, key, item) if outcome == "confirmed" else ""
+    # what `_result_of` would read back from the row just written
+    return {
+        "reference": item["reference"],
+        "item_key": key,
+        "outcome": outcome,
+        "insurer_reference": insurer_reference,
+        "insurer_member_id": member_id,
+        "insurer_premium": premium,
+        "code": code,
+        "reason": reason,
+        "data": {"effective_date": item.get("effective_date")},
+    }
 
 
-def _refusal(item: dict) -> tuple[str, str] | None:
+def _refusal(item: dict, cap: int) -> tuple[str, str] | None:
     if str(item.get("employee_code", "")).upper().startswith(REJECT_PREFIX):
         return "member_refused", "The insurer refuses cover for this member (sandbox rule: code starts REJ)."
-    cap = int(switches_get()["sum_insured_cap"])
     if item.get("sum_insured") not in (None, "") and int(item["sum_insured"]) > cap:
         return "sum_insured_over_cap", f"Sum insured above the insurer's cap of {cap}."
     return None
 
 
-def _confirm(connection, key: str, item: dict) -> None:
-    """Apply an item to the roster and the CD account, and mark it confirmed."""
+def _confirm(connection, key: str, item: dict) -> str:
+    """Apply an item to the roster and the CD account, and mark it confirmed; returns the member id."""
     member_id = _roster_apply(connection, item)
     premium = _price(item)
     if premium:
@@ -233,6 +246,7 @@ def _confirm(connection, key: str, item: dict) -> None:
         "UPDATE items SET outcome = 'confirmed', insurer_member_id = ?, confirmed_at = ? WHERE item_key = ?",
         (member_id, _now(), key),
     )
+    return member_id
 
 
 def _roster_apply(connection, item: dict) -> str:

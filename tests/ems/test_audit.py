@@ -38,6 +38,9 @@ def test_indexes_are_created_once_and_enforce_unique_event_ids(mongo_db):
         (("event_id",), True),
         (("at",), False),
         (("insurer_id", "at"), False),
+        (("tracking_ids", "at"), False),
+        (("dispatch_id", "at"), False),
+        (("pii_masked", "at"), False),
     }
     # and a second document with the same event_id is refused
     mongo_db[AUDIT_COLLECTION].insert_one({"_id": "a", "event_id": "same"})

@@ -276,6 +276,9 @@ def test_a_superuser_adds_an_insurer_with_its_webhook_secret(client):
             "retry_base_seconds": 5,
             "sla_inclusion_days": 15,
             "sla_correction_days": 7,
+            "circuit_failure_threshold": 5,
+            "circuit_cooldown_seconds": 30,
+            "rate_limit_per_second": 20,
         },
     )
     assert response.status_code == 302, response.context["adminform"].form.errors if response.context else ""
