@@ -29,7 +29,6 @@ import gc
 import http.client
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from bench.setup import (
     employer_with_policy,
     private_broker_url,
     tables_vacuum,
+    web_server_start,
 )
 
 HERE = Path(__file__).resolve().parent.parent
@@ -101,12 +101,6 @@ def _cpu_ms_per_request_by(before: dict, after: dict, requests: int) -> dict[str
     return {part: round(seconds * 1000 / max(requests, 1), 2) for part, seconds in sorted(totals.items())}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _fixture() -> dict:
     from ems.auth import new_client_credentials
     from endorsements.models import ApiClient, Plan, PlanRate
@@ -148,21 +142,6 @@ def _body(fixture: dict, n: int) -> bytes:
             "sum_insured": 500000,
         }
     ).encode()
-
-
-def _wait_ready(port: int, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError("the web server exited")
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/healthz")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("the web server did not become ready")
 
 
 def _token(port: int, fixture: dict) -> str:
@@ -263,7 +242,6 @@ def run():
         "ems_idempotencyrecord",
     )
     fixture = _fixture()
-    port = _free_port()
     env = {
         **os.environ,
         "DATABASE_URL": bench_database_url(),
@@ -275,26 +253,7 @@ def run():
     binaries = Path(sys.executable).parent
     log_path = os.environ.get("BENCH_API_SERVER_LOG")  # where the server's errors go, if wanted
     server_log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ems.web_server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=HERE,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=server_log,
-    )
+    server, port = web_server_start(env=env, workers=workers, stderr=server_log)
     worker = subprocess.Popen(
         [
             str(binaries / "celery"),
@@ -313,7 +272,6 @@ def run():
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_ready(port, server)
         token = _token(port, fixture)
         _load(port, token, fixture, per_client=5, offset=9_000_000)  # warm-up: connections, code paths
         gc.collect()

@@ -97,3 +97,65 @@ def tables_vacuum(*tables: str) -> None:
 
     with connection.cursor() as cursor:
         cursor.execute(f"VACUUM ANALYZE {', '.join(tables)}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def web_server_start(*, env: dict, workers: int, stderr=None):
+    """The web server as deployed (`python -m ems.web_server`, uvicorn worker processes) on a
+    free loopback port, answering `/healthz`; returns (process, port). The caller stops it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ems.web_server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr if stderr is not None else subprocess.DEVNULL,
+    )
+    try:
+        _wait_ready(port, server)
+    except BaseException:
+        server.kill()
+        raise
+    return server, port
+
+
+def _wait_ready(port: int, server) -> None:
+    import http.client
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError("the web server exited")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("the web server did not become ready")
