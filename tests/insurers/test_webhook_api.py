@@ -1,6 +1,7 @@
 """The webhook doors (`insurers/api.py`): every refusal with its status and nothing stored or changed,
 and what a signed, well-formed event does."""
 
+import logging
 import time
 
 import pytest
@@ -377,3 +378,22 @@ def test_schema_lists_both_webhook_doors_without_bearer_auth(client):
         operation = schema["paths"][f"/api/v1/webhooks/insurers/{{insurer_id}}/{suffix}"]["post"]
         assert operation.get("security") in ([], [{}], None)
         assert any(p["name"] == SIGNATURE_HEADER for p in operation["parameters"])
+
+
+def test_no_configured_secret_reaches_the_logs(client, insurer, caplog, django_capture_on_commit_callbacks):
+    caplog.set_level(logging.DEBUG)
+    insurer.webhook_secret_secondary = "whsec_secondary_for_the_log_test_42"
+    insurer.save(update_fields=["webhook_secret_secondary"])
+    other = InsurerFactory(webhook_secret_primary="whsec_other_for_the_log_test_43")
+    dispatched(insurer, "T-1")
+    secrets = [insurer.webhook_secret_primary, insurer.webhook_secret_secondary, other.webhook_secret_primary]
+    with django_capture_on_commit_callbacks(execute=True):
+        signed_post(client, insurer.pk, body_of(event("e1", "T-1")), [insurer.webhook_secret_primary])
+        signed_post(client, insurer.pk, body_of(event("e2", "T-1")), [insurer.webhook_secret_secondary])
+        signed_post(client, insurer.pk, body_of(event("e3", "T-1")), [other.webhook_secret_primary])  # 401
+        signed_post(client, insurer.pk, b"{not json", [insurer.webhook_secret_primary])  # 400
+        signed_post(client, insurer.pk, body_of({"events": [event("e4", "T-1")]}), secrets[:2], batch=True)
+    assert "insurers.webhook_received" in caplog.text  # the log was captured
+    for secret in secrets:
+        assert secret not in caplog.text
+    assert not WebhookEvent.objects.filter(headers__icontains="whsec").exists()
