@@ -13,6 +13,7 @@ every secret configured on the insurer is replaced wherever it appears in a text
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterable
@@ -75,6 +76,7 @@ def _redact(value, secrets: list[str]):
     return value
 
 
+@functools.lru_cache(maxsize=4096)  # a body repeats the same few keys on every item
 def _is_secret_name(key) -> bool:
     name = str(key).lower()
     return any(marker in name for marker in SECRET_NAMES)

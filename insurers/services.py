@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 
 import structlog
@@ -202,23 +203,49 @@ def item_release(*, reference: str) -> int:
 
 
 def _items_write(items: Sequence[DispatchItem]) -> None:
-    """Save the result columns of many items at once.
+    """Save the result columns of many items in one statement.
 
-    One parameterised UPDATE by primary key run as a batch (psycopg pipelines executemany,
-    so 500 items cost about one round trip); `bulk_update`'s CASE expressions and 500
-    `save()` calls were each several times slower for a full dispatch."""
+    PostgreSQL: one `UPDATE ... FROM unnest(<one array per column>)`, so a 500-item answer is
+    one statement with ten parameters; SQLite (`make run`): one UPDATE by id per item, run as
+    a batch. `bulk_update`'s CASE expressions and 500 `save()` calls were each several times
+    slower for a full dispatch."""
     if not items:
         return
     fields = [DispatchItem._meta.get_field(name) for name in _RESULT_COLUMNS]
     quote = connection.ops.quote_name
-    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
-    sql = f"UPDATE {quote(DispatchItem._meta.db_table)} SET {assignments} WHERE id = %s"  # noqa: S608
-    rows = [
-        [field.get_db_prep_save(getattr(item, field.attname), connection) for field in fields] + [item.pk]
-        for item in items
-    ]
+    table = quote(DispatchItem._meta.db_table)
+    if connection.vendor != "postgresql":
+        assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+        rows = [
+            [field.get_db_prep_save(getattr(item, field.attname), connection) for field in fields] + [item.pk]
+            for item in items
+        ]
+        with connection.cursor() as cursor:
+            cursor.executemany(f"UPDATE {table} SET {assignments} WHERE id = %s", rows)  # noqa: S608
+        return
+    # JSON travels as text and is cast per row (a jsonb[] parameter would need one adapter per value)
+    arrays = [[item.pk for item in items]]
+    casts = ["bigint[]"]
+    for field in fields:
+        values = [getattr(item, field.attname) for item in items]
+        if field.get_internal_type() == "JSONField":
+            values, cast = [json.dumps(value) for value in values], "text[]"
+        else:
+            cast = f"{field.db_type(connection)}[]"
+        arrays.append(values)
+        casts.append(cast)
+    names = ["id", *(quote(field.column) for field in fields)]
+    assignments = ", ".join(
+        f"{name} = v.{name}::jsonb" if field.get_internal_type() == "JSONField" else f"{name} = v.{name}"
+        for name, field in zip(names[1:], fields, strict=True)
+    )
+    unnest = ", ".join(f"%s::{cast}" for cast in casts)
+    sql = (
+        f"UPDATE {table} AS t SET {assignments} "  # noqa: S608 - names from the model, values bound
+        f"FROM unnest({unnest}) AS v({', '.join(names)}) WHERE t.id = v.id"
+    )
     with connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
+        cursor.execute(sql, arrays)
 
 
 def _dispatches_complete(dispatch_ids: set[int], now) -> None:
@@ -238,3 +265,36 @@ def _dispatches_complete(dispatch_ids: set[int], now) -> None:
 
 def _error_text(error: GatewayError) -> str:
     return f"{error.code}: {error}"[:2000]
+
+
+# Protocols whose insurers answer later only when asked: response files (SFTP), a status call (SOAP).
+POLLED_PROTOCOLS = (Insurer.Protocol.SFTP, Insurer.Protocol.SOAP)
+
+
+def confirmations_poll(*, insurer_id: int) -> list[ItemResult]:
+    """Fetch what a polled insurer has answered since the last poll and record it.
+
+    Each response is fetched once (an SFTP file is claimed by moving it to the archive), then
+    written by `item_results_record`. The breaker applies as for a send."""
+    insurer = Insurer.objects.get(pk=insurer_id)
+    breaker.call_admit(insurer)
+    try:
+        results = adapter_for(insurer).confirmations_fetch(insurer)
+    except TransientError as error:
+        breaker.call_failed(insurer, error)
+        raise
+    breaker.call_succeeded(insurer)
+    return item_results_record(insurer=insurer, results=results, source="poll")
+
+
+def confirmations_poll_due() -> int:
+    """Poll every active polled insurer; one that fails is logged and tried at the next beat."""
+    recorded = 0
+    for insurer_id in Insurer.objects.filter(is_active=True, protocol__in=POLLED_PROTOCOLS).values_list(
+        "pk", flat=True
+    ):
+        try:
+            recorded += len(confirmations_poll(insurer_id=insurer_id))
+        except GatewayError as error:
+            log.warning("insurers.confirmations_poll_failed", insurer_id=insurer_id, code=error.code)
+    return recorded

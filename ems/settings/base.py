@@ -326,6 +326,19 @@ SANDBOX_SOAP_URL = env.str("SANDBOX_SOAP_URL", default=f"http://{SANDBOX_HOST}:{
 SANDBOX_SFTP_URL = env.str("SANDBOX_SFTP_URL", default=f"sftp://sandbox@{SANDBOX_HOST}:{SANDBOX_SFTP_PORT}/")
 SANDBOX_DATA_DIR = env.path("SANDBOX_DATA_DIR", default=VAR_DIR / "sandbox")
 SANDBOX_REST_TOKEN = env.str("SANDBOX_REST_TOKEN", default="sandbox-demo-token")
+# The SOAP face checks a WS-Security UsernameToken against these (required if asked to).
+SANDBOX_SOAP_USERNAME = env.str("SANDBOX_SOAP_USERNAME", default="ems")
+SANDBOX_SOAP_PASSWORD = env.str("SANDBOX_SOAP_PASSWORD", default="sandbox-soap-password")
+SANDBOX_SOAP_REQUIRE_WSSE = env.bool("SANDBOX_SOAP_REQUIRE_WSSE", default=False)
+# The SFTP face's login (the user is SANDBOX_SFTP_URL's); its host key is generated into
+# SANDBOX_DATA_DIR, with a `known_hosts` line beside it for the insurer's settings.
+SANDBOX_SFTP_PASSWORD = env.str("SANDBOX_SFTP_PASSWORD", default="sandbox-sftp-password")
+# SFTP response files and SOAP confirmations are polled (insurers.tasks).
+CELERY_BEAT_SCHEDULE["insurers-confirmations-poll"] = {
+    "task": "insurers.tasks.confirmations_poll_sweep_task",
+    "schedule": env.float("INSURER_CONFIRMATIONS_POLL_SECONDS", default=60.0),
+    "options": {"expires": 60},
+}
 # Where the sandbox sends its signed webhooks (EMS's own web server).
 SANDBOX_EMS_WEBHOOK_URL = env.str("SANDBOX_EMS_WEBHOOK_URL", default="http://127.0.0.1:8000")
 # Insurer webhooks (`/api/v1/webhooks/insurers/<id>/notify` and `batch-notify`).

@@ -7,7 +7,14 @@ switches endpoint (`sandbox.switches(...)`), and each test starts from the defau
 
 import pytest
 
+from ems.outbox import OutboxEvent
+from ems.outbox_relay import relay_pending
 from insurers.sandbox.process import sandbox_start
+
+
+def exchanges_relay() -> int:
+    """Deliver the queued exchange documents to MongoDB now; returns how many went."""
+    return relay_pending(sink=OutboxEvent.Sink.MONGO).sinks[OutboxEvent.Sink.MONGO].delivered
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,9 @@ import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from insurers.sandbox.sftp_server import sftp_start
+from insurers.sandbox.soap_service import soap_start
+
 
 class _UvicornFace:
     def __init__(self, app: str, host: str, port: int):
@@ -45,7 +48,7 @@ def rest_start(options: dict) -> tuple[str, object]:
 
 
 # name -> starter; the SOAP and SFTP faces register theirs beside REST.
-SERVER_STARTERS = {"rest": rest_start}
+SERVER_STARTERS = {"rest": rest_start, "soap": soap_start, "sftp": sftp_start}
 
 
 class Command(BaseCommand):
