@@ -44,10 +44,17 @@ _DISPATCH_KEY = re.compile(r"^dsp-(?P<code>.+)-[0-9a-f]{32}(-g\d+)?$")
 def webhook_targets_write(targets: dict, *, data_dir: Path | None = None) -> Path:
     """Configure where webhooks go: {"url"?, "insurers": {code: {"insurer_id", "secret"}}}."""
     path = Path(data_dir or engine.data_dir()) / TARGETS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(targets))
     temporary.replace(path)
     return path
+
+
+def webhook_targets_for(insurers) -> Path:
+    """Send webhooks for these EMS insurers, each signed with its primary secret (`seed_demo`)."""
+    targets = {i.code: {"insurer_id": i.pk, "secret": i.webhook_secret_primary} for i in insurers}
+    return webhook_targets_write({"insurers": targets}, data_dir=settings.SANDBOX_DATA_DIR)
 
 
 def webhook_targets() -> dict:
