@@ -32,7 +32,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from bench.setup import (
     bench_database_url,
     django_ready,
     employer_with_policy,
+    http_load,
     private_broker_url,
     tables_vacuum,
     web_server_start,
@@ -160,41 +160,23 @@ def _token(port: int, fixture: dict) -> str:
 def _load(
     port: int, token: str, fixture: dict, *, per_client: int, offset: int
 ) -> tuple[list[float], int, float]:
-    latencies: list[list[float]] = [[] for _ in range(CONCURRENCY)]
-    errors = [0] * CONCURRENCY
-    samples: list[str] = []
-    barrier = threading.Barrier(CONCURRENCY + 1)
+    def request(index: int, call: int):
+        n = offset + index * per_client + call
+        headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {token}",
+            "Idempotency-Key": f"bench-{n}",
+        }
+        return "POST", "/api/v1/endorsements/", _body(fixture, n), headers
 
-    def client(index: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        barrier.wait()
-        for i in range(per_client):
-            n = offset + index * per_client + i
-            headers = {
-                "Content-Type": "application/json",
-                "Authorization": f"Bearer {token}",
-                "Idempotency-Key": f"bench-{n}",
-            }
-            started = time.perf_counter()
-            connection.request("POST", "/api/v1/endorsements/", _body(fixture, n), headers)
-            response = connection.getresponse()
-            answer = response.read()
-            latencies[index].append(time.perf_counter() - started)
-            if response.status != 201:
-                errors[index] += 1
-                samples.append(f"{response.status} {answer[:300]!r}")
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(CONCURRENCY)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    if samples:
-        print(json.dumps({"bench": "api_single_endorsement", "error_samples": samples[:3]}), file=sys.stderr)
-    return [x for per in latencies for x in per], sum(errors), elapsed
+    return http_load(
+        port,
+        threads=CONCURRENCY,
+        calls=per_client,
+        request=request,
+        ok=lambda status, _answer: status == 201,
+        bench="api_single_endorsement",
+    )
 
 
 def _cleanup(fixture: dict) -> None:

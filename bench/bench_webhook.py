@@ -14,15 +14,19 @@ is not counted against the server). The server is `python -m ems.web_server` sta
 counted; everything written is deleted afterwards.
 """
 
-import http.client
 import json
 import os
 import statistics
-import sys
-import threading
 import time
 
-from bench.setup import bench_database_url, django_ready, private_broker_url, tables_vacuum, web_server_start
+from bench.setup import (
+    bench_database_url,
+    django_ready,
+    http_load,
+    private_broker_url,
+    tables_vacuum,
+    web_server_start,
+)
 
 SINGLE_CONCURRENCY = 8
 BATCH_CONCURRENCY = 2
@@ -61,46 +65,26 @@ def _load(port: int, fixture: dict, *, threads: int, calls: int, per_call: int, 
     """(latencies, errors, elapsed, events) for `threads` clients making `calls` signed calls each."""
     from insurers.webhooks import SIGNATURE_HEADER, signature_header
 
-    insurer_id = fixture["insurer_id"]
-    path = f"/api/v1/webhooks/insurers/{insurer_id}/" + ("batch-notify" if per_call > 1 else "notify")
-    latencies: list[list[float]] = [[] for _ in range(threads)]
-    errors = [0] * threads
-    samples: list[str] = []
-    barrier = threading.Barrier(threads + 1)
+    path = f"/api/v1/webhooks/insurers/{fixture['insurer_id']}/" + (
+        "batch-notify" if per_call > 1 else "notify"
+    )
 
-    def client(index: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        barrier.wait()
-        for call in range(calls):
-            first = offset + (index * calls + call) * per_call
-            events = [_event(fixture, first + k) for k in range(per_call)]
-            body = json.dumps(events[0] if per_call == 1 else {"events": events}).encode()
-            started = time.perf_counter()
-            headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature_header([SECRET], body)}
-            connection.request("POST", path, body, headers)
-            response = connection.getresponse()
-            answer = response.read()
-            latencies[index].append(time.perf_counter() - started)
-            ok = (
-                response.status == 202
-                if per_call == 1
-                else (response.status == 200 and json.loads(answer)["received"] == per_call)
-            )
-            if not ok:
-                errors[index] += 1
-                samples.append(f"{response.status} {answer[:300]!r}")
+    def request(index: int, call: int):
+        first = offset + (index * calls + call) * per_call
+        events = [_event(fixture, first + k) for k in range(per_call)]
+        body = json.dumps(events[0] if per_call == 1 else {"events": events}).encode()
+        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature_header([SECRET], body)}
+        return "POST", path, body, headers
 
-    workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for worker in workers:
-        worker.join()
-    elapsed = time.perf_counter() - started
-    if samples:
-        print(json.dumps({"bench": "webhook_ingest", "error_samples": samples[:3]}), file=sys.stderr)
-    return sorted(x for per in latencies for x in per), sum(errors), elapsed, threads * calls * per_call
+    def ok(status: int, answer: bytes) -> bool:
+        if per_call == 1:
+            return status == 202
+        return status == 200 and json.loads(answer)["received"] == per_call
+
+    latencies, errors, elapsed = http_load(
+        port, threads=threads, calls=calls, request=request, ok=ok, bench="webhook_ingest"
+    )
+    return latencies, errors, elapsed, threads * calls * per_call
 
 
 def _figures(latencies: list[float], errors: int, elapsed: float, events: int) -> dict:

@@ -159,3 +159,50 @@ def _wait_ready(port: int, server) -> None:
         except OSError:
             time.sleep(0.2)
     raise RuntimeError("the web server did not become ready")
+
+
+def http_load(
+    port: int, *, threads: int, calls: int, request, ok, bench: str
+) -> tuple[list[float], int, float]:
+    """`threads` clients, each on its own keep-alive connection, make `calls` requests each,
+    started together; latency is from send to the full answer.
+
+    `request(index, call)` gives (method, path, body, headers); `ok(status, answer)` says
+    whether an answer counts as a success. Returns (latencies in seconds, sorted; errors;
+    elapsed seconds). A few failed answers are printed to stderr."""
+    import http.client
+    import json
+    import sys
+    import threading
+    import time
+
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    errors = [0] * threads
+    samples: list[str] = []
+    barrier = threading.Barrier(threads + 1)
+
+    def client(index: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        barrier.wait()
+        for call in range(calls):
+            method, path, body, headers = request(index, call)
+            started = time.perf_counter()
+            connection.request(method, path, body, headers)
+            response = connection.getresponse()
+            answer = response.read()
+            latencies[index].append(time.perf_counter() - started)
+            if not ok(response.status, answer):
+                errors[index] += 1
+                samples.append(f"{response.status} {answer[:300]!r}")
+
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    if samples:
+        print(json.dumps({"bench": bench, "error_samples": samples[:3]}), file=sys.stderr)
+    return sorted(x for per in latencies for x in per), sum(errors), elapsed

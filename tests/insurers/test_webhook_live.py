@@ -18,6 +18,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from bench.setup import web_server_start
 from insurers.models import DispatchItem, WebhookEvent
 from insurers.sandbox.webhook_sender import webhook_targets_write
 from insurers.services import dispatch_create, dispatch_send
@@ -43,7 +44,6 @@ def _free_port() -> int:
 @pytest.fixture
 def ems_server(tmp_path):
     """The web server as deployed, on the test database (eager tasks: events applied in-process)."""
-    port = _free_port()
     log_path = tmp_path / "server.log"
     env = {
         **os.environ,
@@ -52,35 +52,8 @@ def ems_server(tmp_path):
         "LOG_LEVEL": "DEBUG",
     }
     with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ems.web_server",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-                "--log-level",
-                "debug",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        server, port = web_server_start(env=env, workers=1, stderr=log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                probe = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                probe.request("GET", "/healthz")
-                if probe.getresponse().status == 200:
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("web server did not start:\n" + log_path.read_text()[-3000:]) from None
-                time.sleep(0.2)
         yield f"http://127.0.0.1:{port}", port, log_path
     finally:
         server.send_signal(signal.SIGTERM)
