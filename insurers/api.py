@@ -62,7 +62,11 @@ class InsurerWebhookView(APIView):
     parser_classes = [JSONParser]  # for the schema; the raw body is read and verified first
 
     def verified(self, request, insurer_id: int) -> tuple[Insurer, object, dict]:
-        insurer = Insurer.objects.filter(pk=insurer_id, is_active=True).first()
+        insurer = (
+            Insurer.objects.filter(pk=insurer_id, is_active=True)
+            .only("pk", "webhook_secret_primary", "webhook_secret_secondary")
+            .first()
+        )
         if insurer is None:
             raise NotFound("No such insurer.")
         limit = settings.WEBHOOK_MAX_BYTES

@@ -140,11 +140,13 @@ def webhook_events_receive(
             )
             for i, (flag, reason) in zip(storable, flags, strict=True)
         ]
-        with transaction.atomic():
-            stored = _insert_new(rows)
-            if stored:
-                ids = list(stored.values())
-                transaction.on_commit(lambda: _process_later(ids))
+        # One statement: in autocommit it is its own transaction (no BEGIN/COMMIT round
+        # trips), and on_commit runs once it has committed; inside a caller's transaction
+        # both wait for that one.
+        stored = _insert_new(rows)
+        if stored:
+            ids = list(stored.values())
+            transaction.on_commit(lambda: _process_later(ids))
         for i, (flag, _reason) in zip(storable, flags, strict=True):
             event_id = events[i]["event_id"]
             answers[i] = (
