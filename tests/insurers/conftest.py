@@ -10,11 +10,22 @@ import pytest
 from ems.outbox import OutboxEvent
 from ems.outbox_relay import relay_pending
 from insurers.sandbox.process import sandbox_start
+from tests.factories import InsurerFactory
 
 
 def exchanges_relay() -> int:
     """Deliver the queued exchange documents to MongoDB now; returns how many went."""
     return relay_pending(sink=OutboxEvent.Sink.MONGO).sinks[OutboxEvent.Sink.MONGO].delivered
+
+
+def rest_insurer(sandbox, **fields):
+    """An insurer reaching the sandbox's REST face with its bearer token; `fields` override."""
+    return InsurerFactory(
+        protocol="REST",
+        endpoint_url=sandbox.faces["rest"],
+        credentials={"bearer_token": sandbox.token},
+        **fields,
+    )
 
 
 @pytest.fixture(scope="session")

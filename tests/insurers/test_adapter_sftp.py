@@ -8,6 +8,7 @@ from datetime import date
 import paramiko
 import pytest
 from django.conf import settings
+from django.db import connection
 
 from insurers import services
 from insurers.adapters import sftp as sftp_adapter
@@ -103,6 +104,8 @@ def test_an_834_dispatch_travels_and_is_confirmed(sandbox, sftp_insurer):
     ]
 
 
+# the two fetchers log the file on their own connections, which commit: a flushed test
+@pytest.mark.django_db(transaction=True)
 def test_a_response_file_picked_up_twice_is_processed_once(sandbox, sftp_insurer):
     batch = references(3)
     dispatch = dispatch_of(sftp_insurer, *(payload(reference=reference) for reference in batch))
@@ -115,7 +118,10 @@ def test_a_response_file_picked_up_twice_is_processed_once(sandbox, sftp_insurer
 
     def fetch():
         start.wait()
-        fetched.append(SftpAdapter().confirmations_fetch(sftp_insurer))
+        try:
+            fetched.append(SftpAdapter().confirmations_fetch(sftp_insurer))
+        finally:
+            connection.close()
 
     threads = [threading.Thread(target=fetch) for _ in range(2)]
     for thread in threads:

@@ -7,7 +7,7 @@ from django.urls import reverse
 from insurers.models import Insurer
 from insurers.services import dispatch_create, dispatch_send
 from tests.factories import InsurerFactory, UserFactory
-from tests.insurers.conftest import exchanges_relay
+from tests.insurers.conftest import exchanges_relay, rest_insurer
 from tests.insurers.test_rest_adapter import payload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -20,9 +20,7 @@ def ops_user(role: str):
 
 
 def test_dispatch_page_shows_items_and_exchanges(client, sandbox, mongo_db):
-    insurer = InsurerFactory(
-        protocol="REST", endpoint_url=sandbox.faces["rest"], credentials={"bearer_token": sandbox.token}
-    )
+    insurer = rest_insurer(sandbox)
     dispatch = dispatch_create(
         insurer=insurer, items=[{"reference": "ADM-1", "kind": "ADD", "payload": payload("ADM-1")}]
     )

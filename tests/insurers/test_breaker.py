@@ -8,7 +8,7 @@ from insurers import breaker
 from insurers.adapters.base import TransientError
 from insurers.models import Insurer
 from insurers.services import dispatch_create, dispatch_send
-from tests.factories import InsurerFactory
+from tests.insurers.conftest import rest_insurer
 from tests.insurers.test_rest_adapter import payload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -16,10 +16,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def insurer(sandbox):
-    return InsurerFactory(
-        protocol="REST",
-        endpoint_url=sandbox.faces["rest"],
-        credentials={"bearer_token": sandbox.token},
+    return rest_insurer(
+        sandbox,
         request_timeout_seconds=2,
         circuit_failure_threshold=2,
         circuit_cooldown_seconds=1,

@@ -17,7 +17,7 @@ from insurers.adapters import adapter_for
 from insurers.adapters.base import PermanentError, TransientError
 from insurers.models import Dispatch, DispatchItem
 from insurers.services import dispatch_create, dispatch_send
-from tests.factories import InsurerFactory
+from tests.insurers.conftest import rest_insurer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 RUN = uuid.uuid4().hex[:8]
@@ -49,10 +49,8 @@ def payload(reference, *, action="ADD", premium=708_000, employee_code=None, **e
 
 @pytest.fixture
 def insurer(sandbox):
-    return InsurerFactory(
-        protocol="REST",
-        endpoint_url=sandbox.faces["rest"],
-        credentials={"bearer_token": sandbox.token},
+    return rest_insurer(
+        sandbox,
         request_timeout_seconds=2,
         circuit_failure_threshold=3,
         circuit_cooldown_seconds=1,
