@@ -33,11 +33,9 @@ import http.client
 import json
 import os
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -45,8 +43,10 @@ from bench.setup import (
     bench_database_url,
     django_ready,
     employer_with_policy,
+    http_load,
     private_broker_url,
     tables_vacuum,
+    web_server_start,
 )
 from ems.management.commands.run_stack import web_server_argv
 
@@ -139,12 +139,6 @@ def _cpu_ms_per_request_by(before: dict, after: dict, requests: int) -> dict[str
     return {part: round(seconds * 1000 / max(requests, 1), 2) for part, seconds in sorted(totals.items())}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _fixture() -> dict:
     from ems.auth import new_client_credentials
     from ems.models import ApiClient
@@ -189,21 +183,6 @@ def _body(fixture: dict, n: int) -> bytes:
     ).encode()
 
 
-def _wait_ready(port: int, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError("the web server exited")
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/healthz")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("the web server did not become ready")
-
-
 def _token(port: int, fixture: dict) -> str:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     body = json.dumps(
@@ -220,41 +199,23 @@ def _token(port: int, fixture: dict) -> str:
 def _load(
     port: int, token: str, fixture: dict, *, per_client: int, offset: int
 ) -> tuple[list[float], int, float]:
-    latencies: list[list[float]] = [[] for _ in range(CONCURRENCY)]
-    errors = [0] * CONCURRENCY
-    samples: list[str] = []
-    barrier = threading.Barrier(CONCURRENCY + 1)
+    def request(index: int, call: int):
+        n = offset + index * per_client + call
+        headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {token}",
+            "Idempotency-Key": f"bench-{n}",
+        }
+        return "POST", "/api/v1/endorsements/", _body(fixture, n), headers
 
-    def client(index: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        barrier.wait()
-        for i in range(per_client):
-            n = offset + index * per_client + i
-            headers = {
-                "Content-Type": "application/json",
-                "Authorization": f"Bearer {token}",
-                "Idempotency-Key": f"bench-{n}",
-            }
-            started = time.perf_counter()
-            connection.request("POST", "/api/v1/endorsements/", _body(fixture, n), headers)
-            response = connection.getresponse()
-            answer = response.read()
-            latencies[index].append(time.perf_counter() - started)
-            if response.status != 201:
-                errors[index] += 1
-                samples.append(f"{response.status} {answer[:300]!r}")
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(CONCURRENCY)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    if samples:
-        print(json.dumps({"bench": "api_single_endorsement", "error_samples": samples[:3]}), file=sys.stderr)
-    return [x for per in latencies for x in per], sum(errors), elapsed
+    return http_load(
+        port,
+        threads=CONCURRENCY,
+        calls=per_client,
+        request=request,
+        ok=lambda status, _answer: status == 201,
+        bench="api_single_endorsement",
+    )
 
 
 def _cleanup(fixture: dict) -> None:
@@ -303,8 +264,6 @@ def run():
         "ems_idempotencyrecord",
     )
     fixture = _fixture()
-    port = _free_port()
-    server_argv, server_env = server_command(server_name, port=port, workers=workers)
     env = {
         **os.environ,
         "DATABASE_URL": bench_database_url(),
@@ -316,11 +275,9 @@ def run():
     binaries = Path(sys.executable).parent
     log_path = os.environ.get("BENCH_API_SERVER_LOG")  # where the server's errors go, if wanted
     server_log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    server = subprocess.Popen(
-        server_argv,
-        cwd=HERE,
-        env={**env, **server_env},
-        stdout=subprocess.DEVNULL,
+    server, port = web_server_start(
+        env=env,
+        command=lambda port: server_command(server_name, port=port, workers=workers),
         stderr=server_log,
     )
     worker = subprocess.Popen(
@@ -341,7 +298,6 @@ def run():
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_ready(port, server)
         token = _token(port, fixture)
         _load(port, token, fixture, per_client=5, offset=9_000_000)  # warm-up: connections, code paths
         gc.collect()

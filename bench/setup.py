@@ -98,3 +98,107 @@ def tables_vacuum(*tables: str) -> None:
 
     with connection.cursor() as cursor:
         cursor.execute(f"VACUUM ANALYZE {', '.join(tables)}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def web_server_start(*, env: dict, command=None, stderr=None):
+    """A web server on a free loopback port, answering `/healthz`; returns (process, port).
+
+    `command(port) -> (argv, extra_env)` builds the server's command line; by default the
+    server as deployed (`run_stack.web_server_argv`: granian's WSGI server). The caller stops it.
+    """
+    import subprocess
+    from pathlib import Path
+
+    port = free_port()
+    if command is None:
+        from ems.management.commands.run_stack import web_server_argv
+
+        argv, extra_env = web_server_argv("127.0.0.1", port), {}
+    else:
+        argv, extra_env = command(port)
+    server = subprocess.Popen(
+        argv,
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**env, **extra_env},
+        stdout=subprocess.DEVNULL,
+        stderr=stderr if stderr is not None else subprocess.DEVNULL,
+    )
+    try:
+        _wait_ready(port, server)
+    except BaseException:
+        server.kill()
+        raise
+    return server, port
+
+
+def _wait_ready(port: int, server) -> None:
+    import http.client
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError("the web server exited")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("the web server did not become ready")
+
+
+def http_load(
+    port: int, *, threads: int, calls: int, request, ok, bench: str
+) -> tuple[list[float], int, float]:
+    """`threads` clients, each on its own keep-alive connection, make `calls` requests each,
+    started together; latency is from send to the full answer.
+
+    `request(index, call)` gives (method, path, body, headers); `ok(status, answer)` says
+    whether an answer counts as a success. Returns (latencies in seconds, sorted; errors;
+    elapsed seconds). A few failed answers are printed to stderr."""
+    import http.client
+    import json
+    import sys
+    import threading
+    import time
+
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    errors = [0] * threads
+    samples: list[str] = []
+    barrier = threading.Barrier(threads + 1)
+
+    def client(index: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        barrier.wait()
+        for call in range(calls):
+            method, path, body, headers = request(index, call)
+            started = time.perf_counter()
+            connection.request(method, path, body, headers)
+            response = connection.getresponse()
+            answer = response.read()
+            latencies[index].append(time.perf_counter() - started)
+            if not ok(response.status, answer):
+                errors[index] += 1
+                samples.append(f"{response.status} {answer[:300]!r}")
+
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    if samples:
+        print(json.dumps({"bench": bench, "error_samples": samples[:3]}), file=sys.stderr)
+    return sorted(x for per in latencies for x in per), sum(errors), elapsed

@@ -141,6 +141,8 @@ class ApiNotFoundMiddleware:
 def _body_limit(path: str) -> int:
     if path.rstrip("/").endswith("/batch"):
         return settings.UPLOAD_MAX_BYTES
+    if path.startswith("/api/v1/webhooks/"):
+        return settings.WEBHOOK_MAX_BYTES  # the view also counts what it reads
     return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 
 

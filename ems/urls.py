@@ -9,6 +9,7 @@ api_v1 = [
     path("auth/token", TokenView.as_view(), name="auth-token"),
     path("endorsements/", include("endorsements.urls")),
     path("ledger/", include("ledger.urls")),
+    path("webhooks/", include("insurers.urls")),
 ]
 
 urlpatterns = [

@@ -43,6 +43,7 @@ from endorsements.models import (
 )
 from insurers.models import Insurer
 from insurers.sandbox import sftp_server
+from insurers.sandbox.webhook_sender import webhook_targets_for
 from ledger import approvals as ledger_approvals
 from ledger import services as ledger_services
 from ledger.models import Account, TopUp
@@ -229,6 +230,8 @@ def demo_seed(*, today: datetime.date | None = None) -> DemoSeedResult:
     result = DemoSeedResult(payload={}, created=dict.fromkeys(CREATED_KINDS, 0))
     with transaction.atomic():
         insurers = _insurers_ensure(result)
+        # the sandbox insurer signs its webhooks to EMS for these insurers with their secrets
+        transaction.on_commit(lambda: webhook_targets_for(insurers.values()))
         groups = {
             name: Group.objects.get_or_create(name=name)[0] for spec in OPS_USERS for name in spec.groups
         }

@@ -11,7 +11,7 @@ from pymongo.errors import PyMongoError
 from ems.admin_mixins import ReadOnlyAdmin, ReadOnlyInline, permission_check
 from ems.formatting import money_text
 from insurers.breaker import breaker_reset
-from insurers.models import Dispatch, DispatchItem, Insurer
+from insurers.models import Dispatch, DispatchItem, Insurer, WebhookEvent
 from insurers.selectors import exchanges_for_dispatch
 
 MASK = "••••••••"
@@ -193,3 +193,15 @@ class DispatchAdmin(ReadOnlyAdmin):
         except (PyMongoError, ValueError):
             extra_context["exchanges_error"] = "The exchange log (MongoDB) is unreachable right now."
         return super().change_view(request, object_id, form_url, extra_context)
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(ReadOnlyAdmin):
+    """What insurers told us, as received. Filter by flag for the ops queue (unknown tracking
+    id, incomplete data); "processed at: empty" shows what still waits for its task."""
+
+    list_display = ("event_id", "insurer", "type", "tracking_id", "flag", "received_at", "processed_at")
+    list_filter = ("flag", "type", "insurer", ("processed_at", admin.EmptyFieldListFilter))
+    search_fields = ("event_id", "tracking_id")
+    list_select_related = ("insurer",)
+    date_hierarchy = "received_at"

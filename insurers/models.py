@@ -6,6 +6,7 @@ a retry policy for the gateway and a circuit breaker state.
 """
 
 from django.db import models
+from django.utils import timezone
 
 
 class Insurer(models.Model):
@@ -152,3 +153,56 @@ class DispatchItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reference} in {self.dispatch_id}"
+
+
+class WebhookEvent(models.Model):
+    """An event an insurer sent to our webhook, stored as received before we answer 2xx.
+
+    `(insurer, event_id)` is unique: a redelivery is recognised and changes nothing.
+    `body` is the event's JSON text as received (the exact request body for `notify`).
+    `processed_at` is set once the event's result was recorded (`insurers.webhook_events`);
+    a sweep re-drives events left unprocessed. `flag` marks an event ops must look at
+    (a tracking id the gateway never sent, or data missing for its type); flagged events
+    are stored and answered 2xx but not applied.
+    """
+
+    class Type(models.TextChoices):
+        ACCEPTED = "endorsement.accepted"
+        REJECTED = "endorsement.rejected"
+        CONFIRMED = "endorsement.confirmed"
+        STATEMENT = "statement.available"
+
+    class Flag(models.TextChoices):
+        NONE = "", "none"
+        UNKNOWN_TRACKING_ID = "unknown_tracking_id", "unknown tracking id"
+        INCOMPLETE_DATA = "incomplete_data", "incomplete data"
+
+    insurer = models.ForeignKey(Insurer, on_delete=models.PROTECT, related_name="webhook_events")
+    event_id = models.CharField(max_length=128)
+    type = models.CharField(max_length=40, choices=Type.choices)
+    tracking_id = models.CharField(max_length=64)
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    body = models.TextField(help_text="the event as received")
+    headers = models.JSONField(default=dict, blank=True, help_text="signature time, request id, user agent")
+    flag = models.CharField(max_length=24, choices=Flag.choices, default=Flag.NONE, blank=True)
+    flag_reason = models.CharField(max_length=300, blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    process_note = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["insurer", "event_id"], name="webhook_event_once_per_insurer"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["received_at"],
+                condition=models.Q(processed_at__isnull=True, flag=""),
+                name="webhook_event_unprocessed",
+            ),
+            models.Index(fields=["tracking_id"], name="webhook_event_tracking_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"

@@ -338,3 +338,13 @@ CELERY_BEAT_SCHEDULE["insurers-confirmations-poll"] = {
 }
 # Where the sandbox sends its signed webhooks (EMS's own web server).
 SANDBOX_EMS_WEBHOOK_URL = env.str("SANDBOX_EMS_WEBHOOK_URL", default="http://127.0.0.1:8000")
+# Insurer webhooks (`/api/v1/webhooks/insurers/<id>/notify` and `batch-notify`).
+WEBHOOK_MAX_BYTES = env.int("WEBHOOK_MAX_BYTES", default=1024 * 1024)
+WEBHOOK_BATCH_MAX_EVENTS = env.int("WEBHOOK_BATCH_MAX_EVENTS", default=500)
+# Stored events still unprocessed after this long are re-driven by the sweep.
+WEBHOOK_REDRIVE_AFTER_SECONDS = env.int("WEBHOOK_REDRIVE_AFTER_SECONDS", default=120)
+CELERY_IMPORTS = ("insurers.webhook_tasks",)
+CELERY_BEAT_SCHEDULE["insurers-webhook-events-sweep"] = {
+    "task": "insurers.webhook_events_sweep",
+    "schedule": 60.0,
+}

@@ -179,7 +179,12 @@ def receive(items: list[dict], dispatch_key: str) -> list[dict]:
     switches = switches_get()
     inline, cap = switches["answer_mode"] == "inline", int(switches["sum_insured_cap"])
     with _Transaction() as connection:
-        return [_receive_one(connection, item, dispatch_key, inline, cap) for item in items]
+        results = [_receive_one(connection, item, dispatch_key, inline, cap) for item in items]
+    if not inline and any(result["outcome"] == "accepted" for result in results):
+        from insurers.sandbox import webhook_sender  # it imports this module
+
+        webhook_sender.confirmations_send_later(delay_ms=int(switches["webhook_delay_ms"]))
+    return results
 
 
 def _receive_one(connection, item: dict, dispatch_key: str, inline: bool, cap: int) -> dict:
@@ -374,6 +379,7 @@ def _result_of(row) -> dict:
     return {
         "reference": row["reference"],
         "item_key": row["item_key"],
+        "dispatch_key": row["dispatch_key"],
         "outcome": row["outcome"],
         "insurer_reference": row["insurer_reference"] or "",
         "insurer_member_id": row["insurer_member_id"] or "",
