@@ -42,7 +42,7 @@ from endorsements.models import (
     Relation,
 )
 from insurers.models import Insurer
-from insurers.sandbox import sftp_server
+from insurers.sandbox.access import sandbox_connection, sandbox_credentials, sandbox_endpoint
 from insurers.sandbox.webhook_sender import webhook_targets_for
 from ledger import approvals as ledger_approvals
 from ledger import services as ledger_services
@@ -192,32 +192,6 @@ CREATED_KINDS = (
 )  # fmt: skip
 
 
-def sandbox_urls() -> dict[str, str]:
-    """Each demo insurer's endpoint at the sandbox insurer (`manage.py run_sandbox`)."""
-    by_protocol = {
-        Insurer.Protocol.REST: settings.SANDBOX_BASE_URL,
-        Insurer.Protocol.SOAP: settings.SANDBOX_SOAP_URL,
-        Insurer.Protocol.SFTP: settings.SANDBOX_SFTP_URL,
-    }
-    return {spec.code: by_protocol[spec.protocol] for spec in INSURERS}
-
-
-def sandbox_credentials(protocol: str) -> dict:
-    """What a demo insurer needs to be let in by the sandbox (REST: its bearer token; SFTP: its password)."""
-    if protocol == Insurer.Protocol.SFTP:
-        return {"password": settings.SANDBOX_SFTP_PASSWORD}
-    return {"bearer_token": settings.SANDBOX_REST_TOKEN} if protocol == Insurer.Protocol.REST else {}
-
-
-def sandbox_connection(protocol: str) -> dict:
-    """SFTP: the sandbox's host key to trust and its CSV layout."""
-    if protocol != Insurer.Protocol.SFTP:
-        return {}
-    return sftp_server.insurer_connection(
-        data_dir=settings.SANDBOX_DATA_DIR, host=settings.SANDBOX_HOST, port=settings.SANDBOX_SFTP_PORT
-    )
-
-
 def policy_year(today: datetime.date) -> tuple[datetime.date, datetime.date]:
     """The Indian financial year (1 April - 31 March) containing `today`."""
     first_year = today.year if today.month >= 4 else today.year - 1
@@ -264,7 +238,7 @@ def demo_seed(*, today: datetime.date | None = None) -> DemoSeedResult:
 
 
 def _insurers_ensure(result: DemoSeedResult) -> dict[str, Insurer]:
-    urls = sandbox_urls()
+    urls = {spec.code: sandbox_endpoint(spec.protocol) for spec in INSURERS}
     insurers = {}
     for spec in INSURERS:
         insurer, created = Insurer.objects.get_or_create(
