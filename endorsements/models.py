@@ -237,6 +237,12 @@ class EndorsementState(models.TextChoices):
     SUPERSEDED = "SUPERSEDED"
 
 
+class SlaStatus(models.TextChoices):
+    NONE = "", "within SLA"
+    NEAR = "NEAR", "near breach"
+    BREACHED = "BREACHED", "breached"
+
+
 class Source(models.TextChoices):
     API = "API"
     CSV = "CSV"
@@ -401,8 +407,54 @@ class EndorsementRequest(models.Model):
         related_name="supersedes",
         db_index=False,  # a partial index below: almost every row has none
     )
+    # --- the pipeline's columns (scheduler, gateway, confirmation, SLA) ---
+    dispatch = models.ForeignKey(
+        "insurers.Dispatch",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,  # a partial index below: only sent requests have one
+        help_text="the live dispatch that carries this request to the insurer",
+    )
+    insurer_premium = models.BigIntegerField(
+        null=True, blank=True, help_text="the insurer's figure, signed minor units like premium_amount"
+    )
+    # Database defaults too: the file path inserts rows by raw SQL and names only its columns.
+    insurer_member_id = models.CharField(max_length=80, blank=True, default="", db_default="")
+    discrepancy = models.JSONField(
+        default=dict,
+        db_default=models.Value({}, models.JSONField()),
+        blank=True,
+        help_text="where the insurer's answer differs from ours: field -> {ours, theirs}",
+    )
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="the next send attempt is due")
+    sla_deadline = models.DateTimeField(null=True, blank=True)
+    sla_status = models.CharField(
+        max_length=8, choices=SlaStatus.choices, blank=True, default="", db_default=""
+    )
+    resubmission_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="resubmissions",
+        db_index=False,
+        help_text="the rejected request this one corrects",
+    )
+    linked_to = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="linked",
+        db_index=False,
+        help_text="the employee's DELETE that made this dependant's DELETE",
+    )
     received_at = models.DateTimeField(auto_now_add=True)
     validated_at = models.DateTimeField(null=True, blank=True)
+    on_hold_funds_at = models.DateTimeField(null=True, blank=True)
+    on_hold_review_at = models.DateTimeField(null=True, blank=True)
     fund_locked_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
@@ -415,6 +467,8 @@ class EndorsementRequest(models.Model):
     TIMELINE_FIELDS = (
         "received_at",
         "validated_at",
+        "on_hold_review_at",
+        "on_hold_funds_at",
         "fund_locked_at",
         "sent_at",
         "confirmed_at",
@@ -446,6 +500,44 @@ class EndorsementRequest(models.Model):
                 name="endorsement_received_queue_idx",
                 condition=Q(state="RECEIVED"),
             ),
+            # The scheduler's windows: validated requests, oldest first.
+            models.Index(
+                fields=["validated_at"],
+                name="endorsement_validated_idx",
+                condition=Q(state="VALIDATED"),
+            ),
+            # The activation sweep: confirmed requests by effective date.
+            models.Index(
+                fields=["effective_date"],
+                name="endorsement_confirmed_idx",
+                condition=Q(state="CONFIRMED"),
+            ),
+            models.Index(
+                fields=["next_attempt_at"],
+                name="endorsement_next_attempt_idx",
+                condition=Q(next_attempt_at__isnull=False),
+            ),
+            models.Index(
+                fields=["sla_deadline"],
+                name="endorsement_sla_open_idx",
+                condition=Q(sla_deadline__isnull=False, activated_at__isnull=True, closed_at__isnull=True),
+            ),
+            models.Index(
+                fields=["dispatch"], name="endorsement_dispatch_idx", condition=Q(dispatch__isnull=False)
+            ),
+            models.Index(
+                fields=["linked_to"], name="endorsement_linked_to_idx", condition=Q(linked_to__isnull=False)
+            ),
+            models.Index(
+                fields=["resubmission_of"],
+                name="endorsement_resubmission_idx",
+                condition=Q(resubmission_of__isnull=False),
+            ),
+        ]
+        permissions = [
+            ("retry_endorsementrequest", "Can retry a failed endorsement request (same idempotency key)"),
+            ("cancel_endorsementrequest", "Can cancel an endorsement request"),
+            ("review_endorsementrequest", "Can approve or reject an endorsement request on review hold"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(attempts__gte=0), name="endorsement_attempts_non_negative"),

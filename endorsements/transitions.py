@@ -53,7 +53,25 @@ from endorsements.models import (
 
 S = EndorsementState
 
-# from state -> the states it may move to.
+# from state -> the states it may move to. The pipeline's edges, by stage:
+# - validation: RECEIVED -> VALIDATED | REJECTED;
+# - review hold (a gate before fund lock): VALIDATED -> ON_HOLD_REVIEW; approve
+#   ON_HOLD_REVIEW -> VALIDATED (back to the scheduler), reject ON_HOLD_REVIEW -> REJECTED;
+# - fund lock: VALIDATED -> FUND_LOCKED (a debit that fits) | ON_HOLD_FUNDS (parked);
+#   ON_HOLD_FUNDS -> FUND_LOCKED (woken); FUND_LOCKED -> ON_HOLD_FUNDS (its hold expired
+#   before it was sent, and it parked again);
+# - send: FUND_LOCKED -> SENT (debits), VALIDATED -> SENT (credits and zero-premium
+#   changes lock nothing); a retry of a sent request is NOT a move: SENT -> SENT is
+#   refused here, and the attempt is recorded on the row and its dispatch instead;
+#   SENT -> FAILED (retries exhausted: the dead-letter queue); FAILED -> SENT (ops retry,
+#   same idempotency key);
+# - confirmation: SENT -> CONFIRMED | INSURER_REJECTED, and from FAILED too (a late answer
+#   from the insurer to a request we had given up on);
+# - activation: CONFIRMED -> ACTIVE;
+# - cancel (HR or ops, before SENT; ops also from FAILED once the insurer does not have
+#   it): every unsent state and FAILED -> CANCELLED;
+# - supersede (a newer request for the same member before this one was sent): every
+#   unsent state -> SUPERSEDED.
 TRANSITIONS: dict[str, frozenset[str]] = {
     S.RECEIVED: frozenset({S.VALIDATED, S.REJECTED, S.CANCELLED, S.SUPERSEDED}),
     S.VALIDATED: frozenset(
@@ -61,9 +79,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     ),
     S.ON_HOLD_FUNDS: frozenset({S.FUND_LOCKED, S.CANCELLED, S.SUPERSEDED}),
     S.ON_HOLD_REVIEW: frozenset({S.VALIDATED, S.REJECTED, S.CANCELLED, S.SUPERSEDED}),
-    S.FUND_LOCKED: frozenset({S.SENT, S.CANCELLED, S.SUPERSEDED}),
+    S.FUND_LOCKED: frozenset({S.SENT, S.ON_HOLD_FUNDS, S.CANCELLED, S.SUPERSEDED}),
     S.SENT: frozenset({S.CONFIRMED, S.INSURER_REJECTED, S.FAILED}),
-    S.FAILED: frozenset({S.SENT, S.CANCELLED}),
+    S.FAILED: frozenset({S.SENT, S.CONFIRMED, S.INSURER_REJECTED, S.CANCELLED}),
     S.CONFIRMED: frozenset({S.ACTIVE}),
     S.ACTIVE: frozenset(),
     S.REJECTED: frozenset(),
@@ -75,6 +93,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 # The timestamp column each state sets when it is reached.
 STATE_TIMESTAMPS: dict[str, str] = {
     S.VALIDATED: "validated_at",
+    S.ON_HOLD_FUNDS: "on_hold_funds_at",
+    S.ON_HOLD_REVIEW: "on_hold_review_at",
     S.FUND_LOCKED: "fund_locked_at",
     S.SENT: "sent_at",
     S.CONFIRMED: "confirmed_at",
@@ -111,6 +131,16 @@ CHANGEABLE = frozenset(
         "last_error",
         "insurer_reference",
         "attempts",
+        "dispatch_id",
+        "insurer_premium",
+        "insurer_member_id",
+        "discrepancy",
+        "next_attempt_at",
+        "sla_deadline",
+        "sla_status",
+        "resubmission_of_id",
+        "linked_to_id",
+        "closed_at",  # cleared when a FAILED request is sent again or answered late
     }
 )
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from ems import structured_logging
 
@@ -213,6 +214,26 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Four queues, so a slow insurer never starves validation: `intake` (reading files,
+# validating), `pipeline` (scheduler, fund lock, confirmation, activation: database work),
+# `insurer_io` (every call to an insurer: send, poll, webhook processing) and
+# `housekeeping` (relay, expiry and clean-up sweeps). All four are declared, so a worker
+# started without `-Q` consumes every one; each worker command names the queues it serves.
+CELERY_QUEUE_NAMES = ("intake", "pipeline", "insurer_io", "housekeeping")
+CELERY_TASK_QUEUES = tuple(Queue(name, routing_key=name) for name in CELERY_QUEUE_NAMES)
+CELERY_TASK_DEFAULT_QUEUE = "pipeline"
+# First match wins (glob patterns on task names); anything unnamed runs on `pipeline`.
+CELERY_TASK_ROUTES = {
+    "endorsements.tasks.batch_*": {"queue": "intake"},
+    "endorsements.tasks.endorsements_validate_pending_task": {"queue": "intake"},
+    "endorsements.tasks.endorsements_received_sweep_task": {"queue": "intake"},
+    "endorsements.tasks.uploads_orphaned_sweep_task": {"queue": "housekeeping"},
+    "endorsements.pipeline.send*": {"queue": "insurer_io"},
+    "insurers.tasks.exchanges_mask_sweep_task": {"queue": "housekeeping"},
+    "insurers.*": {"queue": "insurer_io"},
+    "ems.tasks.*": {"queue": "housekeeping"},
+    "ledger.*": {"queue": "housekeeping"},
+}
 
 CHANNEL_LAYERS = {
     "default": {

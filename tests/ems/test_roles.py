@@ -172,12 +172,8 @@ def test_the_platform_names_apps_by_label_and_imports_none():
             assert not {name.split(".")[0] for name in names} & app_packages, (path, names)
 
 
-# Named ahead of the actions their issues add (a request's retry, cancel and review;
-# reconciliation): no model declares them yet.
+# Named ahead of the actions their issue adds (reconciliation): no model declares it yet.
 DECLARED_LATER = {
-    "endorsements.retry_endorsementrequest",
-    "endorsements.cancel_endorsementrequest",
-    "endorsements.review_endorsementrequest",
     "reconciliation.run_reconciliation",
 }
 
