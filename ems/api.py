@@ -2,7 +2,9 @@
 
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.parsers import FormParser
+
+from ems.parsers import StrictJSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -18,7 +20,7 @@ class TokenRequestSerializer(serializers.Serializer):
 class TokenView(APIView):
     authentication_classes: list = []
     permission_classes: list = []
-    parser_classes = [JSONParser, FormParser]
+    parser_classes = [StrictJSONParser, FormParser]
 
     def get_authenticate_header(self, request) -> str:
         # RFC 6749 §5.2: a failed client authentication is a 401 with a challenge.

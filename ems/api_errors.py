@@ -126,7 +126,10 @@ class ApiNotFoundMiddleware:
         if response.status_code in (404, 405) and not _is_json(response):
             if response.status_code == 404:
                 return error_response("not_found", f"No API route matches {request.path}.", 404)
-            return error_response("method_not_allowed", f'Method "{request.method}" not allowed.', 405)
+            refusal = error_response("method_not_allowed", f'Method "{request.method}" not allowed.', 405)
+            if response.has_header("Allow"):
+                refusal["Allow"] = response["Allow"]  # RFC 9110 §15.5.6
+            return refusal
         return response
 
     def process_exception(self, request, exception):

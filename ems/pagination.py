@@ -12,8 +12,12 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
 
+# The highest page a list accepts: an offset beyond PostgreSQL's bigint is an error there.
+MAX_PAGE = 2**31 - 1
+
+
 class EmsPagination(BasePagination):
-    def _positive_int(self, request, name: str, default: int) -> int:
+    def _positive_int(self, request, name: str, default: int, maximum: int | None = None) -> int:
         raw = request.query_params.get(name)
         if raw in (None, ""):
             return default
@@ -23,6 +27,8 @@ class EmsPagination(BasePagination):
             raise ValidationError({name: [f"{name} must be a positive integer."]}) from None
         if value < 1:
             raise ValidationError({name: [f"{name} must be a positive integer."]})
+        if maximum is not None and value > maximum:
+            raise ValidationError({name: [f"{name} must be at most {maximum}."]})
         return value
 
     def paginate_queryset(self, queryset, request, view=None):
@@ -31,7 +37,7 @@ class EmsPagination(BasePagination):
             self._positive_int(request, "page_size", settings.API_PAGE_SIZE),
             settings.API_MAX_PAGE_SIZE,
         )
-        self.page = self._positive_int(request, "page", 1)
+        self.page = self._positive_int(request, "page", 1, maximum=MAX_PAGE)
         self.total = queryset.count()
         self.last = max(1, math.ceil(self.total / self.page_size))
         start = (self.page - 1) * self.page_size
@@ -62,6 +68,9 @@ class EmsPagination(BasePagination):
         }
         return Response(body, headers={"Link": header})
 
+    def get_schema_operation_parameters(self, view):
+        return page_parameters()
+
     def get_paginated_response_schema(self, schema):
         return {
             "type": "object",
@@ -80,3 +89,23 @@ class EmsPagination(BasePagination):
                 },
             },
         }
+
+
+def page_parameters() -> list[dict]:
+    """`page` and `page_size` as the schema states them (the bounds the list enforces)."""
+    return [
+        {
+            "name": "page",
+            "in": "query",
+            "required": False,
+            "description": "1-based page number",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+        },
+        {
+            "name": "page_size",
+            "in": "query",
+            "required": False,
+            "description": f"rows per page (at most {settings.API_MAX_PAGE_SIZE}; larger values are capped)",
+            "schema": {"type": "integer", "minimum": 1},
+        },
+    ]

@@ -5,7 +5,7 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.parsers import BaseParser, JSONParser, MultiPartParser
+from rest_framework.parsers import BaseParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 from ems.auth import BearerTokenAuthentication, IsEmployerClient, SessionCallerAuthentication
 from ems.idempotency import idempotent
 from ems.pagination import EmsPagination
+from ems.parsers import StrictJSONParser
 from endorsements import intake, selectors, services
 from endorsements.errors import UploadFormatUnknown
 from endorsements.serializers import (
@@ -35,7 +36,7 @@ _IDEMPOTENCY_KEY = OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApi
 class EndorsementListCreateView(APIView):
     authentication_classes = _AUTH
     permission_classes = [IsEmployerClient]
-    parser_classes = [JSONParser]
+    parser_classes = [StrictJSONParser]
 
     @extend_schema(
         operation_id="endorsements_list",

@@ -33,6 +33,7 @@ from pathlib import Path
 from django.conf import settings
 
 from ems.errors import ErrorDetail
+from ems.parsers import json_shape_problem
 from endorsements.columns import COLUMN_SET, HEADER_REQUIRED
 from endorsements.errors import (
     UploadEmpty,
@@ -368,8 +369,13 @@ class _JsonArrayReader:
                 if not self.eof and self._fill():
                     continue
                 raise UploadJsonInvalid(f"Element {index} is not valid JSON: {error.msg}.") from None
+            except RecursionError:
+                raise UploadJsonInvalid(f"Element {index} is nested too deeply.") from None
             if end == len(self.buffer) and not self.eof and self._fill():
                 continue  # a number may continue in the next piece: decode again with more text
+            problem = json_shape_problem(value, settings.API_JSON_MAX_DEPTH)
+            if problem:
+                raise UploadJsonInvalid(f"Element {index}: {problem}")
             self.position = end
             return value
 

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ems.errors import EmsError, ErrorDetail, NotFound, PayloadTooLarge, ValidationFailed
+from ems.parsers import json_shape_problem
 from ems.request_id import current_request_id
 from insurers.models import Insurer
 from insurers.serializers import (
@@ -81,8 +82,10 @@ class InsurerWebhookView(APIView):
         try:
             text = body.decode("utf-8")
             parsed = json.loads(text)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
             raise MalformedBody() from error
+        if json_shape_problem(parsed, settings.API_JSON_MAX_DEPTH):
+            raise MalformedBody()
         headers = {
             "signature_t": timestamp,
             "request_id": current_request_id(),

@@ -14,8 +14,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ems.auth import BearerTokenAuthentication, IsEmployerClient, SessionCallerAuthentication
+from ems.errors import ErrorDetail, ValidationFailed
 from ems.idempotency import idempotent
-from ems.pagination import EmsPagination
+from ems.pagination import EmsPagination, page_parameters
 from ledger import approvals, selectors
 from ledger.serializers import (
     BalanceResponseSerializer,
@@ -70,6 +71,11 @@ class TopUpView(LedgerView):
     @idempotent("ledger.topup")
     def post(self, request):
         data = request.data
+        if not hasattr(data, "get"):
+            raise ValidationFailed(
+                "The body must be a JSON object of field: value.",
+                details=[ErrorDetail("", "not_an_object", "The body must be a JSON object.")],
+            )
         account_id = _integer(data.get("account_id"))
         account = selectors.account_for_caller(caller=request.caller, account_id=account_id)
         topup = approvals.account_topup(
@@ -88,8 +94,10 @@ class HistoryView(LedgerView):
         summary="Entries and holds, newest first, with the running balance on each entry",
         parameters=[
             HistoryQuerySerializer,
-            OpenApiParameter("page", int),
-            OpenApiParameter("page_size", int),
+            *(
+                OpenApiParameter(p["name"], p["schema"], description=p["description"])
+                for p in page_parameters()
+            ),
         ],
         responses=HistoryPageSerializer,
     )

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "ems.request_id.RequestIdMiddleware",
+    "ems.request_guard.RequestGuardMiddleware",
     "ems.api_errors.ApiNotFoundMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -257,13 +258,15 @@ OUTBOX_RELAY_ON_COMMIT = env.bool("OUTBOX_RELAY_ON_COMMIT", default=True)
 OUTBOX_RELAY_KICK_SECONDS = env.float("OUTBOX_RELAY_KICK_SECONDS", default=1.0)
 
 # --- API ---------------------------------------------------------------------------
+# Deeper JSON bodies are refused as malformed (ems/parsers.py).
+API_JSON_MAX_DEPTH = env.int("API_JSON_MAX_DEPTH", default=32)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["ems.auth.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["ems.auth.IsEmployerClient"],
     "DEFAULT_PAGINATION_CLASS": "ems.pagination.EmsPagination",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "ems.parsers.StrictJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
