@@ -3,12 +3,11 @@
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.parsers import FormParser
-
-from ems.parsers import StrictJSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ems.auth import token_issue
+from ems.parsers import StrictJSONParser
 
 
 class TokenRequestSerializer(serializers.Serializer):

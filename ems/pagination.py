@@ -11,7 +11,6 @@ from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
-
 # The highest page a list accepts: an offset beyond PostgreSQL's bigint is an error there.
 MAX_PAGE = 2**31 - 1
 
