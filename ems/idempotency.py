@@ -172,7 +172,7 @@ def idempotent(scope: str, *, stage=None):
             key = request.headers.get(HEADER)
             if key is None:
                 return method(self, request, *args, **staged(self, request, kwargs))
-            if not key.strip() or len(key) > MAX_KEY_LENGTH:
+            if not key.strip(" \t") or len(key) > MAX_KEY_LENGTH:
                 raise ValidationFailed(f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters.")
             fingerprint = request_fingerprint(request)
             claimed = _claim(request.caller.principal, scope, key, fingerprint)
@@ -203,3 +203,15 @@ def idempotent(scope: str, *, stage=None):
 class _DoNotStore(Exception):
     def __init__(self, response) -> None:
         self.response = response
+
+
+def idempotency_key_parameter():
+    """The `Idempotency-Key` header as the schema states it: what `idempotent` accepts."""
+    from drf_spectacular.utils import OpenApiParameter
+
+    return OpenApiParameter(
+        HEADER,
+        {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": r"[^ \t]"},
+        OpenApiParameter.HEADER,
+        description="repeats with the same body replay the first response; a different body is 422",
+    )

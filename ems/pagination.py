@@ -9,7 +9,24 @@ from django.conf import settings
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
+from rest_framework.serializers import Serializer
 from rest_framework.utils.urls import replace_query_param
+
+
+class NoBlankQuerySerializer(Serializer):
+    """A list's query filters: a filter named with no value (`?type=`) is refused, not ignored.
+
+    DRF reads an empty query value of an optional field as "not given", so `?state=` would
+    list everything while the schema (and the caller) mean a state."""
+
+    def validate(self, attrs):
+        blank = {
+            name: [f"{name} must not be empty."] for name in self.fields if self.initial_data.get(name) == ""
+        }
+        if blank:
+            raise ValidationError(blank)
+        return super().validate(attrs)
+
 
 # The highest page a list accepts: an offset beyond PostgreSQL's bigint is an error there.
 MAX_PAGE = 2**31 - 1
@@ -88,6 +105,20 @@ class EmsPagination(BasePagination):
                 },
             },
         }
+
+
+def page_query_parameters() -> list:
+    """`page_parameters()` as drf-spectacular parameters, for a list view that paginates itself."""
+    from drf_spectacular.utils import OpenApiParameter
+
+    return [OpenApiParameter(p["name"], p["schema"], description=p["description"]) for p in page_parameters()]
+
+
+def page_response(component: str) -> dict:
+    """The schema of one page of `component` (a serializer's component name): the envelope."""
+    return EmsPagination().get_paginated_response_schema(
+        {"type": "array", "items": {"$ref": f"#/components/schemas/{component}"}}
+    )
 
 
 def page_parameters() -> list[dict]:

@@ -3,7 +3,7 @@
 from django.http import StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import BaseParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -11,8 +11,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ems.auth import BearerTokenAuthentication, IsEmployerClient, SessionCallerAuthentication
-from ems.idempotency import idempotent
-from ems.pagination import EmsPagination
+from ems.idempotency import idempotency_key_parameter, idempotent
+from ems.pagination import EmsPagination, page_query_parameters, page_response
 from ems.parsers import StrictJSONParser
 from endorsements import intake, selectors, services
 from endorsements.errors import UploadFormatUnknown
@@ -30,7 +30,7 @@ _AUTH = [BearerTokenAuthentication, SessionCallerAuthentication]
 # Rendering reads the fields only, so threads share it; the body is the same.
 _CREATED_BODY = EndorsementSerializer()
 _ERROR = OpenApiResponse(description="Error envelope: {error: {code, message, details, request_id}}")
-_IDEMPOTENCY_KEY = OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER)
+_IDEMPOTENCY_KEY = idempotency_key_parameter()
 
 
 class EndorsementListCreateView(APIView):
@@ -40,8 +40,8 @@ class EndorsementListCreateView(APIView):
 
     @extend_schema(
         operation_id="endorsements_list",
-        parameters=[EndorsementListFilterSerializer],
-        responses={200: EndorsementSerializer(many=True), 422: _ERROR},
+        parameters=[EndorsementListFilterSerializer, *page_query_parameters()],
+        responses={200: page_response("Endorsement"), 422: _ERROR},
     )
     def get(self, request):
         filters = EndorsementListFilterSerializer(data=request.query_params)
@@ -144,7 +144,11 @@ class BatchCreateView(APIView):
                     "format": serializers.ChoiceField(choices=["CSV", "JSON"], required=False),
                 },
             ),
-            "application/json": {"type": "array", "items": {"type": "object"}},
+            "application/json": {
+                "type": "array",
+                "items": {},
+                "description": "one object of column: value per row; any other element is a row error",
+            },
             "text/csv": {"type": "string"},
         },
         parameters=[_IDEMPOTENCY_KEY],

@@ -4,6 +4,7 @@ input serializers here describe the body for the OpenAPI schema and parse list f
 from django.urls import reverse
 from rest_framework import serializers
 
+from ems.pagination import NoBlankQuerySerializer
 from endorsements.models import EndorsementBatch, EndorsementState, EndorsementType
 
 
@@ -27,7 +28,7 @@ class EndorsementInputSerializer(serializers.Serializer):
     sum_insured = serializers.IntegerField(required=False, help_text="whole currency units")
 
 
-class EndorsementListFilterSerializer(serializers.Serializer):
+class EndorsementListFilterSerializer(NoBlankQuerySerializer):
     state = serializers.ChoiceField(choices=EndorsementState.choices, required=False)
     type = serializers.ChoiceField(choices=EndorsementType.choices, required=False)
     batch = serializers.IntegerField(required=False, min_value=1)

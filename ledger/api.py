@@ -8,15 +8,16 @@ a 404, exactly like a missing one.
 import re
 import uuid
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ems.auth import BearerTokenAuthentication, IsEmployerClient, SessionCallerAuthentication
 from ems.errors import ErrorDetail, ValidationFailed
-from ems.idempotency import idempotent
-from ems.pagination import EmsPagination, page_parameters
+from ems.idempotency import idempotency_key_parameter, idempotent
+from ems.pagination import EmsPagination, page_query_parameters
+from ems.parsers import StrictJSONParser
 from ledger import approvals, selectors
 from ledger.serializers import (
     BalanceResponseSerializer,
@@ -54,19 +55,14 @@ class BalanceView(LedgerView):
 
 
 class TopUpView(LedgerView):
+    parser_classes = [StrictJSONParser]  # a JSON object; a form's strings are not amounts
+
     @extend_schema(
         operation_id="ledger_topup",
         summary="Report a payment to the insurer: a pending top-up for a finance approver",
         request=TopUpRequestSerializer,
         responses={202: TopUpSerializer},
-        parameters=[
-            OpenApiParameter(
-                "Idempotency-Key",
-                str,
-                OpenApiParameter.HEADER,
-                description="repeats with the same body replay the first response",
-            )
-        ],
+        parameters=[idempotency_key_parameter()],
     )
     @idempotent("ledger.topup")
     def post(self, request):
@@ -94,10 +90,7 @@ class HistoryView(LedgerView):
         summary="Entries and holds, newest first, with the running balance on each entry",
         parameters=[
             HistoryQuerySerializer,
-            *(
-                OpenApiParameter(p["name"], p["schema"], description=p["description"])
-                for p in page_parameters()
-            ),
+            *page_query_parameters(),
         ],
         responses=HistoryPageSerializer,
     )

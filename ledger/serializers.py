@@ -5,6 +5,7 @@ Amounts are integer minor units (paise/cents) with the account's `currency`.
 
 from rest_framework import serializers
 
+from ems.pagination import NoBlankQuerySerializer
 from ledger.selectors import HISTORY_KINDS
 
 
@@ -47,7 +48,7 @@ class TopUpSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class HistoryQuerySerializer(serializers.Serializer):
+class HistoryQuerySerializer(NoBlankQuerySerializer):
     account_id = serializers.IntegerField(required=False, min_value=1)
     kind = serializers.ChoiceField(choices=HISTORY_KINDS, required=False)
     date_from = serializers.DateField(required=False)

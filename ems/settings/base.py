@@ -280,6 +280,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "ems.api_schema.error_responses_add",
+    ],
 }
 
 API_PAGE_SIZE = env.int("API_PAGE_SIZE", default=50)

@@ -1,0 +1,71 @@
+"""The OpenAPI schema's error half: one `Error` envelope component every operation references.
+
+A drf-spectacular post-processing hook. Every operation documents the error statuses the
+platform answers for any request (400 malformed, 401 unauthenticated, 403 forbidden, 404
+unknown, 422 invalid, 429 throttled); operations with a body add 409 (an idempotency key
+still in flight), 413 (too large) and 415 (media type or encoding). Statuses an operation
+documents itself are kept.
+"""
+
+ERROR_COMPONENT = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "details", "request_id"],
+            "properties": {
+                "code": {"type": "string", "description": "machine-readable, e.g. validation_failed"},
+                "message": {"type": "string"},
+                "details": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["field", "code", "message"],
+                        "properties": {
+                            "field": {"type": "string"},
+                            "code": {"type": "string"},
+                            "message": {"type": "string"},
+                        },
+                    },
+                },
+                "request_id": {"type": "string"},
+            },
+        }
+    },
+}
+
+ERROR_STATUSES = {
+    "400": "Malformed request (unparsable body, a NUL byte in the URL, too deeply nested JSON)",
+    "401": "Missing, expired or invalid credentials",
+    "403": "The caller may not do this",
+    "404": "No such resource (or not the caller's)",
+    "405": "Method not allowed (the Allow header lists those that are)",
+    "422": "The request is invalid; details name each field",
+    "429": "Too many requests; Retry-After says when to try again",
+}
+BODY_STATUSES = {
+    "409": "The same Idempotency-Key is still in flight, or the request conflicts with the current state",
+    "413": "The body is larger than the limit",
+    "415": "Unsupported media type or Content-Encoding",
+}
+_BODY_METHODS = {"post", "put", "patch"}
+
+
+def error_responses_add(result, generator, request, public):
+    components = result.setdefault("components", {}).setdefault("schemas", {})
+    components["Error"] = ERROR_COMPONENT
+    reference = {"$ref": "#/components/schemas/Error"}
+    for methods in result.get("paths", {}).values():
+        for method, operation in methods.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            statuses = dict(ERROR_STATUSES)
+            if method in _BODY_METHODS:
+                statuses.update(BODY_STATUSES)
+            for status, description in statuses.items():
+                operation["responses"].setdefault(
+                    status,
+                    {"description": description, "content": {"application/json": {"schema": reference}}},
+                )
+    return result
