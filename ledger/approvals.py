@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from django.db import models
 from django.utils import timezone
 
+from ems.errors import ErrorDetail
 from ems.notifications import notify_employer
 from ledger import events, parking
 from ledger.errors import (
@@ -30,6 +31,7 @@ from ledger.errors import (
     IdempotencyConflict,
     InsufficientFunds,
     MakerCannotApprove,
+    PaymentReferenceDeclared,
     ReferenceInvalid,
     TopUpAlreadyDecided,
     TopUpNotFound,
@@ -51,6 +53,7 @@ class _Kind:
     data: Callable[[models.Model], dict]
     entry: Callable[[models.Model], dict]  # the entry an approval posts
     tells_employer: bool  # the HR portal hears of a decided top-up
+    unique_check: Callable[[models.Model, dict], None] | None = None  # refuses a second declaration
 
     @property
     def object_type(self) -> str:
@@ -74,6 +77,7 @@ _TOPUP = _Kind(
         "memo": f"top-up {topup.pk}",
     },
     tells_employer=True,
+    unique_check=lambda account, fields: _reference_once(account, fields["payment_reference"]),
 )
 _ADJUSTMENT = _Kind(
     model=Adjustment,
@@ -128,6 +132,23 @@ def adjustment_request(
     )
 
 
+def _reference_once(account, payment_reference: str) -> None:
+    """A payment is declared once per account; only a rejected declaration may be made again.
+
+    The partial unique constraint `topup_payment_reference_once` backs this check.
+    """
+    existing = (
+        TopUp.objects.filter(account=account, payment_reference=payment_reference)
+        .exclude(state=TopUp.State.REJECTED)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if existing is not None:
+        raise PaymentReferenceDeclared(
+            details=[ErrorDetail("topup_id", "payment_reference_declared", str(existing))]
+        )
+
+
 def _request(kind: _Kind, *, account_id: int, idempotency_key: str, fields: dict, note: str = ""):
     """Create the PENDING request once per key; a repeat with other data is a conflict."""
 
@@ -138,6 +159,8 @@ def _request(kind: _Kind, *, account_id: int, idempotency_key: str, fields: dict
             if any(getattr(first, name) != value for name, value in fields.items()):
                 raise IdempotencyConflict()
             return first
+        if kind.unique_check is not None:
+            kind.unique_check(account, fields)
         request = kind.model.objects.create(account=account, idempotency_key=idempotency_key, **fields)
         change_record(
             account,

@@ -102,6 +102,12 @@ class TopUpAlreadyDecided(LedgerError):
     message = "The top-up was already approved or rejected."
 
 
+class PaymentReferenceDeclared(LedgerError):
+    code = "payment_reference_declared"
+    status = 409
+    message = "This payment reference was already declared on the account (see details: topup_id)."
+
+
 class AdjustmentAlreadyDecided(LedgerError):
     code = "adjustment_already_decided"
     status = 409

@@ -194,6 +194,11 @@ class TopUp(models.Model):
         permissions = [("approve_topup", "Can approve or reject top-ups (finance approver)")]
         constraints = [
             models.UniqueConstraint(fields=["account", "idempotency_key"], name="topup_unique_idempotency"),
+            models.UniqueConstraint(
+                fields=["account", "payment_reference"],
+                condition=~Q(state="REJECTED"),
+                name="topup_payment_reference_once",
+            ),
             models.CheckConstraint(condition=Q(amount__gt=0), name="topup_amount_positive"),
             models.CheckConstraint(
                 condition=(Q(state="APPROVED") & Q(entry__isnull=False))

@@ -38,11 +38,12 @@ def second_approver(db):
 
 def fund(account: Account, amount: int, approver, *, key: str | None = None) -> TopUp:
     """Top up and approve (the maker is an API client, the checker `approver`)."""
+    key = key or f"fund-{amount}-{TopUp.objects.count()}"
     topup = approvals.account_topup(
         account_id=account.pk,
         amount=amount,
-        payment_reference=f"UTR-{key or amount}",
-        idempotency_key=key or f"fund-{amount}-{TopUp.objects.count()}",
+        payment_reference=f"UTR-{key}",
+        idempotency_key=key,
         requested_by="client:test",
     )
     return approvals.topup_decide(topup_id=topup.pk, approver=approver, approve=True)

@@ -185,3 +185,17 @@ def test_the_schema_documents_the_ledger_endpoints(db):
     assert response.status_code == 200
     paths = response.json()["paths"]
     assert {"/api/v1/ledger/balance", "/api/v1/ledger/topup", "/api/v1/ledger/history"} <= set(paths)
+
+
+def test_a_payment_reference_is_declared_once_unless_rejected(api, account, approver):
+    body = {"amount": 250_000, "payment_reference": "UTR-88"}
+    first = api.post("/api/v1/ledger/topup", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    second = api.post("/api/v1/ledger/topup", body, format="json", HTTP_IDEMPOTENCY_KEY="k-2")
+    assert error_of(second, 409) == "payment_reference_declared"
+    assert second.json()["error"]["details"][0]["message"] == str(first.json()["id"])
+    assert TopUp.objects.count() == 1
+    from ledger import approvals
+
+    approvals.topup_decide(topup_id=first.json()["id"], approver=approver, approve=False, note="no")
+    third = api.post("/api/v1/ledger/topup", body, format="json", HTTP_IDEMPOTENCY_KEY="k-3")
+    assert third.status_code == 202

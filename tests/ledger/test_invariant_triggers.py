@@ -206,3 +206,20 @@ def test_the_maker_cannot_decide_their_own_request_even_in_raw_sql(account, mode
     raw(decide, (checker.pk, request.pk))
     request.refresh_from_db()
     assert (request.state, request.decided_by_id) == ("REJECTED", checker.pk)
+
+
+def test_a_second_live_topup_with_the_same_reference_is_refused_in_raw_sql(account):
+    approvals.account_topup(
+        account_id=account.pk,
+        amount=5_000,
+        payment_reference="UTR-9",
+        idempotency_key="k1",
+        requested_by="client:test",
+    )
+    insert = (
+        "INSERT INTO ledger_topup (account_id, amount, payment_reference, idempotency_key, state,"
+        " requested_by, decision_note, created_at) VALUES (%s, 1, 'UTR-9', %s, %s, 'client:t', '', now())"
+    )
+    assert "topup_payment_reference_once" in refused(insert, (account.pk, "k2", "PENDING"))
+    raw(insert, (account.pk, "k3", "REJECTED"))
+    assert TopUp.objects.filter(payment_reference="UTR-9").count() == 2
