@@ -32,12 +32,9 @@ def approver(db):
 def rest_insurer_at(server, **fields):
     fields.setdefault("dispatch_window_seconds", 1)
     fields.setdefault("retry_base_seconds", 1)
+    fields.setdefault("credentials", {"bearer_token": server.token})
     return InsurerFactory(
-        protocol="REST",
-        endpoint_url=server.faces["rest"],
-        credentials={"bearer_token": server.token},
-        request_timeout_seconds=2,
-        **fields,
+        protocol="REST", endpoint_url=server.faces["rest"], request_timeout_seconds=2, **fields
     )
 
 
