@@ -144,3 +144,18 @@ def test_a_hold_that_expired_before_sending_is_renewed_when_it_fits(sandbox, app
         Hold.State.PENDING,
     ]
     assert balances(policy) == (1_000_00, 1_000_00)
+
+
+def test_the_wake_is_safe_twice(sandbox, approver, django_capture_on_commit_callbacks):
+    insurer = rest_insurer_at(sandbox)
+    policy = policy_at(insurer)
+    request = validated(policy, premium=1_000_00)
+    scheduler.window_close(insurer_id=insurer.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        fund(policy, 1_000_00, approver)
+    history = request.transitions.count()
+
+    assert funds.parked_placed(tracking_ids=[request.tracking_id]) == []
+
+    assert states(request) == [S.FUND_LOCKED]
+    assert request.transitions.count() == history

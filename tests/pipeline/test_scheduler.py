@@ -138,3 +138,22 @@ def test_windows_are_per_insurer(sandbox, approver):
     scheduler.window_close(insurer_id=one.pk)
 
     assert states(mine, theirs) == [S.SENT, S.VALIDATED]
+
+
+def _close_queries(sandbox, approver, count: int) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    insurer = rest_insurer_at(sandbox, dispatch_batch_size=1000)
+    policy = policy_at(insurer)
+    fund(policy, 1_000_000_00, approver)
+    requests = [validated(policy, premium=1_000_00) for _ in range(count)]
+    with CaptureQueriesContext(connection) as queries:
+        closed = scheduler.window_close(insurer_id=insurer.pk)
+    assert len(closed.sent) == count
+    assert states(*requests) == [S.SENT] * count
+    return len(queries)
+
+
+def test_a_close_is_set_based_its_statements_do_not_grow_with_the_window(sandbox, approver):
+    assert _close_queries(sandbox, approver, 3) == _close_queries(sandbox, approver, 40)

@@ -206,3 +206,19 @@ def test_the_pipeline_tasks_are_named_and_routed_to_their_queues():
         "endorsements.pipeline.funds_placed": "pipeline",
     }
     assert "endorsements.pipeline.send_dispatches" in current_app.tasks
+
+
+def test_a_repeated_send_task_does_not_call_the_insurer_again(
+    sandbox, approver, django_capture_on_commit_callbacks
+):
+    insurer = rest_insurer_at(sandbox)
+    policy = policy_at(insurer)
+    fund(policy, 5_000_00, approver)
+    validated(policy, premium=1_000_00)
+    closed = close_and_send(insurer, django_capture_on_commit_callbacks)
+
+    assert sending.dispatches_send(dispatch_ids=[closed.debits_dispatch_id]) == {
+        closed.debits_dispatch_id: "skipped"
+    }
+
+    assert Dispatch.objects.get(pk=closed.debits_dispatch_id).attempts == 1
