@@ -248,7 +248,8 @@ def _insurers_ensure(result: DemoSeedResult) -> dict[str, Insurer]:
                 "protocol": spec.protocol,
                 "endpoint_url": urls[spec.code],
                 "webhook_secret_primary": f"whsec_{demo_secret(f'webhook:{spec.code}', length=40)}",
-                "dispatch_window_seconds": 30,
+                # short windows: a request sent from the portal or the API travels in seconds
+                "dispatch_window_seconds": 10,
                 "dispatch_batch_size": 500,
             },
         )

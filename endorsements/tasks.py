@@ -39,3 +39,46 @@ def uploads_orphaned_sweep_task() -> int:
     from endorsements.services import uploads_orphaned_sweep
 
     return uploads_orphaned_sweep()
+
+
+# --- the pipeline (endorsements/pipeline/): thin tasks over its services, on sets of ids ---
+
+
+@shared_task(name="endorsements.pipeline.windows_full_close", acks_late=True, reject_on_worker_lost=True)
+def windows_full_close_task(endorsement_ids: list[int]) -> int:
+    """After requests became VALIDATED: close their insurers' windows that are full."""
+    from endorsements.pipeline.scheduler import windows_full_close
+
+    return len(windows_full_close(endorsement_ids=endorsement_ids))
+
+
+@shared_task(name="endorsements.pipeline.windows_close_due", acks_late=True, reject_on_worker_lost=True)
+def windows_close_due_task() -> int:
+    """Beat sweep: close every insurer's window that is due."""
+    from endorsements.pipeline.scheduler import windows_close_due
+
+    return len(windows_close_due())
+
+
+@shared_task(name="endorsements.pipeline.funds_placed", acks_late=True, reject_on_worker_lost=True)
+def funds_placed_task(tracking_ids: list[str]) -> int:
+    """The ledger placed parked requests' holds: ON_HOLD_FUNDS -> FUND_LOCKED."""
+    from endorsements.pipeline.funds import parked_placed
+
+    return len(parked_placed(tracking_ids=tracking_ids))
+
+
+@shared_task(name="endorsements.pipeline.send_dispatches", acks_late=True, reject_on_worker_lost=True)
+def send_dispatches_task(dispatch_ids: list[int]) -> dict:
+    """Send these dispatches (insurer_io); a transient failure stores the next attempt time."""
+    from endorsements.pipeline.sending import dispatches_send
+
+    return {str(k): v for k, v in dispatches_send(dispatch_ids=dispatch_ids).items()}
+
+
+@shared_task(name="endorsements.pipeline.send_due", acks_late=True, reject_on_worker_lost=True)
+def send_due_task() -> int:
+    """Beat sweep (insurer_io): send every dispatch whose next attempt is due."""
+    from endorsements.pipeline.sending import dispatches_send_due
+
+    return len(dispatches_send_due())

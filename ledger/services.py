@@ -26,7 +26,7 @@ Top-ups and adjustments (maker-checker) are in `ledger.approvals`; ops' queue se
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import connection
@@ -426,6 +426,41 @@ def _account_holds_expire(account_id: int, now: datetime) -> int:
     if holds:
         parking.wake(account, actor=SYSTEM_ACTOR)
     return len(holds)
+
+
+# A PENDING hold with this expiry is never picked by `hold_expire`: it ends by capture or release.
+HOLD_NEVER_EXPIRES = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+def holds_expiry_exempt(*, account_id: int, references: list[str], actor: str = SYSTEM_ACTOR) -> list[str]:
+    """Exempt the PENDING holds of `references` from expiry (the insurer has their requests).
+
+    Returns the references whose pending hold is now exempt; a reference with no pending
+    hold (it expired or was resolved) is left out, for the caller to decide. One statement
+    under the account lock, so it cannot interleave with `hold_expire`."""
+    for reference in references:
+        reference_valid(reference)
+
+    def run() -> list[str]:
+        account = account_lock(account_id)
+        exempted = list(
+            Hold.objects.filter(
+                account=account, reference__in=references, state=Hold.State.PENDING
+            ).values_list("pk", "reference")
+        )
+        if exempted:
+            Hold.objects.filter(pk__in=[pk for pk, _ in exempted]).update(expires_at=HOLD_NEVER_EXPIRES)
+            change_record(
+                account,
+                "holds_expiry_exempted",
+                {"holds": [{"hold_id": pk, "reference": reference} for pk, reference in exempted]},
+                actor=actor,
+                object_type="ledger.Account",
+                object_id=account.pk,
+            )
+        return [reference for _, reference in exempted]
+
+    return transaction_run(run)
 
 
 # --- refunds ------------------------------------------------------------------------------------

@@ -230,6 +230,7 @@ CELERY_TASK_ROUTES = {
     "endorsements.tasks.endorsements_received_sweep_task": {"queue": "intake"},
     "endorsements.tasks.uploads_orphaned_sweep_task": {"queue": "housekeeping"},
     "endorsements.pipeline.send*": {"queue": "insurer_io"},
+    "endorsements.pipeline.*": {"queue": "pipeline"},
     "insurers.tasks.exchanges_mask_sweep_task": {"queue": "housekeeping"},
     "insurers.*": {"queue": "insurer_io"},
     "ems.tasks.*": {"queue": "housekeeping"},
@@ -375,4 +376,24 @@ CELERY_IMPORTS = ("insurers.webhook_tasks",)
 CELERY_BEAT_SCHEDULE["insurers-webhook-events-sweep"] = {
     "task": "insurers.webhook_events_sweep",
     "schedule": 60.0,
+}
+
+# --- the pipeline: scheduler and send sweeps (endorsements/pipeline/) -------------------
+# How often beat closes the windows that are due (a window closes on time or on size) and
+# sends the dispatches whose next attempt is due; tests and demos keep these at ~1 s.
+PIPELINE_WINDOW_SWEEP_SECONDS = env.float("PIPELINE_WINDOW_SWEEP_SECONDS", default=2.0)
+PIPELINE_SEND_SWEEP_SECONDS = env.float("PIPELINE_SEND_SWEEP_SECONDS", default=2.0)
+# Backoff ceiling of a transient send failure (full jitter up to min(cap, base * 2**n)).
+PIPELINE_RETRY_CAP_SECONDS = env.float("PIPELINE_RETRY_CAP_SECONDS", default=300.0)
+# A PENDING dispatch with no next attempt this long after creation lost its send task.
+PIPELINE_SEND_GRACE_SECONDS = env.float("PIPELINE_SEND_GRACE_SECONDS", default=30.0)
+CELERY_BEAT_SCHEDULE["endorsements-pipeline-windows"] = {
+    "task": "endorsements.pipeline.windows_close_due",
+    "schedule": PIPELINE_WINDOW_SWEEP_SECONDS,
+    "options": {"expires": PIPELINE_WINDOW_SWEEP_SECONDS * 5},
+}
+CELERY_BEAT_SCHEDULE["endorsements-pipeline-send-due"] = {
+    "task": "endorsements.pipeline.send_due",
+    "schedule": PIPELINE_SEND_SWEEP_SECONDS,
+    "options": {"expires": PIPELINE_SEND_SWEEP_SECONDS * 5},
 }

@@ -9,3 +9,12 @@ Each stage connects itself here: follow-ups on the state machine
 
 def connect() -> None:
     """Register every stage's hooks."""
+    from endorsements.models import EndorsementState
+    from endorsements.pipeline import funds, scheduler
+    from endorsements.transitions import follow_up_register
+    from ledger.handlers import register_funds_handler
+
+    # scheduler: a window closes on size as soon as enough requests are VALIDATED
+    follow_up_register(EndorsementState.VALIDATED, scheduler.validated_follow_up)
+    # fund lock: a parked request's hold was placed (top-up, refund, release)
+    register_funds_handler(funds.funds_event)

@@ -104,6 +104,8 @@ def celery_worker(tmp_path):
                 "-A",
                 "ems",
                 "worker",
+                "-Q",
+                ",".join(settings.CELERY_QUEUE_NAMES),
                 "--pool",
                 "solo",
                 "--without-heartbeat",

@@ -112,7 +112,18 @@ class Command(BaseCommand):
         self._spawn("ws", socket_server_argv(host, self.socket_port))
         self._spawn(
             "worker",
-            [str(bin_dir / "celery"), "-A", "ems", "worker", "--loglevel", "INFO", "--concurrency", "2"],
+            [
+                str(bin_dir / "celery"),
+                "-A",
+                "ems",
+                "worker",
+                "-Q",
+                ",".join(settings.CELERY_QUEUE_NAMES),
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "2",
+            ],
         )
         self._spawn("beat", [str(bin_dir / "celery"), "-A", "ems", "beat", "--loglevel", "INFO"])
         self._spawn("relay", [python, "manage.py", "relay_outbox", "--loop"])
