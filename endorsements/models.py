@@ -1,5 +1,9 @@
 """Employers, their people and policies, and the endorsement requests that change them.
 
+One module, a little over 600 lines, on purpose: the request's columns, indexes and
+constraints are read together with the policy book they point at (the pipeline's columns
+added to it; its behaviour lives in transitions.py and endorsements/pipeline/).
+
 Design overview
 - The tenant (`ems.models.Employer`) and its HR users and API clients live in the
   platform; every model here that belongs to an employer points down to it.
@@ -502,15 +506,11 @@ class EndorsementRequest(models.Model):
             ),
             # The scheduler's windows: validated requests, oldest first.
             models.Index(
-                fields=["validated_at"],
-                name="endorsement_validated_idx",
-                condition=Q(state="VALIDATED"),
+                fields=["validated_at"], name="endorsement_validated_idx", condition=Q(state="VALIDATED")
             ),
             # The activation sweep: confirmed requests by effective date.
             models.Index(
-                fields=["effective_date"],
-                name="endorsement_confirmed_idx",
-                condition=Q(state="CONFIRMED"),
+                fields=["effective_date"], name="endorsement_confirmed_idx", condition=Q(state="CONFIRMED")
             ),
             models.Index(
                 fields=["next_attempt_at"],
