@@ -263,7 +263,7 @@ def _state_write(items, *, to_state: str, now, changes: Mapping[int, Mapping[str
         row = [e.pk]
         for name in names:
             value = values[name] if name in values else getattr(e, name)
-            if name == "rejection_reasons":
+            if model_fields[name].get_internal_type() == "JSONField":
                 value = json.dumps(value)
             row.append(value)
         row.extend(fields.values())

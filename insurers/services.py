@@ -168,6 +168,7 @@ def item_results_record(*, insurer: Insurer, results: Sequence[ItemResult], sour
         .only(*_RESULT_COLUMNS, "dispatch_id", "reference")
         .order_by("pk")
     }
+    items.update(_late_items(insurer, [reference for reference in wanted if reference not in items]))
     changed: list[ItemResult] = []
     written: list[DispatchItem] = []
     now = timezone.now()
@@ -195,6 +196,29 @@ def item_results_record(*, insurer: Insurer, results: Sequence[ItemResult], sour
     log.info("insurers.results_recorded", insurer_id=insurer.pk, source=source, changed=len(changed))
     handlers.confirmations_notify(insurer.pk, changed)
     return changed
+
+
+def _late_items(insurer: Insurer, references: list[str]) -> dict[str, DispatchItem]:
+    """Unanswered items of FAILED dispatches (we gave up, the insurer answered after all).
+
+    Such an item is no longer live (so it can be retried alone); a late answer still lands
+    on it while no newer item for the reference exists: the newest item of a reference wins."""
+    if not references:
+        return {}
+    late: dict[str, DispatchItem] = {}
+    for item in (
+        DispatchItem.objects.select_for_update()
+        .filter(dispatch__insurer=insurer, reference__in=references)
+        .only(*_RESULT_COLUMNS, "dispatch_id", "reference", "dispatch__state")
+        .select_related("dispatch")
+        .order_by("pk")
+    ):
+        late[item.reference] = item  # pk order: the newest stays
+    return {
+        reference: item
+        for reference, item in late.items()
+        if item.result == Result.PENDING and item.dispatch.state == Dispatch.State.FAILED
+    }
 
 
 def item_release(*, reference: str) -> int:

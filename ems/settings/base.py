@@ -397,3 +397,13 @@ CELERY_BEAT_SCHEDULE["endorsements-pipeline-send-due"] = {
     "schedule": PIPELINE_SEND_SWEEP_SECONDS,
     "options": {"expires": PIPELINE_SEND_SWEEP_SECONDS * 5},
 }
+
+# --- the pipeline: confirmation (endorsements/pipeline/confirmation.py) -----------------------
+# How often beat re-reads insurer answers whose handler call was lost (a worker killed
+# between the gateway's commit and the confirmation) and captures parked premium differences.
+PIPELINE_CONFIRM_SWEEP_SECONDS = env.float("PIPELINE_CONFIRM_SWEEP_SECONDS", default=10.0)
+CELERY_BEAT_SCHEDULE["endorsements-pipeline-confirmations-catch-up"] = {
+    "task": "endorsements.pipeline.confirmations_catch_up",
+    "schedule": PIPELINE_CONFIRM_SWEEP_SECONDS,
+    "options": {"expires": PIPELINE_CONFIRM_SWEEP_SECONDS * 5},
+}

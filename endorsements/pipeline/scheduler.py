@@ -34,8 +34,9 @@ from django.db.models import Min, Q
 from django.utils import timezone
 
 from ems.redis_lock import LockBackendUnavailable, LockNotAcquired, redis_lock
-from endorsements.models import EndorsementRequest, EndorsementState, EndorsementType
-from endorsements.pipeline import funds, gates, sending
+from endorsements.models import EndorsementRequest, EndorsementState
+from endorsements.pipeline import confirmation, funds, gates, sending
+from endorsements.pipeline.funds import is_credit
 from endorsements.transitions import endorsement_transition
 from insurers import services as gateway
 from insurers.models import Insurer
@@ -60,11 +61,6 @@ class WindowClose:
     @property
     def dispatch_ids(self) -> list[int]:
         return [d for d in (self.credits_dispatch_id, self.debits_dispatch_id) if d is not None]
-
-
-def is_credit(endorsement: EndorsementRequest) -> bool:
-    """Credits lock nothing: deletions, negative corrections, zero-premium changes."""
-    return endorsement.type == EndorsementType.DELETE or (endorsement.premium_amount or 0) <= 0
 
 
 def _ready(insurer_id: int):
@@ -168,8 +164,9 @@ def _window_close(insurer: Insurer) -> WindowClose:
         result.credits_dispatch_id = _dispatch_hand_over(insurer, credits)
         result.sent.extend(e.pk for e in credits)
         if insurer.protocol == Insurer.Protocol.REST:
-            # Inline answers: the refunds post (confirmation handler) before the debits lock funds.
+            # Inline answers: the refunds post before the debits lock funds.
             sending.dispatches_send(dispatch_ids=[result.credits_dispatch_id])
+            confirmation.endorsements_confirm(tracking_ids=[e.tracking_id for e in credits])
         else:
             sending.dispatches_queue([result.credits_dispatch_id])
     debits = [e for e in window if e.state == S.VALIDATED and not is_credit(e)]
