@@ -98,7 +98,9 @@ def test_a_difference_that_does_not_fit_parks_and_is_captured_when_funds_arrive(
     assert Entry.objects.get(reference=f"{joiner.tracking_id}/diff").amount == -50
 
 
-def test_a_confirmed_deletion_posts_the_insurers_refund(sandbox, approver, django_capture_on_commit_callbacks):
+def test_a_confirmed_deletion_posts_the_insurers_refund(
+    sandbox, approver, django_capture_on_commit_callbacks
+):
     insurer = rest_insurer_at(sandbox)
     policy = policy_at(insurer)
     fund(policy, 1_000_00, approver)
