@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from datetime import timedelta
 
 import structlog
 from django.db import connection, transaction
@@ -39,6 +40,8 @@ from insurers.adapters.base import (
 from insurers.models import Dispatch, DispatchItem, Insurer
 
 log = structlog.get_logger(__name__)
+# How long past the insurer's request timeout a SENDING dispatch is left to its worker.
+SENDING_LEASE_SECONDS = 5
 
 Result = DispatchItem.Result
 _RESULT_OF = {ACCEPTED: Result.ACCEPTED, CONFIRMED: Result.CONFIRMED, REJECTED: Result.REJECTED}
@@ -113,8 +116,13 @@ def dispatch_send(*, dispatch_id: int) -> list[ItemResult]:
         return []
     breaker.call_admit(insurer)
     breaker.rate_limit_wait(insurer)
+    # SENDING holds a lease: a worker killed mid-call leaves the dispatch for the send sweep
+    # to pick up once the lease ends (the same idempotency key, so the insurer acts once).
     Dispatch.objects.filter(pk=dispatch.pk).update(
-        state=Dispatch.State.SENDING, attempts=dispatch.attempts + 1
+        state=Dispatch.State.SENDING,
+        attempts=dispatch.attempts + 1,
+        next_attempt_at=timezone.now()
+        + timedelta(seconds=insurer.request_timeout_seconds + SENDING_LEASE_SECONDS),
     )
     try:
         results = adapter_for(insurer).send(dispatch, items)
@@ -134,7 +142,7 @@ def dispatch_send(*, dispatch_id: int) -> list[ItemResult]:
         raise
     breaker.call_succeeded(insurer)
     Dispatch.objects.filter(pk=dispatch.pk).update(
-        state=Dispatch.State.SENT, sent_at=timezone.now(), last_error=""
+        state=Dispatch.State.SENT, sent_at=timezone.now(), last_error="", next_attempt_at=None
     )
     item_results_record(insurer=insurer, results=results, source="inline")
     return results

@@ -44,7 +44,8 @@ from insurers.models import Insurer
 log = structlog.get_logger(__name__)
 S = EndorsementState
 ACTOR = "pipeline:scheduler"
-CLOSER_LOCK_SECONDS = 120
+# A killed closer's lock frees itself this soon (a close takes seconds; the database guards every move).
+CLOSER_LOCK_SECONDS = 30
 
 
 @dataclass

@@ -18,6 +18,7 @@ from django.db import connection
 from ems.audit import AUDIT_COLLECTION
 from ems.models import OutboxEvent
 from endorsements.models import Coverage, EndorsementRequest, EndorsementTransition, Plan
+from insurers.models import Dispatch
 from insurers.sandbox.webhook_sender import webhook_targets_write
 from ledger.models import Account, Entry
 from tests.endorsements.conftest import rate_card
@@ -30,7 +31,6 @@ from tests.pipeline.conftest import (
     sftp_insurer,
     soap_insurer_at,
 )
-from tests.pipeline.stack import RedisServer, Stack
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 MAKERS = {"REST": rest_insurer_at, "SOAP": soap_insurer_at, "SFTP": sftp_insurer}
@@ -40,21 +40,6 @@ FINAL = {S.CONFIRMED, S.ACTIVE, S.REJECTED, S.INSURER_REJECTED, S.CANCELLED, S.S
 def insurer_charge(premium: int) -> int:
     """The sandbox's published pricing: debits in whole rupees half up, refunds rounded down."""
     return -(abs(premium) // 100 * 100) if premium < 0 else (premium + 50) // 100 * 100
-
-
-@pytest.fixture
-def private_redis(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def stack(tmp_path, private_redis, sandbox, mongo_server, kafka_server):
-    running = Stack(tmp_path, private_redis).start()
-    yield running
-    running.stop()
 
 
 def book_at(insurer, employer, today):
@@ -140,7 +125,12 @@ def wait_final(stack, tracking_ids, *, timeout: float = 90) -> dict[str, Endorse
             return rows
         if time.monotonic() > deadline:
             states = {t: rows[t].state if t in rows else "missing" for t in tracking_ids}
-            pytest.fail(f"not final within {timeout} s: {states}\n{stack.logs()}")
+            dispatches = list(
+                Dispatch.objects.filter(items__reference__in=tracking_ids)
+                .distinct()
+                .values_list("pk", "state", "attempts", "next_attempt_at", "last_error")
+            )
+            pytest.fail(f"not final within {timeout} s: {states}\n{dispatches}\n{stack.logs()}")
         time.sleep(0.3)
 
 
