@@ -29,6 +29,9 @@ _LIST_FIELDS = (
     "source",
     "rejection_reasons",
     "superseded_by__tracking_id",
+    "insurer_reference",
+    "insurer_premium",
+    "discrepancy",
     *EndorsementRequest.TIMELINE_FIELDS,
 )
 
@@ -72,7 +75,7 @@ def endorsement_get(*, caller: Caller, tracking_id: str) -> EndorsementRequest:
     """One endorsement with its full state history (oldest first)."""
     endorsement = (
         scoped(EndorsementRequest.objects.all(), caller)
-        .select_related("superseded_by", "policy")
+        .select_related("superseded_by", "policy", "resubmission_of")
         .prefetch_related(
             Prefetch("transitions", queryset=EndorsementTransition.objects.order_by("at", "id"))
         )

@@ -26,6 +26,11 @@ class EndorsementInputSerializer(serializers.Serializer):
     policy_number = serializers.CharField()
     plan_code = serializers.CharField(required=False)
     sum_insured = serializers.IntegerField(required=False, help_text="whole currency units")
+    resubmits = serializers.CharField(
+        required=False,
+        max_length=32,
+        help_text="the tracking id of your rejected endorsement that this one corrects",
+    )
 
 
 class EndorsementListFilterSerializer(NoBlankQuerySerializer):
@@ -78,6 +83,16 @@ class EndorsementSerializer(serializers.Serializer):
     confirmed_at = serializers.DateTimeField(allow_null=True)
     activated_at = serializers.DateTimeField(allow_null=True)
     closed_at = serializers.DateTimeField(allow_null=True)
+    insurer_reference = serializers.CharField(
+        help_text="the insurer's own reference, once it has the request"
+    )
+    insurer_premium = serializers.IntegerField(
+        allow_null=True, help_text="signed minor units the insurer charged (> 0) or refunded (< 0)"
+    )
+    discrepancy = serializers.JSONField(
+        help_text="where the insurer's answer differs from ours: premium, effective_date, sum_insured "
+        "({ours, insurer} each), difference_parked (minor units waiting for funds)"
+    )
 
     def get_employee_code(self, obj) -> str:
         return obj.member_data.get("employee_code", "")
@@ -94,6 +109,11 @@ class EndorsementSerializer(serializers.Serializer):
 
 class EndorsementDetailSerializer(EndorsementSerializer):
     transitions = TransitionSerializer(many=True, source="history")
+    resubmission_of = serializers.SerializerMethodField()
+
+    def get_resubmission_of(self, obj) -> str | None:
+        """The rejected request this one corrects (its tracking id)."""
+        return obj.resubmission_of.tracking_id if obj.resubmission_of_id else None
 
 
 class BatchSerializer(serializers.Serializer):
