@@ -407,3 +407,9 @@ CELERY_BEAT_SCHEDULE["endorsements-pipeline-confirmations-catch-up"] = {
     "schedule": PIPELINE_CONFIRM_SWEEP_SECONDS,
     "options": {"expires": PIPELINE_CONFIRM_SWEEP_SECONDS * 5},
 }
+
+# --- Kafka intake (endorsements/kafka_intake.py, `manage.py consume_requests`) ---------------
+KAFKA_REQUESTS_TOPIC = env.str("KAFKA_REQUESTS_TOPIC", default="ems.endorsement.requests")
+KAFKA_REQUESTS_GROUP = env.str("KAFKA_REQUESTS_GROUP", default="ems-intake")
+# A group member is declared dead after this long without a heartbeat (rebalance time).
+KAFKA_REQUESTS_SESSION_TIMEOUT_MS = env.int("KAFKA_REQUESTS_SESSION_TIMEOUT_MS", default=10_000)
