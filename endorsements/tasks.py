@@ -82,3 +82,14 @@ def send_due_task() -> int:
     from endorsements.pipeline.sending import dispatches_send_due
 
     return len(dispatches_send_due())
+
+
+# --- activation (endorsements/pipeline/activation.py) ---
+
+
+@shared_task(name="endorsements.pipeline.activate_due", acks_late=True, reject_on_worker_lost=True)
+def activate_due_task() -> int:
+    """Beat sweep: confirmed requests whose effective date has come become ACTIVE cover."""
+    from endorsements.pipeline.activation import endorsements_activate_all_due
+
+    return endorsements_activate_all_due()

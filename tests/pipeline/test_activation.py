@@ -1,0 +1,234 @@
+"""Activation (`endorsements.pipeline.activation`): confirmed requests become the member list.
+
+Requests are validated by the real rules (`endorsement_submit`, validation on commit) and
+confirmed through the state machine; the sweep runs as the beat task does. The policy
+runs from T-120 to T+244 (365 days, T = today); the employee is 30 (₹12,000 a year at
+5 lakh, 18% tax).
+"""
+
+import pytest
+from celery import current_app
+from django.conf import settings
+from django.utils import timezone
+
+from endorsements.models import Coverage, EndorsementRequest, EndorsementTransition, Member
+from endorsements.pipeline.activation import endorsements_activate_due
+from endorsements.tasks import activate_due_task
+from tests.endorsements.conftest import book_create
+from tests.pipeline.activation_helpers import (
+    S,
+    confirmed,
+    correction_row,
+    days,
+    deletion_row,
+    employee_row,
+    submitted,
+)
+
+
+@pytest.fixture
+def book(employer):
+    return book_create(employer, timezone.localdate())
+
+
+@pytest.fixture
+def submit(book, django_capture_on_commit_callbacks):
+    return lambda row: submitted(book, django_capture_on_commit_callbacks, row)
+
+
+def covers(code: str) -> list[tuple]:
+    return list(
+        Coverage.objects.filter(member__employee_code=code)
+        .order_by("pk")
+        .values_list(
+            "member__relation",
+            "plan__code",
+            "sum_insured",
+            "start_date",
+            "end_date",
+            "status",
+            "insurer_member_id",
+        )
+    )
+
+
+def test_an_addition_creates_the_employee_and_their_cover_once(book, submit):
+    T = book.today
+    add = confirmed(submit(employee_row(book)), insurer_member_id="INS-M-1")
+    assert (add.premium_amount, add.tax_amount) == (950_465, 144_986)  # 805,479 + 18%
+
+    activated = endorsements_activate_due()
+
+    assert [r.tracking_id for r in activated] == [add.tracking_id]
+    member = Member.objects.get(employer=book.employer, employee_code="E1001")
+    assert (member.relation, member.primary_id, member.first_name, member.last_name) == (
+        "SELF",
+        None,
+        "Asha",
+        "Rao",
+    )
+    assert (member.email, member.phone, member.date_of_joining) == (
+        "asha.rao@example.com",
+        "+919812345678",
+        T - days(5),
+    )
+    assert covers("E1001") == [("SELF", "GOLD", 500000, T, book.policy.end_date, "ACTIVE", "INS-M-1")]
+    add.refresh_from_db()
+    assert (add.state, add.member_id) == (S.ACTIVE, member.pk)
+    assert add.activated_at is not None
+    assert list(add.transitions.order_by("id").values_list("from_state", "to_state", "actor"))[-1] == (
+        "CONFIRMED",
+        "ACTIVE",
+        "pipeline:activation",
+    )
+
+    # Given it ran, a second run finds nothing and writes nothing.
+    history = EndorsementTransition.objects.count()
+    assert endorsements_activate_due() == []
+    assert activate_due_task.delay().get() == 0
+    assert covers("E1001") == [("SELF", "GOLD", 500000, T, book.policy.end_date, "ACTIVE", "INS-M-1")]
+    assert (Member.objects.count(), EndorsementTransition.objects.count()) == (1, history)
+
+
+def test_a_request_waits_for_its_effective_date(book, submit):
+    T = book.today
+    add = confirmed(submit(employee_row(book, effective_date=(T + days(10)).isoformat())))
+
+    assert endorsements_activate_due(today=T + days(9)) == []
+    assert (EndorsementRequest.objects.get(pk=add.pk).state, Coverage.objects.count()) == (S.CONFIRMED, 0)
+    assert [r.pk for r in endorsements_activate_due(today=T + days(10))] == [add.pk]
+    assert covers("E1001") == [("SELF", "GOLD", 500000, T + days(10), book.policy.end_date, "ACTIVE", "")]
+
+
+def test_later_requests_validate_against_the_activated_truth(book, submit):
+    T = book.today
+    confirmed(submit(employee_row(book)), insurer_member_id="INS-M-1")
+    endorsements_activate_due()
+
+    # Given the employee is covered: a second addition (other content) is refused ...
+    again = submit(employee_row(book, sum_insured="300000"))
+    assert again.state == S.REJECTED
+    assert [(r["field"], r["code"]) for r in again.rejection_reasons] == [
+        ("employee_code", "already_covered")
+    ]
+    # ... and a deletion validates, refunded from its effective date (the first day without
+    # cover): 1,200,000 × 215 / 365 = 706,849 and tax 127,233 back.
+    deletion = submit(deletion_row(book, code="E1001", effective=T + days(30)))
+    assert deletion.state == S.VALIDATED
+    assert (deletion.premium_amount, deletion.tax_amount) == (-834_082, -127_233)
+
+    confirmed(deletion)
+    assert endorsements_activate_due(today=T + days(29)) == []
+    assert [r.pk for r in endorsements_activate_due(today=T + days(30))] == [deletion.pk]
+    assert covers("E1001") == [("SELF", "GOLD", 500000, T, T + days(29), "ENDED", "INS-M-1")]
+
+    # When the cover has ended, the employee can be added again (a new cover, the same member).
+    back = confirmed(
+        submit(employee_row(book, effective_date=(T + days(40)).isoformat())), insurer_member_id="M2"
+    )
+    assert back.state == S.CONFIRMED
+    endorsements_activate_due(today=T + days(40))
+    assert covers("E1001") == [
+        ("SELF", "GOLD", 500000, T, T + days(29), "ENDED", "INS-M-1"),
+        ("SELF", "GOLD", 500000, T + days(40), book.policy.end_date, "ACTIVE", "M2"),
+    ]
+    assert Member.objects.filter(employee_code="E1001").count() == 1
+
+
+def test_a_deletion_effective_on_the_cover_start_voids_it(book, submit):
+    T = book.today
+    confirmed(submit(employee_row(book)), insurer_member_id="INS-M-1")
+    endorsements_activate_due()
+    deletion = submit(deletion_row(book, code="E1001", effective=T))
+    # The whole premium back: 805,479 + 144,986.
+    assert (deletion.state, deletion.premium_amount) == (S.VALIDATED, -950_465)
+    confirmed(deletion)
+
+    assert [r.pk for r in endorsements_activate_due()] == [deletion.pk]
+    # Never in force: it ends the day before it starts.
+    assert covers("E1001") == [("SELF", "GOLD", 500000, T, T - days(1), "VOID", "INS-M-1")]
+
+
+def test_a_correction_changes_the_fields_it_names(book, submit):
+    T = book.today
+    confirmed(submit(employee_row(book)), insurer_member_id="INS-M-1")
+    endorsements_activate_due()
+    correction = confirmed(
+        submit(
+            correction_row(
+                book, code="E1001", effective=T + days(3), last_name="Rao-Iyer", sum_insured="300000"
+            )
+        )
+    )
+    # (900,000 - 1,200,000) × 242 / 365 = -198,904, tax -35,803
+    assert (correction.premium_amount, correction.tax_amount) == (-234_707, -35_803)
+
+    assert [r.pk for r in endorsements_activate_due(today=T + days(3))] == [correction.pk]
+    member = Member.objects.get(employee_code="E1001")
+    assert (member.first_name, member.last_name, member.email) == ("Asha", "Rao-Iyer", "asha.rao@example.com")
+    assert covers("E1001") == [("SELF", "GOLD", 300000, T, book.policy.end_date, "ACTIVE", "INS-M-1")]
+
+
+def test_requests_for_one_member_apply_in_effective_date_order(book, submit):
+    T = book.today
+    confirmed(submit(employee_row(book)), insurer_member_id="INS-M-1")
+    endorsements_activate_due()
+    # Given a deletion (effective T+5) sent before a correction effective earlier (T+3) ...
+    deletion = confirmed(submit(deletion_row(book, code="E1001", effective=T + days(5))))
+    correction = confirmed(
+        submit(correction_row(book, code="E1001", effective=T + days(3), sum_insured="300000"))
+    )
+    assert deletion.pk < correction.pk
+
+    # ... one sweep applies the correction first: the cover that ends carries its sum insured.
+    activated = endorsements_activate_due(today=T + days(5))
+
+    assert [r.pk for r in activated] == [correction.pk, deletion.pk]
+    assert covers("E1001") == [("SELF", "GOLD", 300000, T, T + days(4), "ENDED", "INS-M-1")]
+
+
+def test_an_employee_and_a_dependant_added_together_are_linked(book, submit):
+    T = book.today
+    employee = confirmed(submit(employee_row(book)), insurer_member_id="INS-M-1")
+    spouse = confirmed(
+        submit(
+            {
+                "action": "ADD",
+                "employee_code": "E1001",
+                "relation": "SPOUSE",
+                "first_name": "Ravi",
+                "last_name": "Rao",
+                "date_of_birth": "1991-02-03",
+                "gender": "M",
+                "event_date": (T - days(3)).isoformat(),
+                "effective_date": T.isoformat(),
+                "policy_number": book.policy.number,
+                "plan_code": "GOLD",
+                "sum_insured": "500000",
+            }
+        ),
+        insurer_member_id="INS-M-2",
+    )
+
+    assert {r.pk for r in endorsements_activate_due()} == {employee.pk, spouse.pk}
+
+    asha = Member.objects.get(employee_code="E1001", relation="SELF")
+    ravi = Member.objects.get(employee_code="E1001", relation="SPOUSE")
+    assert (ravi.primary_id, ravi.first_name, str(ravi.date_of_birth), ravi.email) == (
+        asha.pk,
+        "Ravi",
+        "1991-02-03",
+        "",
+    )
+    assert covers("E1001") == [
+        ("SELF", "GOLD", 500000, T, book.policy.end_date, "ACTIVE", "INS-M-1"),
+        ("SPOUSE", "GOLD", 500000, T, book.policy.end_date, "ACTIVE", "INS-M-2"),
+    ]
+    assert EndorsementRequest.objects.get(pk=spouse.pk).member_id == ravi.pk
+
+
+def test_the_sweep_is_a_pipeline_task_on_a_beat_schedule_of_30_seconds_or_less():
+    entry = settings.CELERY_BEAT_SCHEDULE["endorsements-pipeline-activate-due"]
+    assert entry["task"] == activate_due_task.name == "endorsements.pipeline.activate_due"
+    assert entry["schedule"] == settings.ACTIVATION_SWEEP_SECONDS <= 30
+    assert current_app.amqp.router.route({}, activate_due_task.name)["queue"].name == "pipeline"
