@@ -48,6 +48,7 @@ def endorsements_lock_received(*, ids: Iterable[int]) -> list[EndorsementRequest
             "member_key",
             "batch_id",
             "row_number",
+            "source",
             "state",
         )
     )

@@ -1,0 +1,169 @@
+"""Linked DELETEs (`endorsements.linked_deletes`): an employee's validated deletion takes each
+covered dependant along, priced as a deletion, stored with the set through its write path.
+
+The policy runs from T-120 to T+244 (365 days); covers started on its first day. The
+employee and the spouse are 30 (₹12,000 a year at 5 lakh), the child 5 (₹6,000); a
+deletion effective T+30 refunds 215/365 of the year, plus 18% tax.
+"""
+
+import datetime
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from ems.tenancy import Caller
+from endorsements.models import Coverage, EndorsementBatch, EndorsementRequest
+from endorsements.services import endorsement_submit
+from tests.endorsements.test_batch_submit import csv_text
+
+T_PLUS_30 = datetime.timedelta(days=30)
+
+
+def born(today: datetime.date, years: int) -> datetime.date:
+    """A birthday `years` (and 200 days) before the first of this month: that age at the policy start."""
+    return datetime.date(today.year - years, today.month, 1) - datetime.timedelta(days=200)
+
+
+@pytest.fixture
+def family(book):
+    """E1 with a spouse (Ravi) and a child (Mira), all three covered."""
+    employee = book.covered_member(code="E1", first_name="Asha", date_of_birth=born(book.today, 30))
+    spouse = book.covered_member(
+        code="E1",
+        relation="SPOUSE",
+        primary=employee,
+        first_name="Ravi",
+        last_name="",
+        date_of_birth=born(book.today, 30),
+    )
+    child = book.covered_member(
+        code="E1", relation="CHILD", primary=employee, first_name="Mira", date_of_birth=born(book.today, 5)
+    )
+    return employee, spouse, child
+
+
+@pytest.fixture
+def submit(book, django_capture_on_commit_callbacks):
+    caller = Caller(kind="client", employer_id=book.employer.pk, principal="client:test")
+
+    def go(row: dict) -> EndorsementRequest:
+        with django_capture_on_commit_callbacks(execute=True):
+            request = endorsement_submit(caller=caller, data=row)
+        request.refresh_from_db()
+        return request
+
+    return go
+
+
+def deletion(book, relation: str = "SELF", **more) -> dict:
+    return {
+        "action": "DELETE",
+        "employee_code": "E1",
+        "relation": relation,
+        "effective_date": (book.today + T_PLUS_30).isoformat(),
+        "policy_number": book.policy.number,
+        **more,
+    }
+
+
+def deletions():
+    """Every DELETE stored: (member, state, effective date, premium, tax, linked to (tracking id))."""
+    return list(
+        EndorsementRequest.objects.filter(type="DELETE")
+        .order_by("pk")
+        .values_list(
+            "member__first_name",
+            "state",
+            "effective_date",
+            "premium_amount",
+            "tax_amount",
+            "linked_to__tracking_id",
+        )
+    )
+
+
+def test_an_employee_deletion_deletes_each_covered_dependant_with_a_refund(book, family, submit):
+    employee = submit(deletion(book))
+    effective = book.today + T_PLUS_30
+
+    # 1,200,000 × 215/365 = 706,849 (+ tax 127,233) back each for Asha and Ravi; for Mira
+    # 600,000 × 215/365 = 353,425 (+ tax 63,616.5 -> 63,617).
+    assert deletions() == [
+        ("Asha", "VALIDATED", effective, -834_082, -127_233, None),
+        ("Ravi", "VALIDATED", effective, -834_082, -127_233, employee.tracking_id),
+        ("Mira", "VALIDATED", effective, -417_042, -63_617, employee.tracking_id),
+    ]
+    spouse_delete = EndorsementRequest.objects.get(member=family[1])
+    assert spouse_delete.member_data == {
+        "action": "DELETE",
+        "employee_code": "E1",
+        "relation": "SPOUSE",
+        "first_name": "Ravi",
+        "date_of_birth": born(book.today, 30).isoformat(),
+        "effective_date": effective.isoformat(),
+        "policy_number": book.policy.number.upper(),
+    }
+    assert (spouse_delete.source, spouse_delete.member_key, spouse_delete.policy_id) == (
+        "API",
+        "E1|SPOUSE",
+        book.policy.pk,
+    )
+    assert [(s.from_state, s.to_state) for s in spouse_delete.history()] == [
+        ("", "RECEIVED"),
+        ("RECEIVED", "VALIDATED"),
+    ]
+
+
+def test_a_dependant_already_being_deleted_is_not_deleted_twice(book, family, submit):
+    spouse = submit(
+        deletion(
+            book, relation="SPOUSE", effective_date=(book.today + datetime.timedelta(days=20)).isoformat()
+        )
+    )
+    assert spouse.state == "VALIDATED"
+
+    employee = submit(deletion(book))
+
+    assert [(name, state, linked) for name, state, _e, _p, _t, linked in deletions()] == [
+        ("Ravi", "VALIDATED", None),
+        ("Asha", "VALIDATED", None),
+        ("Mira", "VALIDATED", employee.tracking_id),
+    ]
+
+
+def test_a_dependant_without_open_cover_is_left_alone(book, family, submit):
+    Coverage.objects.filter(member=family[2]).update(status=Coverage.Status.ENDED, end_date=book.today)
+    submit(deletion(book))
+    assert [name for name, *_rest in deletions()] == ["Asha", "Ravi"]
+
+
+def test_a_file_that_deletes_a_dependant_itself_gets_only_the_others_linked(
+    book, family, api, django_capture_on_commit_callbacks
+):
+    content = csv_text([deletion(book, relation="SPOUSE", first_name="Ravi"), deletion(book)]).encode()
+    upload = SimpleUploadedFile("leavers.csv", content, content_type="text/csv")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post("/api/v1/endorsements/batch", {"file": upload}, format="multipart")
+    assert response.status_code == 202, response.content
+
+    batch = EndorsementBatch.objects.get()
+    employee = EndorsementRequest.objects.get(member=family[0])
+    effective = book.today + T_PLUS_30
+    assert deletions() == [
+        ("Ravi", "VALIDATED", effective, -834_082, -127_233, None),
+        ("Asha", "VALIDATED", effective, -834_082, -127_233, None),
+        ("Mira", "VALIDATED", effective, -417_042, -63_617, employee.tracking_id),
+    ]
+    child = EndorsementRequest.objects.get(member=family[2])
+    # Stored with the employee's batch and row, but not counted as a row of the file.
+    assert (child.batch_id, child.row_number, child.source) == (batch.pk, employee.row_number, "CSV")
+    assert (batch.state, batch.rows_total, batch.accepted_count, batch.rejected_count) == (
+        "COMPLETED",
+        2,
+        2,
+        0,
+    )
+    assert [(s.from_state, s.to_state) for s in child.history()] == [
+        ("", "RECEIVED"),
+        ("RECEIVED", "VALIDATED"),
+    ]
