@@ -11,10 +11,9 @@ import datetime
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from ems.tenancy import Caller
 from endorsements.models import Coverage, EndorsementBatch, EndorsementRequest
-from endorsements.services import endorsement_submit
 from tests.endorsements.test_batch_submit import csv_text
+from tests.pipeline.activation_helpers import submitted
 
 T_PLUS_30 = datetime.timedelta(days=30)
 
@@ -43,16 +42,8 @@ def family(book):
 
 
 @pytest.fixture
-def submit(book, django_capture_on_commit_callbacks):
-    caller = Caller(kind="client", employer_id=book.employer.pk, principal="client:test")
-
-    def go(row: dict) -> EndorsementRequest:
-        with django_capture_on_commit_callbacks(execute=True):
-            request = endorsement_submit(caller=caller, data=row)
-        request.refresh_from_db()
-        return request
-
-    return go
+def submit(book):
+    return lambda row: submitted(book, row)
 
 
 def deletion(book, relation: str = "SELF", **more) -> dict:

@@ -10,7 +10,7 @@ import datetime
 
 from ems.tenancy import Caller
 from endorsements.models import EndorsementRequest, EndorsementState
-from endorsements.services import endorsement_submit
+from endorsements.services import endorsement_submit, endorsements_validate
 from endorsements.transitions import endorsement_transition
 
 S = EndorsementState
@@ -20,11 +20,12 @@ def days(n: int) -> datetime.timedelta:
     return datetime.timedelta(days=n)
 
 
-def submitted(book, capture, row: dict) -> EndorsementRequest:
-    """One request through the API's service, validated on commit."""
+def submitted(book, row: dict) -> EndorsementRequest:
+    """One request through the API's service, then validated by the service the queue's
+    drain calls (called here: the Redis queue is transport, shared with other tests)."""
     caller = Caller(kind="client", employer_id=book.employer.pk, principal="client:test")
-    with capture(execute=True):
-        request = endorsement_submit(caller=caller, data=row)
+    request = endorsement_submit(caller=caller, data=row)
+    endorsements_validate(endorsement_ids=[request.pk])
     request.refresh_from_db()
     return request
 

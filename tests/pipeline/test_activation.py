@@ -32,8 +32,8 @@ def book(employer):
 
 
 @pytest.fixture
-def submit(book, django_capture_on_commit_callbacks):
-    return lambda row: submitted(book, django_capture_on_commit_callbacks, row)
+def submit(book):
+    return lambda row: submitted(book, row)
 
 
 def covers(code: str) -> list[tuple]:
