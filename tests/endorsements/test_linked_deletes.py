@@ -73,7 +73,7 @@ def deletions():
     )
 
 
-def test_an_employee_deletion_deletes_each_covered_dependant_with_a_refund(book, family, submit):
+def test_an_employee_deletion_deletes_each_covered_dependant_with_a_refund(book, family, submit, api):
     employee = submit(deletion(book))
     effective = book.today + T_PLUS_30
 
@@ -103,6 +103,17 @@ def test_an_employee_deletion_deletes_each_covered_dependant_with_a_refund(book,
         ("", "RECEIVED"),
         ("RECEIVED", "VALIDATED"),
     ]
+    # The API names the employee's deletion on the dependant's, in the list and the detail.
+    detail = api.get(f"/api/v1/endorsements/{spouse_delete.tracking_id}").json()
+    assert (detail["linked_to"], detail["premium_amount"]) == (employee.tracking_id, -834_082)
+    listed = {
+        item["tracking_id"]: item["linked_to"] for item in api.get("/api/v1/endorsements/").json()["items"]
+    }
+    assert listed == {
+        employee.tracking_id: None,
+        spouse_delete.tracking_id: employee.tracking_id,
+        EndorsementRequest.objects.get(member=family[2]).tracking_id: employee.tracking_id,
+    }
 
 
 def test_a_dependant_already_being_deleted_is_not_deleted_twice(book, family, submit):
