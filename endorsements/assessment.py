@@ -12,7 +12,8 @@ are loaded with one query each for the whole set, never per row. In steps:
 4. supersede: the newest request per member and policy wins; older unsent ones, in this
    set or stored, are SUPERSEDED;
 5. linked deletes: an employee's validated deletion takes each covered dependant along
-   (`linked_deletes.linked_deletes_plan`: new requests the caller stores with this set).
+   (`linked_deletes.linked_deletes_plan`: new requests the caller stores with this set);
+   an employee's superseded deletion takes its unsent linked DELETEs with it.
 It writes nothing: `endorsements.services` stores the decisions through
 `endorsements.transitions`.
 """
@@ -374,10 +375,14 @@ def endorsements_assess(
     superseded_older = _supersede(employer_id, requests, decisions)
     from endorsements.linked_deletes import linked_deletes_plan  # it prices with deletion_assess, here
 
-    linked = linked_deletes_plan(
-        employer_id=employer_id, requests=requests, decisions=decisions, lookups=lookups
+    linked, followers = linked_deletes_plan(
+        employer_id=employer_id,
+        requests=requests,
+        decisions=decisions,
+        lookups=lookups,
+        superseded_older=superseded_older,
     )
-    return Assessment(decisions=decisions, superseded_older=superseded_older, linked=linked)
+    return Assessment(decisions=decisions, superseded_older=superseded_older + followers, linked=linked)
 
 
 class _Originals:

@@ -13,9 +13,13 @@ with `transitions.endorsements_create_decided` (the employee's batch and row num
 single requests through `endorsement_create` and `endorsement_transition`. From there it
 travels, is sent and refunded like any other request.
 
+A linked DELETE goes with its employee's: when the employee's (unsent) deletion is
+superseded by a newer request, its unsent linked DELETEs are superseded by that request
+too, and a newer deletion of the employee links the dependants afresh (its own date).
+
 `linked_deletes_plan` reads what the assessment already loaded (the members of the set's
-employee codes, their open covers) and one query for the stored live deletions; it
-writes nothing.
+employee codes, their open covers), one query for the stored live deletions and one for
+the linked DELETEs of superseded employee deletions; it writes nothing.
 """
 
 from dataclasses import dataclass
@@ -25,7 +29,7 @@ from endorsements.assessment import Decision, deletion_assess
 from endorsements.bulk_writes import filter_any
 from endorsements.models import EndorsementRequest, EndorsementState, EndorsementType, Relation
 from endorsements.policy_book import Lookups
-from endorsements.transitions import LIVE_STATES
+from endorsements.transitions import LIVE_STATES, UNSENT_STATES
 from endorsements.validation import content_hash, member_key
 
 S = EndorsementState
@@ -45,8 +49,31 @@ class LinkedDelete:
     decision: Decision
 
 
-def linked_deletes_plan(*, employer_id: int, requests: list, decisions: dict, lookups: Lookups) -> list:
-    """The `LinkedDelete`s the set's validated employee deletions call for."""
+def linked_deletes_plan(
+    *, employer_id: int, requests: list, decisions: dict, lookups: Lookups, superseded_older: list
+) -> tuple[list[LinkedDelete], list[tuple[EndorsementRequest, int]]]:
+    """The `LinkedDelete`s the set's validated employee deletions call for, and the stored
+    unsent linked DELETEs that follow their employee's superseded deletion: (linked
+    request, the id of the request that supersedes the employee's), for the caller's
+    supersede step."""
+    followers = _followers(superseded_older)
+    return _planned(employer_id, requests, decisions, lookups, {r.pk for r, _newer in followers}), followers
+
+
+def _followers(superseded_older: list) -> list[tuple[EndorsementRequest, int]]:
+    """A linked DELETE goes with its employee's: superseded by what supersedes that one."""
+    newer_by_employee = {
+        older.pk: newer_id for older, newer_id in superseded_older if older.type == EndorsementType.DELETE
+    }
+    if not newer_by_employee:
+        return []
+    linked = EndorsementRequest.objects.filter(
+        linked_to_id__in=list(newer_by_employee), state__in=UNSENT_STATES
+    )
+    return [(request, newer_by_employee[request.linked_to_id]) for request in linked.order_by("pk")]
+
+
+def _planned(employer_id: int, requests: list, decisions: dict, lookups: Lookups, leaving: set) -> list:
     employee_deletes = [
         r
         for r in requests
@@ -74,7 +101,7 @@ def linked_deletes_plan(*, employer_id: int, requests: list, decisions: dict, lo
         filter_any(
             EndorsementRequest.objects.filter(
                 employer_id=employer_id, type=EndorsementType.DELETE, state__in=_DELETING
-            ).exclude(pk__in=[r.pk for r in requests]),
+            ).exclude(pk__in=[r.pk for r in requests] + list(leaving)),
             "member_id",
             {member.pk for _r, member, _c in candidates},
         ).values_list("member_id", "policy_id")

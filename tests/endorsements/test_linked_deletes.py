@@ -169,3 +169,31 @@ def test_a_file_that_deletes_a_dependant_itself_gets_only_the_others_linked(
         ("", "RECEIVED"),
         ("RECEIVED", "VALIDATED"),
     ]
+
+
+def test_linked_deletions_go_with_the_employees_when_it_is_superseded(book, family, submit):
+    # Given the employee's deletion (T+30) took the dependants along ...
+    first = submit(deletion(book))
+    followers = list(EndorsementRequest.objects.filter(linked_to=first).order_by("pk"))
+    # ... when HR sends a newer deletion of the employee (T+10) before it went out,
+    earlier = book.today + datetime.timedelta(days=10)
+    second = submit(deletion(book, effective_date=earlier.isoformat()))
+
+    # then the dependants' deletions follow it: the old ones superseded with the employee's,
+    # new ones linked to the new deletion, at its date (1,200,000 × 235/365 = 772,603 back,
+    # tax 139,069; the child 600,000 × 235/365 = 386,301.4 -> 386,301, tax 69,534).
+    assert [
+        (r.state, r.superseded_by_id)
+        for r in EndorsementRequest.objects.filter(pk__in=[first.pk, *[f.pk for f in followers]]).order_by(
+            "pk"
+        )
+    ] == [
+        ("SUPERSEDED", second.pk),
+        ("SUPERSEDED", second.pk),
+        ("SUPERSEDED", second.pk),
+    ]
+    assert [d for d in deletions() if d[1] == "VALIDATED"] == [
+        ("Asha", "VALIDATED", earlier, -911_672, -139_069, None),
+        ("Ravi", "VALIDATED", earlier, -911_672, -139_069, second.tracking_id),
+        ("Mira", "VALIDATED", earlier, -455_835, -69_534, second.tracking_id),
+    ]

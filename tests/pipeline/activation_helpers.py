@@ -51,6 +51,26 @@ def employee_row(book, **overrides) -> dict:
     return book.add_row(date_of_birth=born.isoformat(), **overrides)
 
 
+def spouse_row(book, **overrides) -> dict:
+    """An ADD of the employee's spouse (30, married three days ago), effective today."""
+    born = datetime.date(book.today.year - 30, book.today.month, 1) - days(40)
+    row = {
+        "action": "ADD",
+        "employee_code": "E1001",
+        "relation": "SPOUSE",
+        "first_name": "Ravi",
+        "last_name": "Rao",
+        "date_of_birth": born.isoformat(),
+        "gender": "M",
+        "event_date": (book.today - days(3)).isoformat(),
+        "effective_date": book.today.isoformat(),
+        "policy_number": book.policy.number,
+        "plan_code": "GOLD",
+        "sum_insured": "500000",
+    }
+    return {**row, **overrides}
+
+
 def deletion_row(book, *, code: str, effective: datetime.date, relation: str = "SELF", **more) -> dict:
     return {
         "action": "DELETE",

@@ -22,6 +22,7 @@ from tests.pipeline.activation_helpers import (
     days,
     deletion_row,
     employee_row,
+    spouse_row,
     submitted,
 )
 
@@ -190,34 +191,16 @@ def test_requests_for_one_member_apply_in_effective_date_order(book, submit):
 def test_an_employee_and_a_dependant_added_together_are_linked(book, submit):
     T = book.today
     employee = confirmed(submit(employee_row(book)), insurer_member_id="INS-M-1")
-    spouse = confirmed(
-        submit(
-            {
-                "action": "ADD",
-                "employee_code": "E1001",
-                "relation": "SPOUSE",
-                "first_name": "Ravi",
-                "last_name": "Rao",
-                "date_of_birth": "1991-02-03",
-                "gender": "M",
-                "event_date": (T - days(3)).isoformat(),
-                "effective_date": T.isoformat(),
-                "policy_number": book.policy.number,
-                "plan_code": "GOLD",
-                "sum_insured": "500000",
-            }
-        ),
-        insurer_member_id="INS-M-2",
-    )
+    spouse = confirmed(submit(spouse_row(book)), insurer_member_id="INS-M-2")
 
     assert {r.pk for r in endorsements_activate_due()} == {employee.pk, spouse.pk}
 
     asha = Member.objects.get(employee_code="E1001", relation="SELF")
     ravi = Member.objects.get(employee_code="E1001", relation="SPOUSE")
-    assert (ravi.primary_id, ravi.first_name, str(ravi.date_of_birth), ravi.email) == (
+    assert (ravi.primary_id, ravi.first_name, ravi.date_of_birth.isoformat(), ravi.email) == (
         asha.pk,
         "Ravi",
-        "1991-02-03",
+        spouse_row(book)["date_of_birth"],
         "",
     )
     assert covers("E1001") == [
@@ -225,6 +208,30 @@ def test_an_employee_and_a_dependant_added_together_are_linked(book, submit):
         ("SPOUSE", "GOLD", 500000, T, book.policy.end_date, "ACTIVE", "INS-M-2"),
     ]
     assert EndorsementRequest.objects.get(pk=spouse.pk).member_id == ravi.pk
+
+
+def test_an_employees_deletion_ends_the_dependants_cover_through_its_linked_deletion(book, submit):
+    T = book.today
+    confirmed(submit(employee_row(book)), insurer_member_id="INS-M-1")
+    confirmed(submit(spouse_row(book)), insurer_member_id="INS-M-2")
+    endorsements_activate_due()
+
+    employee = submit(deletion_row(book, code="E1001", effective=T + days(30)))
+    spouse = EndorsementRequest.objects.get(linked_to=employee)
+    # Priced as the spouse's own deletion would be: 706,849 + tax 127,233 back.
+    assert (spouse.state, spouse.premium_amount, spouse.effective_date) == (
+        S.VALIDATED,
+        -834_082,
+        T + days(30),
+    )
+    confirmed(employee)
+    confirmed(spouse)
+
+    assert {r.pk for r in endorsements_activate_due(today=T + days(30))} == {employee.pk, spouse.pk}
+    assert covers("E1001") == [
+        ("SELF", "GOLD", 500000, T, T + days(29), "ENDED", "INS-M-1"),
+        ("SPOUSE", "GOLD", 500000, T, T + days(29), "ENDED", "INS-M-2"),
+    ]
 
 
 def test_the_sweep_is_a_pipeline_task_on_a_beat_schedule_of_30_seconds_or_less():
