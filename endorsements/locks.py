@@ -102,7 +102,7 @@ def endorsements_lock_confirmed_due(*, on, limit: int) -> list[EndorsementReques
 
 # One activation sweep at a time: the (int, int) advisory key space, apart from the intake
 # slots' bigint keys.
-_ACTIVATION_LOCK_KEY = (0x454D53, 1)
+ACTIVATION_LOCK_KEY = (0x454D53, 1)
 
 
 def activation_lock() -> bool:
@@ -115,5 +115,5 @@ def activation_lock() -> bool:
     if connection.vendor != "postgresql":
         return True
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", list(_ACTIVATION_LOCK_KEY))
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", list(ACTIVATION_LOCK_KEY))
         return bool(cursor.fetchone()[0])

@@ -75,14 +75,13 @@ def endorsements_activate_due(*, today: date | None = None, limit: int = BATCH_S
         if not requests:
             return []
         roster = _Roster.load(requests)
-        applied = []
-        for request in requests:
-            try:
-                roster.apply(request)
-            except NotYet as why:
-                log.info("endorsement.activation_deferred", tracking_id=request.tracking_id, reason=str(why))
-                continue
-            applied.append(request)
+        applied, waiting = roster.apply_all(requests)
+        # A dependant added before its employee (effective earlier) waited for the employee's
+        # addition in this sweep; nothing else can name that dependant yet.
+        retried, waiting = roster.apply_all([request for request, _why in waiting])
+        applied += retried
+        for request, why in waiting:
+            log.info("endorsement.activation_deferred", tracking_id=request.tracking_id, reason=why)
         roster.save()
         endorsement_transition(
             endorsements=applied,
@@ -155,6 +154,18 @@ class _Roster:
         )
 
     # --- applying one request --------------------------------------------------------
+
+    def apply_all(self, requests) -> tuple[list, list]:
+        """Apply each request in turn: (those applied, [(request, why it waits)])."""
+        applied, waiting = [], []
+        for request in requests:
+            try:
+                self.apply(request)
+            except NotYet as why:
+                waiting.append((request, str(why)))
+            else:
+                applied.append(request)
+        return applied, waiting
 
     def apply(self, request: EndorsementRequest) -> None:
         if request.type == EndorsementType.ADD:

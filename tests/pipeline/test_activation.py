@@ -6,11 +6,15 @@ runs from T-120 to T+244 (365 days, T = today); the employee is 30 (₹12,000 a 
 5 lakh, 18% tax).
 """
 
+import psycopg
 import pytest
 from celery import current_app
 from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from endorsements import locks
 from endorsements.models import Coverage, EndorsementRequest, EndorsementTransition, Member
 from endorsements.pipeline.activation import endorsements_activate_due
 from endorsements.tasks import activate_due_task
@@ -232,6 +236,47 @@ def test_an_employees_deletion_ends_the_dependants_cover_through_its_linked_dele
         ("SELF", "GOLD", 500000, T, T + days(29), "ENDED", "INS-M-1"),
         ("SPOUSE", "GOLD", 500000, T, T + days(29), "ENDED", "INS-M-2"),
     ]
+
+
+def test_a_dependant_waits_for_its_employee_to_become_a_member(book, submit):
+    T = book.today
+    # Given the spouse's addition takes effect before the employee's ...
+    employee = confirmed(submit(employee_row(book, effective_date=(T + days(5)).isoformat())))
+    spouse = confirmed(submit(spouse_row(book)))
+
+    # ... it stays CONFIRMED until the employee is a member, then starts on its own date.
+    assert endorsements_activate_due() == []
+    assert (EndorsementRequest.objects.get(pk=spouse.pk).state, Member.objects.count()) == (S.CONFIRMED, 0)
+    assert [r.pk for r in endorsements_activate_due(today=T + days(5))] == [employee.pk, spouse.pk]
+    assert covers("E1001") == [
+        ("SELF", "GOLD", 500000, T + days(5), book.policy.end_date, "ACTIVE", ""),
+        ("SPOUSE", "GOLD", 500000, T, book.policy.end_date, "ACTIVE", ""),
+    ]
+
+
+def test_a_sweep_while_another_runs_does_nothing(book, submit):
+    add = confirmed(submit(employee_row(book)))
+    other = psycopg.connect(**connection.get_connection_params(), autocommit=True)
+    try:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", list(locks.ACTIVATION_LOCK_KEY))
+        assert endorsements_activate_due() == []
+        assert (EndorsementRequest.objects.get(pk=add.pk).state, Coverage.objects.count()) == (S.CONFIRMED, 0)
+    finally:
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", list(locks.ACTIVATION_LOCK_KEY))
+        other.close()
+    assert [r.pk for r in endorsements_activate_due()] == [add.pk]
+
+
+def test_a_sweep_costs_the_same_statements_for_three_requests_as_for_twelve(book, submit):
+    def statements(count: int, start: int) -> int:
+        for number in range(start, start + count):
+            confirmed(submit(employee_row(book, employee_code=f"N{number}")), insurer_member_id=f"M{number}")
+        with CaptureQueriesContext(connection) as queries:
+            assert len(endorsements_activate_due()) == count
+        return len(queries)
+
+    assert statements(3, 0) == statements(12, 100)
+    assert Coverage.objects.filter(status="ACTIVE").count() == 15
 
 
 def test_the_sweep_is_a_pipeline_task_on_a_beat_schedule_of_30_seconds_or_less():
