@@ -32,6 +32,7 @@ _LIST_FIELDS = (
     "insurer_reference",
     "insurer_premium",
     "discrepancy",
+    "linked_to__tracking_id",
     *EndorsementRequest.TIMELINE_FIELDS,
 )
 
@@ -68,14 +69,18 @@ def endorsement_list(
     if created_to:
         lookup = "received_at__date__lte" if not isinstance(created_to, datetime) else "received_at__lte"
         queryset = queryset.filter(**{lookup: created_to})
-    return queryset.select_related("superseded_by").only(*_LIST_FIELDS).order_by("-received_at", "-id")
+    return (
+        queryset.select_related("superseded_by", "linked_to")
+        .only(*_LIST_FIELDS)
+        .order_by("-received_at", "-id")
+    )
 
 
 def endorsement_get(*, caller: Caller, tracking_id: str) -> EndorsementRequest:
     """One endorsement with its full state history (oldest first)."""
     endorsement = (
         scoped(EndorsementRequest.objects.all(), caller)
-        .select_related("superseded_by", "policy", "resubmission_of")
+        .select_related("superseded_by", "linked_to", "policy", "resubmission_of")
         .prefetch_related(
             Prefetch("transitions", queryset=EndorsementTransition.objects.order_by("at", "id"))
         )

@@ -73,6 +73,9 @@ class EndorsementSerializer(serializers.Serializer):
     tax_amount = serializers.IntegerField(allow_null=True, help_text="minor units")
     rejection_reasons = ReasonSerializer(many=True)
     superseded_by = serializers.SerializerMethodField()
+    linked_to = serializers.SerializerMethodField(
+        help_text="a dependant's DELETE made by its employee's: that DELETE's tracking id"
+    )
     batch_id = serializers.IntegerField(allow_null=True)
     row_number = serializers.IntegerField(allow_null=True)
     member_data = serializers.JSONField()
@@ -105,6 +108,9 @@ class EndorsementSerializer(serializers.Serializer):
 
     def get_superseded_by(self, obj) -> str | None:
         return obj.superseded_by.tracking_id if obj.superseded_by_id else None
+
+    def get_linked_to(self, obj) -> str | None:
+        return obj.linked_to.tracking_id if obj.linked_to_id else None
 
 
 class EndorsementDetailSerializer(EndorsementSerializer):

@@ -108,3 +108,12 @@ def differences_capture_task(references: list[str]) -> int:
     from endorsements.pipeline.confirmation import differences_capture
 
     return differences_capture(references=references)
+# --- activation (endorsements/pipeline/activation.py) ---
+
+
+@shared_task(name="endorsements.pipeline.activate_due", acks_late=True, reject_on_worker_lost=True)
+def activate_due_task() -> int:
+    """Beat sweep: confirmed requests whose effective date has come become ACTIVE cover."""
+    from endorsements.pipeline.activation import endorsements_activate_all_due
+
+    return endorsements_activate_all_due()

@@ -386,7 +386,7 @@ PIPELINE_SEND_SWEEP_SECONDS = env.float("PIPELINE_SEND_SWEEP_SECONDS", default=2
 # Backoff ceiling of a transient send failure (full jitter up to min(cap, base * 2**n)).
 PIPELINE_RETRY_CAP_SECONDS = env.float("PIPELINE_RETRY_CAP_SECONDS", default=300.0)
 # A PENDING dispatch with no next attempt this long after creation lost its send task.
-PIPELINE_SEND_GRACE_SECONDS = env.float("PIPELINE_SEND_GRACE_SECONDS", default=30.0)
+PIPELINE_SEND_GRACE_SECONDS = env.float("PIPELINE_SEND_GRACE_SECONDS", default=10.0)
 CELERY_BEAT_SCHEDULE["endorsements-pipeline-windows"] = {
     "task": "endorsements.pipeline.windows_close_due",
     "schedule": PIPELINE_WINDOW_SWEEP_SECONDS,
@@ -413,3 +413,13 @@ KAFKA_REQUESTS_TOPIC = env.str("KAFKA_REQUESTS_TOPIC", default="ems.endorsement.
 KAFKA_REQUESTS_GROUP = env.str("KAFKA_REQUESTS_GROUP", default="ems-intake")
 # A group member is declared dead after this long without a heartbeat (rebalance time).
 KAFKA_REQUESTS_SESSION_TIMEOUT_MS = env.int("KAFKA_REQUESTS_SESSION_TIMEOUT_MS", default=10_000)
+
+# --- activation: confirmed requests become cover on their effective date ---------------
+# How often beat activates the CONFIRMED requests whose effective date has come
+# (endorsements/pipeline/activation.py); tests and demos keep it at ~1 s.
+ACTIVATION_SWEEP_SECONDS = env.float("ACTIVATION_SWEEP_SECONDS", default=10.0)
+CELERY_BEAT_SCHEDULE["endorsements-pipeline-activate-due"] = {
+    "task": "endorsements.pipeline.activate_due",
+    "schedule": ACTIVATION_SWEEP_SECONDS,
+    "options": {"expires": ACTIVATION_SWEEP_SECONDS * 2},
+}

@@ -195,9 +195,45 @@ def _decisions_apply(
                 actor=actor,
                 changes={r.pk: changes[r.pk] for r in groups[state]},
             )
+    if assessment.linked:
+        linked_deletes_store(linked=assessment.linked, actor=actor)
     return assessment_close(
         employer_id=employer_id, requests=requests, assessment=assessment, actor=actor, batch_id=batch_id
     )
+
+
+def linked_deletes_store(*, linked: list, actor: str) -> list[EndorsementRequest]:
+    """Store the dependants' DELETEs an employee's deletion calls for (`linked_deletes.py`):
+    each arrives RECEIVED (`endorsement_create`) and moves to its decided state, one
+    transition per state, like any request of the set."""
+    created: dict[str, list[EndorsementRequest]] = {}
+    changes = {}
+    for item in linked:
+        employee = item.employee_request
+        request = EndorsementRequest(
+            employer_id=employee.employer_id,
+            policy_id=item.decision.changes["policy_id"],
+            type=item.member_data["action"],
+            member_data=item.member_data,
+            effective_date=item.member_data["effective_date"],
+            content_hash=item.content_hash,
+            member_key=item.member_key,
+            source=employee.source,
+            batch_id=employee.batch_id,
+            row_number=employee.row_number,
+        )
+        endorsement_create(request=request, actor=actor, computed={})
+        created.setdefault(item.decision.state, []).append(request)
+        changes[request.pk] = item.decision.changes
+    for state, requests in created.items():
+        endorsement_transition(
+            endorsements=requests,
+            to_state=state,
+            actor=actor,
+            reason="the employee is deleted",
+            changes={r.pk: changes[r.pk] for r in requests},
+        )
+    return [r for requests in created.values() for r in requests]
 
 
 def assessment_close(*, employer_id: int, requests, assessment, actor: str, batch_id: int | None) -> dict:
