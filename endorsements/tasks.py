@@ -108,6 +108,8 @@ def differences_capture_task(references: list[str]) -> int:
     from endorsements.pipeline.confirmation import differences_capture
 
     return differences_capture(references=references)
+
+
 # --- activation (endorsements/pipeline/activation.py) ---
 
 

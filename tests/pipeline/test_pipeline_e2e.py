@@ -2,7 +2,7 @@
 over REST, SOAP and SFTP, PostgreSQL, the Kafka-wire broker and the Mongo-wire audit store.
 
 HR's client posts an ADD, a DELETE and a CORRECTION; nothing else is called by the test.
-Each request must end CONFIRMED or ACTIVE with the EA exact to the paisa (computed here
+Each request must end ACTIVE, its cover as it says, with the EA exact to the paisa (computed here
 from the requests' own premiums and the insurer's published rounding, not read back from
 the code under test), one Kafka event per recorded transition and audit documents in MongoDB.
 """
@@ -34,7 +34,8 @@ from tests.pipeline.conftest import (
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 MAKERS = {"REST": rest_insurer_at, "SOAP": soap_insurer_at, "SFTP": sftp_insurer}
-FINAL = {S.CONFIRMED, S.ACTIVE, S.REJECTED, S.INSURER_REJECTED, S.CANCELLED, S.SUPERSEDED, S.FAILED}
+# Where a request stops; effective today, a confirmed one goes on to ACTIVE.
+FINAL = {S.ACTIVE, S.REJECTED, S.INSURER_REJECTED, S.CANCELLED, S.SUPERSEDED, S.FAILED}
 
 
 def insurer_charge(premium: int) -> int:
@@ -196,10 +197,24 @@ def test_add_delete_and_correction_travel_to_the_insurer_and_back(
     tracking_ids = submit(stack, hr_token(stack, employer), policy, today, rows)
     final = wait_final(stack, tracking_ids)
 
-    assert [final[t].state in (S.CONFIRMED, S.ACTIVE) for t in tracking_ids] == [True, True, True], {
+    assert [final[t].state for t in tracking_ids] == [S.ACTIVE] * 3, {
         t: (final[t].state, final[t].rejection_reasons, final[t].last_error) for t in tracking_ids
     }
     joiner, leaver, correction = (final[t] for t in tracking_ids)
+    covers = {
+        c.member.employee_code: c for c in Coverage.objects.filter(policy=policy).select_related("member")
+    }
+    assert (covers["J-1"].status, covers["J-1"].start_date, covers["J-1"].sum_insured) == (
+        Coverage.Status.ACTIVE,
+        today,
+        500000,
+    )
+    assert covers["J-1"].insurer_member_id == joiner.insurer_member_id != ""
+    assert (covers["L-1"].status, covers["L-1"].end_date) == (
+        Coverage.Status.ENDED,
+        today - datetime.timedelta(days=1),
+    )
+    assert (covers["C-1"].status, covers["C-1"].sum_insured) == (Coverage.Status.ACTIVE, 300000)
     assert joiner.premium_amount > 0 > leaver.premium_amount
     assert correction.premium_amount < 0
     expected = posted_before - sum(insurer_charge(final[t].premium_amount) for t in tracking_ids)
@@ -244,7 +259,7 @@ def test_webhook_confirmations_twice_and_out_of_order_move_money_once(
     tracking_ids = submit(stack, hr_token(stack, employer), policy, today, rows)
     final = wait_final(stack, tracking_ids)
 
-    assert {final[t].state for t in tracking_ids} <= {S.CONFIRMED, S.ACTIVE}
+    assert {final[t].state for t in tracking_ids} == {S.ACTIVE}
     expected = 100_000_00 - sum(insurer_charge(final[t].premium_amount) for t in tracking_ids)
     account = Account.objects.get(pk=account_of(policy).pk)
     assert (account.posted, account.held) == (expected, 0)

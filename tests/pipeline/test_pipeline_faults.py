@@ -3,9 +3,10 @@
 The deployed stack (tests/pipeline/stack.py) runs while the sandbox insurer answers 500s,
 times out, throttles with Retry-After and loses responses after acting; the whole worker
 is SIGKILLed (parent and children) twice mid-run and its private Redis restarted (every
-queued message lost). Afterwards every request must be CONFIRMED, the EA exact to the
-paisa against an independent model (the requests' premiums priced the insurer's published
-way), each request captured once, and the insurer must have acted on each item once.
+queued message lost). Afterwards every request must be ACTIVE (confirmed, effective
+today), the EA exact to the paisa against an independent model (the requests' premiums
+priced the insurer's published way), each request captured once, and the insurer must
+have acted on each item once.
 """
 
 import datetime
@@ -76,7 +77,7 @@ def test_faults_at_the_insurer_a_killed_worker_and_a_lost_redis_lose_nothing(
 
     final = wait_final(stack, tracking_ids, timeout=120)
 
-    assert {final[t].state for t in tracking_ids} == {S.CONFIRMED}, {t: final[t].state for t in tracking_ids}
+    assert {final[t].state for t in tracking_ids} == {S.ACTIVE}, {t: final[t].state for t in tracking_ids}
     model_posted = 1_000_000_00 - sum(insurer_charge(final[t].premium_amount) for t in tracking_ids)
     account = Account.objects.get(pk=account_of(policy).pk)
     assert (account.posted, account.held) == (model_posted, 0)
