@@ -387,6 +387,8 @@ PIPELINE_SEND_SWEEP_SECONDS = env.float("PIPELINE_SEND_SWEEP_SECONDS", default=2
 PIPELINE_RETRY_CAP_SECONDS = env.float("PIPELINE_RETRY_CAP_SECONDS", default=300.0)
 # A PENDING dispatch with no next attempt this long after creation lost its send task.
 PIPELINE_SEND_GRACE_SECONDS = env.float("PIPELINE_SEND_GRACE_SECONDS", default=10.0)
+# Off: every request is a dispatch of its own (the baseline `make bench BENCH=pipeline` compares).
+PIPELINE_BATCHING = env.bool("PIPELINE_BATCHING", default=True)
 CELERY_BEAT_SCHEDULE["endorsements-pipeline-windows"] = {
     "task": "endorsements.pipeline.windows_close_due",
     "schedule": PIPELINE_WINDOW_SWEEP_SECONDS,

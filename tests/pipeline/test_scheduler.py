@@ -164,3 +164,22 @@ def _close_queries(sandbox, approver, count: int) -> int:
 
 def test_a_close_is_set_based_its_statements_do_not_grow_with_the_window(sandbox, approver):
     assert _close_queries(sandbox, approver, 3) == _close_queries(sandbox, approver, 40)
+
+
+def test_with_batching_off_every_request_is_a_dispatch_of_its_own(
+    sandbox, approver, settings, django_capture_on_commit_callbacks
+):
+    settings.PIPELINE_BATCHING = False
+    insurer = rest_insurer_at(sandbox, dispatch_window_seconds=1, dispatch_batch_size=100)
+    policy = policy_at(insurer)
+    fund(policy, 10_000_00, approver)
+    requests = [validated(policy, premium=1_000_00) for _ in range(3)]
+    requests.append(validated(policy, premium=-500_00, kind="DELETE"))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        closed = scheduler.window_close(insurer_id=insurer.pk)
+
+    assert (len(closed.credits_dispatch_ids), len(closed.debits_dispatch_ids)) == (1, 3)
+    items = DispatchItem.objects.filter(dispatch_id__in=closed.dispatch_ids)
+    assert sorted(items.values_list("dispatch_id", flat=True)) == sorted(closed.dispatch_ids)
+    assert states(*requests) == [S.CONFIRMED] * 4
