@@ -238,6 +238,22 @@ def test_an_employees_deletion_ends_the_dependants_cover_through_its_linked_dele
     ]
 
 
+def test_of_two_confirmed_additions_for_one_employee_the_later_one_holds_the_cover(book, submit):
+    T = book.today
+    # Given a first addition already sent (so not superseded) and a second one validated after it
+    first = submit(employee_row(book))
+    confirmed(first, insurer_member_id="M-FIRST")
+    second = confirmed(
+        submit(employee_row(book, effective_date=(T + days(2)).isoformat())), insurer_member_id="M-SECOND"
+    )
+
+    assert [r.pk for r in endorsements_activate_due(today=T + days(2))] == [first.pk, second.pk]
+    assert covers("E1001") == [
+        ("SELF", "GOLD", 500000, T, T + days(1), "ENDED", "M-FIRST"),
+        ("SELF", "GOLD", 500000, T + days(2), book.policy.end_date, "ACTIVE", "M-SECOND"),
+    ]
+
+
 def test_a_dependant_waits_for_its_employee_to_become_a_member(book, submit):
     T = book.today
     # Given the spouse's addition takes effect before the employee's ...
