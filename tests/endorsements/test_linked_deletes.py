@@ -11,7 +11,7 @@ import datetime
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from endorsements.models import Coverage, EndorsementBatch, EndorsementRequest
+from endorsements.models import Coverage, EndorsementBatch, EndorsementRequest, PlanRate
 from tests.endorsements.test_batch_submit import csv_text
 from tests.pipeline.activation_helpers import submitted
 
@@ -231,3 +231,23 @@ def test_a_later_chunk_that_deletes_the_dependant_itself_replaces_the_linked_del
     # the linked one (chunk 1, the employee's row 2) replaced by the file's own row 3
     assert spouse == [("SUPERSEDED", 2, "Asha", 3), ("VALIDATED", 3, None, None)]
     assert EndorsementBatch.objects.get().accepted_count == 2
+
+
+def test_a_dependant_the_rate_card_no_longer_prices_is_rejected_with_its_reason(book, family, submit):
+    PlanRate.objects.filter(plan=book.plan, relation="CHILD").delete()
+    employee = submit(deletion(book))
+    child = EndorsementRequest.objects.get(member=family[2])
+    assert (child.state, child.linked_to_id, child.premium_amount) == ("REJECTED", employee.pk, None)
+    assert child.rejection_reasons == [
+        {
+            "field": "sum_insured",
+            "code": "rate_not_found",
+            "message": "The cover's plan has no rate for this member.",
+        }
+    ]
+    assert [(s.to_state, s.reason) for s in child.history()] == [
+        ("RECEIVED", ""),
+        ("REJECTED", "rate_not_found"),
+    ]
+    # the employee and the spouse go on
+    assert [state for _name, state, *_rest in deletions()] == ["VALIDATED", "VALIDATED", "REJECTED"]
