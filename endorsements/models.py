@@ -11,7 +11,8 @@ Design overview
   card (annual premium in minor units by relation × age band × sum insured).
 - `Member` is an employee (`SELF`) or a dependant linked to the employee; `Coverage` is a
   member on a policy. At most one open coverage per member and policy (partial unique
-  index).
+  index). Activation (`pipeline/activation.py`) writes both: a cover ends ENDED the day
+  before a deletion takes effect, or VOID when deleted on its start date.
 - `EndorsementRequest` moves through the states of `EndorsementState`; every move is
   recorded in `EndorsementTransition` (written only by `endorsements.transitions`), a
   file's row's arrival and intake decision as one compact step (`"" -> decided state`).

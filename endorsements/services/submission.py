@@ -230,7 +230,8 @@ def linked_deletes_store(*, linked: list, actor: str) -> list[EndorsementRequest
             endorsements=requests,
             to_state=state,
             actor=actor,
-            reason="the employee is deleted",
+            # a rejection carries its reasons on the row and its event, like any request's
+            reason="with the employee's deletion" if state == EndorsementState.VALIDATED else "",
             changes={r.pk: changes[r.pk] for r in requests},
         )
     return [r for requests in created.values() for r in requests]
