@@ -49,6 +49,7 @@ def endorsements_lock_received(*, ids: Iterable[int]) -> list[EndorsementRequest
             "batch_id",
             "row_number",
             "state",
+            "received_at",  # the SLA clock starts there
         )
     )
 

@@ -82,3 +82,15 @@ def send_due_task() -> int:
     from endorsements.pipeline.sending import dispatches_send_due
 
     return len(dispatches_send_due())
+
+
+# --- the pipeline's SLA clocks (endorsements/pipeline/sla.py) ---
+
+
+@shared_task(name="endorsements.pipeline.sla_sweep", acks_late=True, reject_on_worker_lost=True)
+def sla_sweep_task() -> dict:
+    """Beat sweep (housekeeping): mark SLA breaches and near-breaches, one event each."""
+    from endorsements.pipeline.sla import sla_sweep
+
+    result = sla_sweep()
+    return {"deadlines_set": result.deadlines_set, "breached": result.breached, "near": result.near}
