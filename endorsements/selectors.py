@@ -30,6 +30,8 @@ _LIST_FIELDS = (
     "rejection_reasons",
     "superseded_by__tracking_id",
     *EndorsementRequest.TIMELINE_FIELDS,
+    "sla_deadline",
+    "sla_status",
 )
 
 

@@ -5,7 +5,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from ems.pagination import NoBlankQuerySerializer
-from endorsements.models import EndorsementBatch, EndorsementState, EndorsementType
+from endorsements.models import EndorsementBatch, EndorsementState, EndorsementType, SlaStatus
 
 
 class EndorsementInputSerializer(serializers.Serializer):
@@ -78,6 +78,12 @@ class EndorsementSerializer(serializers.Serializer):
     confirmed_at = serializers.DateTimeField(allow_null=True)
     activated_at = serializers.DateTimeField(allow_null=True)
     closed_at = serializers.DateTimeField(allow_null=True)
+    sla_deadline = serializers.DateTimeField(
+        allow_null=True, help_text="the insurer must confirm by then (set when validated)"
+    )
+    sla_status = serializers.ChoiceField(
+        choices=SlaStatus.choices, help_text='"" within SLA, NEAR (most of the allowance used) or BREACHED'
+    )
 
     def get_employee_code(self, obj) -> str:
         return obj.member_data.get("employee_code", "")
