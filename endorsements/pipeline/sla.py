@@ -39,6 +39,7 @@ from django.utils import timezone
 from ems.outbox import TOPIC_ENDORSEMENTS, KafkaEvent
 from endorsements.bulk_writes import rows_update
 from endorsements.events import events_queue
+from endorsements.locks import endorsements_lock_free
 from endorsements.models import SLA_CLOCK_STATES, EndorsementRequest, EndorsementType, SlaStatus
 from insurers.models import Insurer
 
@@ -94,12 +95,8 @@ _MARKED_FIELDS = ("pk", "tracking_id", "employer_id", "type", "state", "received
 def _mark(status: str, condition: Q, limit: int) -> int:
     """Mark up to `limit` running clocks matching `condition` with `status` and queue an
     event for each; inside the caller's transaction. Returns how many it marked."""
-    rows = list(
-        _running()
-        .filter(condition)
-        .select_for_update(skip_locked=True)
-        .order_by("sla_deadline", "pk")
-        .values_list(*_MARKED_FIELDS)[:limit]
+    rows = endorsements_lock_free(
+        _running().filter(condition), fields=_MARKED_FIELDS, order_by=("sla_deadline", "pk"), limit=limit
     )
     if not rows:
         return 0
@@ -126,19 +123,19 @@ def _mark(status: str, condition: Q, limit: int) -> int:
 
 def _deadlines_set(limit: int) -> int:
     """Give up to `limit` running clocks without a deadline theirs, in one set-based update."""
-    rows = list(
+    rows = endorsements_lock_free(
         EndorsementRequest.objects.filter(
             sla_deadline__isnull=True, state__in=SLA_CLOCK_STATES, policy__isnull=False
-        )
-        .select_for_update(skip_locked=True, of=("self",))
-        .order_by("received_at", "pk")
-        .values_list(
+        ),
+        fields=(
             "pk",
             "type",
             "received_at",
             "policy__insurer__sla_inclusion_days",
             "policy__insurer__sla_correction_days",
-        )[:limit]
+        ),
+        order_by=("received_at", "pk"),
+        limit=limit,
     )
     rows_update(
         EndorsementRequest,
