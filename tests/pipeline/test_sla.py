@@ -9,6 +9,8 @@ from django.utils import timezone
 
 from ems.models import OutboxEvent
 from ems.outbox import kafka_messages
+from ems.redis_lock import redis_client
+from endorsements import validation_queue
 from endorsements.models import EndorsementRequest
 from endorsements.pipeline import sla
 from endorsements.tasks import sla_sweep_task
@@ -29,7 +31,15 @@ NOW = datetime.datetime(2026, 7, 1, 12, 0, tzinfo=datetime.UTC)
 # --- the deadline, set where a request is validated -------------------------------------------
 
 
+@pytest.fixture
+def validation_queue_empty():
+    """Single requests are validated through a Redis queue: start with it empty and no drain
+    marked as running (an earlier test may leave its kick behind)."""
+    redis_client().delete(validation_queue.PENDING_KEY, validation_queue.KICK_KEY)
+
+
 def test_a_single_request_gets_its_deadline_in_the_write_that_validates_it(
+    validation_queue_empty,
     api,
     book,  # noqa: F811 - the fixture imported above
     django_capture_on_commit_callbacks,
