@@ -1,5 +1,7 @@
 """`endorsements/admin_queues.py`: the review actions and work-queue filter, through the admin's pages."""
 
+import datetime
+
 import pytest
 from django.urls import reverse
 
@@ -131,3 +133,23 @@ def test_the_work_queue_lists_what_awaits_review(client, on_hold):
     listed = {r.pk for r in response.context["cl"].result_list}
     assert listed == {r.pk for r in held}
     assert waiting.pk not in listed
+
+
+def test_the_change_page_and_the_list_show_the_sla_clock(client):
+    policy = policy_at(InsurerFactory())
+    request = validated(policy, premium=1_000_00)
+    EndorsementRequest.objects.filter(pk=request.pk).update(
+        sla_deadline=request.received_at + datetime.timedelta(days=15), sla_status="NEAR"
+    )
+    client.force_login(ops_user("ops_viewer"))
+
+    page = client.get(reverse("admin:endorsements_endorsementrequest_change", args=[request.pk]))
+    listing = client.get(CHANGELIST, {"queue": "sla_near"})
+
+    assert page.status_code == 200
+    fields = [f for fieldset in page.context["adminform"] for line in fieldset for f in line]
+    shown = {f.field["name"]: f.contents() for f in fields if f.is_readonly}
+    assert shown["sla_status"] == "near breach"
+    assert shown["sla_deadline"] != "-"
+    assert [r.pk for r in listing.context["cl"].result_list] == [request.pk]
+    assert client.get(CHANGELIST, {"queue": "sla_breached"}).context["cl"].result_count == 0
