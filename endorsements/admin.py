@@ -28,6 +28,7 @@ from ems.models import Employer
 from ems.tenancy import caller_for_staff_acting_for
 from endorsements import services as endorsement_services
 from endorsements.admin_forms import BatchUploadAdminForm, EndorsementSubmitForm
+from endorsements.admin_queues import ReviewActions, WorkQueueFilter
 from endorsements.models import (
     BatchRowError,
     Coverage,
@@ -443,9 +444,11 @@ class BatchRowErrorAdmin(ReadOnlyAdmin):
 
 
 @admin.register(EndorsementRequest)
-class EndorsementRequestAdmin(IntakeAdmin):
-    """State and money change only through the orchestrator's services; retry/cancel/approve
-    actions arrive with those services (endorsements/transitions.py)."""
+class EndorsementRequestAdmin(ReviewActions, IntakeAdmin):
+    """State and money change only through the orchestrator's services; the actions call
+    them (review: endorsements/admin_queues.py)."""
+
+    actions = ("approve_review", "reject_review")
 
     intake_form = EndorsementSubmitForm
     intake_title = "Send an endorsement for an employer"
@@ -473,11 +476,12 @@ class EndorsementRequestAdmin(IntakeAdmin):
         "effective_date",
         "premium_display",
         "attempts",
+        "sla_status",
         "source",
         "received_at",
     )
     list_select_related = ("employer", "policy", "member")
-    list_filter = ("state", "type", "source", "employer")
+    list_filter = (WorkQueueFilter, "state", "type", "sla_status", "source", "employer")
     search_fields = (
         "=tracking_id",
         "insurer_reference",
@@ -493,6 +497,7 @@ class EndorsementRequestAdmin(IntakeAdmin):
         ("Money", {"fields": ("premium_display", "tax_display")}),
         ("Checks", {"fields": ("content_hash", "idempotency_key", "rejection_reasons", "superseded_by")}),
         ("Delivery", {"fields": ("attempts", "last_error", "insurer_reference", "insurer_member_id")}),
+        ("SLA", {"fields": ("sla_deadline", "sla_status")}),
         ("Timeline", {"fields": (*EndorsementRequest.TIMELINE_FIELDS, "history_table")}),
     )
     # Every field shown is read-only: state and money change only through services.

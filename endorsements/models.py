@@ -252,6 +252,11 @@ class SlaStatus(models.TextChoices):
     BREACHED = "BREACHED", "breached"
 
 
+# The states in which a request's SLA clock runs: validated, not yet confirmed by the
+# insurer, not closed without effect (FAILED counts: the insurer does not have it yet).
+SLA_CLOCK_STATES = ("VALIDATED", "ON_HOLD_FUNDS", "ON_HOLD_REVIEW", "FUND_LOCKED", "SENT", "FAILED")
+
+
 class Source(models.TextChoices):
     API = "API"
     CSV = "CSV"
@@ -522,10 +527,18 @@ class EndorsementRequest(models.Model):
                 name="endorsement_next_attempt_idx",
                 condition=Q(next_attempt_at__isnull=False),
             ),
+            # The SLA sweep (pipeline/sla.py): running clocks not yet breached, by deadline;
+            # and running clocks without a deadline (validated by a path that set none).
             models.Index(
                 fields=["sla_deadline"],
                 name="endorsement_sla_open_idx",
-                condition=Q(sla_deadline__isnull=False, activated_at__isnull=True, closed_at__isnull=True),
+                condition=Q(sla_deadline__isnull=False, state__in=SLA_CLOCK_STATES)
+                & ~Q(sla_status="BREACHED"),
+            ),
+            models.Index(
+                fields=["received_at"],
+                name="endorsement_sla_unset_idx",
+                condition=Q(sla_deadline__isnull=True, state__in=SLA_CLOCK_STATES),
             ),
             models.Index(
                 fields=["dispatch"], name="endorsement_dispatch_idx", condition=Q(dispatch__isnull=False)

@@ -34,6 +34,8 @@ _LIST_FIELDS = (
     "discrepancy",
     "linked_to__tracking_id",
     *EndorsementRequest.TIMELINE_FIELDS,
+    "sla_deadline",
+    "sla_status",
 )
 
 

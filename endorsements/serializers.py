@@ -5,7 +5,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from ems.pagination import NoBlankQuerySerializer
-from endorsements.models import EndorsementBatch, EndorsementState, EndorsementType
+from endorsements.models import EndorsementBatch, EndorsementState, EndorsementType, SlaStatus
 
 
 class EndorsementInputSerializer(serializers.Serializer):
@@ -95,6 +95,12 @@ class EndorsementSerializer(serializers.Serializer):
     discrepancy = serializers.JSONField(
         help_text="where the insurer's answer differs from ours: premium, effective_date, sum_insured "
         "({ours, insurer} each), difference_parked (minor units waiting for funds)"
+    )
+    sla_deadline = serializers.DateTimeField(
+        allow_null=True, help_text="the insurer must confirm by then (set when validated)"
+    )
+    sla_status = serializers.ChoiceField(
+        choices=SlaStatus.choices, help_text='"" within SLA, NEAR (most of the allowance used) or BREACHED'
     )
 
     def get_employee_code(self, obj) -> str:
