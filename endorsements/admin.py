@@ -27,6 +27,7 @@ from ems.formatting import money_text, time_text
 from ems.models import Employer
 from ems.tenancy import caller_for_staff_acting_for
 from endorsements import services as endorsement_services
+from endorsements.admin_dead_letters import EndorsementActions
 from endorsements.admin_forms import BatchUploadAdminForm, EndorsementSubmitForm
 from endorsements.models import (
     BatchRowError,
@@ -429,9 +430,11 @@ class BatchRowErrorAdmin(ReadOnlyAdmin):
 
 
 @admin.register(EndorsementRequest)
-class EndorsementRequestAdmin(IntakeAdmin):
-    """State and money change only through the orchestrator's services; retry/cancel/approve
-    actions arrive with those services (endorsements/transitions.py)."""
+class EndorsementRequestAdmin(EndorsementActions, IntakeAdmin):
+    """State and money change only through the orchestrator's services; "Cancel" calls the
+    cancel service (endorsements/admin_dead_letters.py, where the dead letters' Retry is)."""
+
+    actions = ["cancel_selected"]
 
     intake_form = EndorsementSubmitForm
     intake_title = "Send an endorsement for an employer"

@@ -298,3 +298,47 @@ def confirmations_poll_due() -> int:
         except GatewayError as error:
             log.warning("insurers.confirmations_poll_failed", insurer_id=insurer_id, code=error.code)
     return recorded
+
+
+# --- asking the insurer what it has (ops' cancel of a dead letter) ---------------------------
+
+
+def references_status(*, insurer_id: int, references: Sequence[str]) -> list[ItemResult]:
+    """What the insurer says it has for these references (those it never got are absent).
+
+    Raises TransientError when the insurer cannot be reached (the breaker applies as for a send)."""
+    insurer = Insurer.objects.get(pk=insurer_id)
+    breaker.call_admit(insurer)
+    try:
+        results = adapter_for(insurer).status_fetch(insurer, list(references))
+    except TransientError as error:
+        breaker.call_failed(insurer, error)
+        raise
+    breaker.call_succeeded(insurer)
+    return results
+
+
+@transaction.atomic
+def status_results_record(*, insurer: Insurer, results: Sequence[ItemResult]) -> list[ItemResult]:
+    """Record what a status call found, through `item_results_record`, for dead letters too.
+
+    A failed dispatch's items stop being live (`dispatch_fail`), so a late answer would find
+    nothing to land on: each answered reference with no live item gets its latest unanswered
+    item back live first (the insurer has it; no other dispatch may carry it)."""
+    answered = [result for result in results if result.outcome != PENDING]
+    references = [result.reference for result in answered]
+    live = set(
+        DispatchItem.objects.filter(
+            dispatch__insurer=insurer, reference__in=references, is_live=True
+        ).values_list("reference", flat=True)
+    )
+    latest: dict[str, int] = {}
+    for pk, reference in (
+        DispatchItem.objects.filter(dispatch__insurer=insurer, reference__in=set(references) - live)
+        .exclude(result__in=_FINAL)
+        .order_by("-id")
+        .values_list("pk", "reference")
+    ):
+        latest.setdefault(reference, pk)
+    DispatchItem.objects.filter(pk__in=list(latest.values())).update(is_live=True)
+    return item_results_record(insurer=insurer, results=answered, source="status")
