@@ -22,11 +22,12 @@ from django.utils.text import Truncator
 from pymongo.errors import PyMongoError
 
 from ems.admin_mixins import ReadOnlyAdmin, actor_of, permission_check
-from endorsements.models import DeadLetter, EndorsementRequest
+from endorsements.models import DeadLetter, EndorsementRequest, EndorsementState
 from endorsements.pipeline import dead_letters
 from endorsements.pipeline.cancel import endorsements_cancel
 from insurers.selectors import exchanges_for_reference
 
+S = EndorsementState
 CONFIRMED_FIELD = "confirmed"
 
 
@@ -131,6 +132,23 @@ class EndorsementActions:
     has_retry_permission = permission_check("endorsements.retry_endorsementrequest")
 
 
+class ListedFilter(admin.SimpleListFilter):
+    """FAILED (the dead-letter queue) or stuck (a live state past its limit)."""
+
+    title = "listed as"
+    parameter_name = "listed"
+
+    def lookups(self, request, model_admin):
+        return (("failed", "failed"), ("stuck", "stuck"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "failed":
+            return queryset.filter(state=S.FAILED)
+        if self.value() == "stuck":
+            return queryset.exclude(state=S.FAILED)
+        return queryset
+
+
 @admin.register(DeadLetter)
 class DeadLetterAdmin(EndorsementActions, ReadOnlyAdmin):
     retry_action = True
@@ -148,7 +166,7 @@ class DeadLetterAdmin(EndorsementActions, ReadOnlyAdmin):
         "updated_at",
     )
     list_select_related = ("employer", "policy__insurer", "dispatch")
-    list_filter = ("state", "policy__insurer", "type")
+    list_filter = (ListedFilter, "state", "policy__insurer", "type")
     search_fields = ("=tracking_id", "last_error")
     fields = (
         "tracking_id",

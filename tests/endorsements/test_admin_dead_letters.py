@@ -75,6 +75,9 @@ def test_the_list_shows_failed_requests_with_their_error_attempts_and_dispatch(
     assert "insurer_server_error" in html
     assert f'href="/admin/insurers/dispatch/{dispatch_id}/change/"' in html
     assert fresh.tracking_id not in html
+    for listed, expected in (("failed", [failed.pk]), ("stuck", [])):
+        filtered = client.get(admin_url(DeadLetter, "changelist"), {"listed": listed})
+        assert [row.pk for row in filtered.context["cl"].result_list] == expected
     page = client.get(admin_url(DeadLetter, "change", failed.pk)).content.decode()
     assert "FAILED, 1 attempt(s); insurer_server_error" in page
     assert "Exchanges with the insurer" in page
