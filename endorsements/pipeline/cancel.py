@@ -95,6 +95,8 @@ def endorsements_cancel(
         _cancel_under_closer_lock(insurer_id, group, result, actor=actor, reason=reason or _default(as_ops))
     for insurer_id, group in failed.items():
         _dead_letters_cancel(insurer_id, group, result, actor=actor, reason=reason or _default(as_ops))
+    for tracking_id, error in result.refused.items():
+        log.info("endorsements.cancel_refused", actor=actor, tracking_id=tracking_id, code=error.code)
     log.info(
         "endorsements.cancelled",
         actor=actor,

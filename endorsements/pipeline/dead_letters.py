@@ -151,6 +151,8 @@ def dead_letters_retry(*, endorsement_ids: Sequence[int], actor: str) -> RetryRe
         size = max(insurer.dispatch_batch_size, 1)
         for start in range(0, len(group), size):
             _retry_chunk(insurer, group[start : start + size], result, actor=actor)
+    for tracking_id, error in result.refused.items():
+        log.info("endorsements.retry_refused", actor=actor, tracking_id=tracking_id, code=error.code)
     log.info(
         "endorsements.dead_letters_retried", actor=actor, sent=len(result.sent), refused=len(result.refused)
     )
