@@ -19,6 +19,7 @@ from insurers import services as gateway
 from insurers.models import DispatchItem
 from tests.pipeline.conftest import S, fund, policy_at, rest_insurer_at, states, validated
 from tests.pipeline.dead_letter_helpers import failed_debit, footprint, ledger_state, window_send
+from tests.pipeline.test_sending import MAKERS
 
 pytestmark = pytest.mark.django_db
 OPS = "user:ops-1"
@@ -117,11 +118,12 @@ def test_hr_may_not_cancel_a_failed_request(sandbox, approver, django_capture_on
     assert (footprint(request), ledger_state(policy)) == before
 
 
+@pytest.mark.parametrize("protocol", ["REST", "SOAP", "SFTP"])
 def test_ops_cancel_a_failed_request_the_insurer_never_got(
-    sandbox, approver, django_capture_on_commit_callbacks
+    sandbox, approver, django_capture_on_commit_callbacks, protocol
 ):
-    # given a debit whose send the insurer refused with 500s: its ₹300 is still held
-    insurer = rest_insurer_at(sandbox, retry_max_attempts=1)
+    # given a debit whose send the insurer refused (500s, faults, a dropped connection): ₹300 held
+    insurer = MAKERS[protocol](sandbox, retry_max_attempts=1)
     policy = policy_at(insurer)
     fund(policy, 1_000_00, approver)
     request, _ = failed_debit(sandbox, insurer, policy, django_capture_on_commit_callbacks, premium=300_00)
@@ -141,11 +143,12 @@ def test_ops_cancel_a_failed_request_the_insurer_never_got(
     )
 
 
+@pytest.mark.parametrize("protocol", ["REST", "SOAP"])
 def test_ops_cancel_of_a_failed_request_the_insurer_has_records_its_answer_and_is_refused(
-    sandbox, approver, django_capture_on_commit_callbacks
+    sandbox, approver, django_capture_on_commit_callbacks, protocol
 ):
     # given a debit the sandbox confirmed but whose answer was lost: FAILED here, confirmed there
-    insurer = rest_insurer_at(sandbox, retry_max_attempts=1)
+    insurer = MAKERS[protocol](sandbox, retry_max_attempts=1)
     policy = policy_at(insurer)
     fund(policy, 1_000_00, approver)
     request, dispatch_id = failed_debit(

@@ -14,17 +14,19 @@ from tests.factories import InsurerFactory
 from tests.insurers.gateway_items import sandbox_received
 from tests.pipeline.conftest import S, fund, policy_at, rest_insurer_at, states, validated
 from tests.pipeline.dead_letter_helpers import failed_debit, footprint, ledger_state, window_send
+from tests.pipeline.test_sending import MAKERS
 
 pytestmark = pytest.mark.django_db
 OPS = "user:ops-1"
 Result = DispatchItem.Result
 
 
+@pytest.mark.parametrize("protocol", ["REST", "SOAP"])
 def test_a_retry_sends_a_failed_request_again_in_a_new_dispatch_with_the_same_item_key(
-    sandbox, approver, django_capture_on_commit_callbacks
+    sandbox, approver, django_capture_on_commit_callbacks, protocol
 ):
-    # given a debit the insurer refused with 500s until its one attempt was spent
-    insurer = rest_insurer_at(sandbox, retry_max_attempts=1)
+    # given a debit the insurer refused (500s, faults) until its one attempt was spent
+    insurer = MAKERS[protocol](sandbox, retry_max_attempts=1)
     policy = policy_at(insurer)
     fund(policy, 1_000_00, approver)
     request, failed_dispatch_id = failed_debit(
@@ -70,11 +72,12 @@ def test_a_retry_sends_a_failed_request_again_in_a_new_dispatch_with_the_same_it
     assert list(moves.values_list("to_state", "actor")) == [(S.SENT, OPS)]
 
 
+@pytest.mark.parametrize("protocol", ["REST", "SOAP"])
 def test_a_retry_of_a_request_the_insurer_already_has_is_answered_the_same(
-    sandbox, approver, django_capture_on_commit_callbacks
+    sandbox, approver, django_capture_on_commit_callbacks, protocol
 ):
     # given a debit the sandbox confirmed, whose answer was lost on the way back
-    insurer = rest_insurer_at(sandbox, retry_max_attempts=1)
+    insurer = MAKERS[protocol](sandbox, retry_max_attempts=1)
     policy = policy_at(insurer)
     fund(policy, 1_000_00, approver)
     request, failed_dispatch_id = failed_debit(
@@ -157,3 +160,30 @@ def test_the_list_holds_failed_requests_and_those_stuck_past_their_stage(
     sent.refresh_from_db()
     text = dead_letters.stuck_text(sent, now=sent.sent_at + datetime.timedelta(seconds=150))
     assert text == "SENT for 2 min 30 s (limit 1 min 42 s)"
+
+
+def test_a_retry_over_sftp_uploads_the_request_again_under_its_item_key(
+    sandbox, approver, django_capture_on_commit_callbacks
+):
+    insurer = MAKERS["SFTP"](sandbox, retry_max_attempts=1)
+    policy = policy_at(insurer)
+    fund(policy, 1_000_00, approver)
+    request, failed_dispatch_id = failed_debit(
+        sandbox, insurer, policy, django_capture_on_commit_callbacks, premium=300_00
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = dead_letters.dead_letters_retry(endorsement_ids=[request.pk], actor=OPS)
+
+    dispatch = Dispatch.objects.get(pk=result.dispatch_ids[0])
+    failed_key = Dispatch.objects.get(pk=failed_dispatch_id).idempotency_key
+    assert (dispatch.idempotency_key, dispatch.state, dispatch.attempts) == (
+        f"{failed_key}-g2",
+        Dispatch.State.SENT,
+        1,
+    )
+    # the file is up; the answer comes later in a response file
+    assert list(dispatch.items.values_list("idempotency_key", "result", "is_live")) == [
+        (f"itm-{request.tracking_id}", Result.PENDING, True)
+    ]
+    assert states(request) == [S.SENT]
