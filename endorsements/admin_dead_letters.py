@@ -1,7 +1,7 @@
 """Operations' actions on endorsement requests, and the dead-letter list they are used from.
 
 - `EndorsementActions` gives a model admin "Cancel" (`endorsements.cancel_endorsementrequest`)
-  and, with `retry_action = True`, "Retry" (`endorsements.retry_endorsementrequest`). Each
+  and "Retry" (`endorsements.retry_endorsementrequest`), offered as its `actions` name them. Each
   first shows a confirmation page listing the selected requests (and, for cancel, a
   reason); confirming calls the service (`endorsements_cancel(as_ops=True)`,
   `dead_letters_retry`) for all of them at once, then reports what moved and each refusal
@@ -29,13 +29,15 @@ from insurers.selectors import exchanges_for_reference
 
 S = EndorsementState
 CONFIRMED_FIELD = "confirmed"
+# A confirmation lists (and its form carries) at most this many requests: the rest wait for the next round.
+CONFIRM_MAX_ROWS = 500
 
 
 def _confirmation(modeladmin, request, queryset, *, action: str, title: str, verb: str, asks_reason: bool):
     """The page that lists the selected requests and asks to confirm (None once confirmed)."""
     if request.POST.get(CONFIRMED_FIELD) == "yes":
         return None
-    rows = list(queryset.select_related("employer").order_by("pk")[:500])
+    rows = list(queryset.select_related("employer").order_by("pk")[:CONFIRM_MAX_ROWS])
     context = {
         **modeladmin.admin_site.each_context(request),
         "opts": modeladmin.model._meta,
@@ -43,6 +45,7 @@ def _confirmation(modeladmin, request, queryset, *, action: str, title: str, ver
         "verb": verb,
         "action": action,
         "rows": rows,
+        "more": max(queryset.count() - len(rows), 0) if len(rows) == CONFIRM_MAX_ROWS else 0,
         "selected": [row.pk for row in rows],
         "asks_reason": asks_reason,
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
@@ -63,15 +66,7 @@ def _report(modeladmin, request, *, done: list, done_text: str, refused: dict) -
 
 
 class EndorsementActions:
-    """Cancel (and, where `retry_action`, Retry) on a model admin of endorsement requests."""
-
-    retry_action = False
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        if not self.retry_action:
-            actions.pop("retry_selected", None)
-        return actions
+    """Cancel and Retry for a model admin of endorsement requests; its `actions` names those it offers."""
 
     @admin.action(description="Cancel selected endorsement requests…", permissions=["cancel"])
     def cancel_selected(self, request, queryset):
@@ -151,7 +146,6 @@ class ListedFilter(admin.SimpleListFilter):
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(EndorsementActions, ReadOnlyAdmin):
-    retry_action = True
     actions = ["retry_selected", "cancel_selected"]
     list_display = (
         "tracking_id",
