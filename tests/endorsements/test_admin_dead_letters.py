@@ -13,7 +13,7 @@ from ledger.models import Hold
 from tests.endorsements.test_admin import admin_url, ops_user
 from tests.insurers.conftest import sandbox, sandbox_server  # noqa: F401 - the session's sandbox
 from tests.pipeline.conftest import S, approver, fund, policy_at, rest_insurer_at, states, validated  # noqa: F401
-from tests.pipeline.dead_letter_helpers import failed_debit, footprint, ledger_state, window_send
+from tests.pipeline.dead_letter_helpers import failed_debit, footprint, ledger_state, run_queued, sent_debit
 
 pytestmark = pytest.mark.django_db
 
@@ -95,8 +95,9 @@ def test_retry_asks_for_confirmation_then_sends_the_request_again(
     assert failed.tracking_id in asked.content.decode()
     assert states(failed) == [S.FAILED]
     # confirming sends it, through a new dispatch, on insurer_io after commit (eager here)
-    with django_capture_on_commit_callbacks(execute=True):
+    with django_capture_on_commit_callbacks() as queued:
         done = action_post(client, DeadLetter, "retry_selected", [failed], confirmed="yes")
+    run_queued(queued)
     new_dispatch = Dispatch.objects.exclude(pk=dispatch_id).get(items__reference=failed.tracking_id)
     assert shown_messages(done) == [f"1 sent again (dispatch {new_dispatch.pk}): {failed.tracking_id}."]
     assert states(failed) == [S.SENT]
@@ -129,8 +130,7 @@ def test_bulk_cancel_from_the_list_cancels_what_the_insurer_lacks_and_reports_th
 def test_cancel_on_the_endorsement_admin_refuses_a_sent_request_and_changes_nothing_for_it(
     client, policy, django_capture_on_commit_callbacks
 ):
-    sent = validated(policy, premium=300_00)
-    window_send(policy.insurer, django_capture_on_commit_callbacks)
+    sent = sent_debit(policy, premium=300_00)
     locked = validated(policy, premium=200_00)
     funds.debits_lock(endorsements=[locked])
     before = footprint(sent)["history"], holds_of(sent)

@@ -8,7 +8,7 @@ from endorsements.pipeline import funds
 from tests.factories import EmployerFactory, hr_user_create
 from tests.insurers.conftest import sandbox, sandbox_server  # noqa: F401 - the session's sandbox
 from tests.pipeline.conftest import S, approver, fund, policy_at, rest_insurer_at, validated  # noqa: F401
-from tests.pipeline.dead_letter_helpers import footprint, ledger_state, window_send
+from tests.pipeline.dead_letter_helpers import footprint, ledger_state, sent_debit
 
 pytestmark = pytest.mark.django_db
 
@@ -64,8 +64,7 @@ def test_an_idempotency_key_replays_the_first_answer(api, policy):
 def test_the_api_refuses_a_sent_request_with_409_naming_its_state(
     api, policy, django_capture_on_commit_callbacks
 ):
-    request = validated(policy, premium=300_00)
-    window_send(policy.insurer, django_capture_on_commit_callbacks)
+    request = sent_debit(policy, premium=300_00)
     before = footprint(request), ledger_state(policy)
 
     response = api.post(cancel_url(request), format="json")
@@ -135,8 +134,7 @@ def test_the_portal_shows_cancel_only_while_cancellable_and_cancels_on_confirmat
 def test_the_portal_shows_the_refusal_when_it_was_sent_meanwhile(
     hr, policy, django_capture_on_commit_callbacks
 ):
-    request = validated(policy, premium=300_00)
-    window_send(policy.insurer, django_capture_on_commit_callbacks)
+    request = sent_debit(policy, premium=300_00)
     assert "Cancel this endorsement" not in hr.get(page_of(request)).content.decode()
     before = footprint(request), ledger_state(policy)
 

@@ -18,6 +18,16 @@ def window_send(insurer, capture):
         return scheduler.window_close(insurer_id=insurer.pk)
 
 
+def sent_debit(policy, *, premium: int) -> EndorsementRequest:
+    """A debit moved to SENT by a window's close; its send waits for the commit that a test's
+    transaction never makes, so no answer (and no confirmation) can move it on."""
+    request = validated(policy, premium=premium)
+    scheduler.window_close(insurer_id=policy.insurer_id)
+    request.refresh_from_db()
+    assert request.state == S.SENT
+    return request
+
+
 def failed_debit(sandbox, insurer, policy, capture, *, premium: int, insurer_keeps_it: bool = False):
     """A debit whose only send attempt failed: the insurer never got it, or acted and lost the answer."""
     request = validated(policy, premium=premium)
@@ -51,3 +61,12 @@ def footprint(*requests) -> dict:
         "history": [r.transitions.count() for r in rows],
         "outbox": OutboxEvent.objects.exclude(destination=EXCHANGES_COLLECTION).count(),
     }
+
+
+def run_queued(callbacks) -> None:
+    """Run what a call queued for after its commit (a retry's send on insurer_io, eager here).
+
+    What those queue in turn (the confirmation handlers) waits for a commit the test's
+    transaction never makes, so the request stays where the send left it."""
+    for callback in callbacks:
+        callback()

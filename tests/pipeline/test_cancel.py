@@ -18,7 +18,7 @@ from insurers import handlers
 from insurers import services as gateway
 from insurers.models import DispatchItem
 from tests.pipeline.conftest import S, fund, policy_at, rest_insurer_at, states, validated
-from tests.pipeline.dead_letter_helpers import failed_debit, footprint, ledger_state, window_send
+from tests.pipeline.dead_letter_helpers import failed_debit, footprint, ledger_state, sent_debit
 from tests.pipeline.test_sending import MAKERS
 
 pytestmark = pytest.mark.django_db
@@ -89,9 +89,7 @@ def test_a_cancel_after_sent_is_refused_naming_the_state_and_changes_nothing(
     insurer = rest_insurer_at(sandbox)
     policy = policy_at(insurer)
     fund(policy, 1_000_00, approver)
-    request = validated(policy, premium=300_00)
-    window_send(insurer, django_capture_on_commit_callbacks)
-    assert states(request) == [S.SENT]
+    request = sent_debit(policy, premium=300_00)
     before = footprint(request), ledger_state(policy)
 
     for as_ops in (False, True):

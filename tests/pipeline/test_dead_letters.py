@@ -13,7 +13,7 @@ from insurers.models import Dispatch, DispatchItem
 from tests.factories import InsurerFactory
 from tests.insurers.gateway_items import sandbox_received
 from tests.pipeline.conftest import S, fund, policy_at, rest_insurer_at, states, validated
-from tests.pipeline.dead_letter_helpers import failed_debit, footprint, ledger_state, window_send
+from tests.pipeline.dead_letter_helpers import failed_debit, footprint, ledger_state, run_queued, sent_debit
 from tests.pipeline.test_sending import MAKERS
 
 pytestmark = pytest.mark.django_db
@@ -35,8 +35,9 @@ def test_a_retry_sends_a_failed_request_again_in_a_new_dispatch_with_the_same_it
     failed_key = Dispatch.objects.get(pk=failed_dispatch_id).idempotency_key
     assert sandbox_received(sandbox, failed_key) == []
     # when ops retry it (the send runs on insurer_io after commit: eager here)
-    with django_capture_on_commit_callbacks(execute=True):
+    with django_capture_on_commit_callbacks() as queued:
         result = dead_letters.dead_letters_retry(endorsement_ids=[request.pk], actor=OPS)
+    run_queued(queued)
     # then a new dispatch carried it, the next generation of the dispatch key, the item's own key
     assert ([e.pk for e in result.sent], result.refused) == ([request.pk], {})
     (dispatch_id,) = result.dispatch_ids
@@ -87,8 +88,9 @@ def test_a_retry_of_a_request_the_insurer_already_has_is_answered_the_same(
     first = sandbox_received(sandbox, failed_key)
     assert first == [(f"itm-{request.tracking_id}", request.tracking_id, "confirmed")]
     # when ops retry it
-    with django_capture_on_commit_callbacks(execute=True):
+    with django_capture_on_commit_callbacks() as queued:
         result = dead_letters.dead_letters_retry(endorsement_ids=[request.pk], actor=OPS)
+    run_queued(queued)
     # then the insurer recognised the item key: the same answer, acted on once (its row keeps
     # the first dispatch's key)
     dispatch = Dispatch.objects.get(pk=result.dispatch_ids[0])
@@ -104,8 +106,7 @@ def test_only_failed_requests_are_retried_and_a_refusal_changes_nothing(
     insurer = rest_insurer_at(sandbox)
     policy = policy_at(insurer)
     fund(policy, 1_000_00, approver)
-    sent = validated(policy, premium=300_00)
-    window_send(insurer, django_capture_on_commit_callbacks)
+    sent = sent_debit(policy, premium=300_00)
     waiting = validated(policy, premium=200_00)
     before = footprint(sent, waiting), ledger_state(policy), Dispatch.objects.count()
 
@@ -138,8 +139,7 @@ def test_the_list_holds_failed_requests_and_those_stuck_past_their_stage(
     policy = policy_at(insurer)
     fund(policy, 1_000_00, approver)
     failed, _ = failed_debit(sandbox, insurer, policy, django_capture_on_commit_callbacks, premium=100_00)
-    sent = validated(policy, premium=100_00)
-    window_send(insurer, django_capture_on_commit_callbacks)
+    sent = sent_debit(policy, premium=100_00)
     locked = validated(policy, premium=100_00)
     funds.debits_lock(endorsements=[locked])
     parked = validated(policy, premium=900_00)
@@ -172,8 +172,9 @@ def test_a_retry_over_sftp_uploads_the_request_again_under_its_item_key(
         sandbox, insurer, policy, django_capture_on_commit_callbacks, premium=300_00
     )
 
-    with django_capture_on_commit_callbacks(execute=True):
+    with django_capture_on_commit_callbacks() as queued:
         result = dead_letters.dead_letters_retry(endorsement_ids=[request.pk], actor=OPS)
+    run_queued(queued)
 
     dispatch = Dispatch.objects.get(pk=result.dispatch_ids[0])
     failed_key = Dispatch.objects.get(pk=failed_dispatch_id).idempotency_key
