@@ -27,6 +27,7 @@ from ems.formatting import money_text, time_text
 from ems.models import Employer
 from ems.tenancy import caller_for_staff_acting_for
 from endorsements import services as endorsement_services
+from endorsements.admin_dead_letters import EndorsementActions
 from endorsements.admin_forms import BatchUploadAdminForm, EndorsementSubmitForm
 from endorsements.admin_queues import ReviewActions, WorkQueueFilter
 from endorsements.models import (
@@ -444,11 +445,12 @@ class BatchRowErrorAdmin(ReadOnlyAdmin):
 
 
 @admin.register(EndorsementRequest)
-class EndorsementRequestAdmin(ReviewActions, IntakeAdmin):
+class EndorsementRequestAdmin(ReviewActions, EndorsementActions, IntakeAdmin):
     """State and money change only through the orchestrator's services; the actions call
-    them (review: endorsements/admin_queues.py)."""
+    them (review: endorsements/admin_queues.py; cancel: endorsements/admin_dead_letters.py,
+    where the dead letters' Retry is)."""
 
-    actions = ("approve_review", "reject_review")
+    actions = ("approve_review", "reject_review", "cancel_selected")
 
     intake_form = EndorsementSubmitForm
     intake_title = "Send an endorsement for an employer"

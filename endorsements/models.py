@@ -628,3 +628,12 @@ class EndorsementTransition(models.Model):
             HistoryStep("", EndorsementState.RECEIVED, self.actor, "", self.at),
             HistoryStep(EndorsementState.RECEIVED, self.to_state, VALIDATION_ACTOR, self.reason, self.at),
         ]
+
+
+class DeadLetter(EndorsementRequest):
+    """The admin's dead-letter list: FAILED and stuck requests (endorsements/pipeline/dead_letters.py)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "dead letter"
+        ordering = ["updated_at", "id"]

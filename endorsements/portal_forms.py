@@ -115,3 +115,7 @@ class HistoryFilterForm(_FilterForm):
     def __init__(self, *args, accounts: list[tuple[int, str]], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["account_id"].choices = [("", "All accounts"), *accounts]
+
+
+class EndorsementCancelForm(forms.Form):
+    reason = forms.CharField(max_length=500, required=False, label="Reason (optional)")

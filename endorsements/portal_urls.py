@@ -32,6 +32,11 @@ urlpatterns = [
     path("batches/<int:batch_id>/errors.csv", portal_views.batch_errors_csv, name="batch-errors-csv"),
     path("endorsements/", portal_views.endorsement_list, name="endorsements"),
     path("endorsements/<str:tracking_id>/", portal_views.endorsement_detail, name="endorsement"),
+    path(
+        "endorsements/<str:tracking_id>/cancel",
+        portal_views.endorsement_cancel_view,
+        name="endorsement-cancel",
+    ),
     path("balance/", portal_views.balance, name="balance"),
     path("history/", portal_views.history, name="history"),
 ]

@@ -24,8 +24,9 @@ from django.core.paginator import Paginator
 from django.db.models import F
 from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from ems.errors import EmsError, NotFound, PermissionDenied
 from ems.formatting import money_text
@@ -34,7 +35,13 @@ from ems.tenancy import caller_for_user
 from endorsements import selectors as endorsement_selectors
 from endorsements import services as endorsement_services
 from endorsements.columns import COLUMNS
-from endorsements.portal_forms import BatchUploadForm, EndorsementFilterForm, HistoryFilterForm
+from endorsements.pipeline.cancel import endorsement_cancel, is_cancellable
+from endorsements.portal_forms import (
+    BatchUploadForm,
+    EndorsementCancelForm,
+    EndorsementFilterForm,
+    HistoryFilterForm,
+)
 from ledger import selectors as ledger_selectors
 
 TEMPLATE_FILE_NAME = "endorsements-template.csv"
@@ -201,10 +208,35 @@ def endorsement_list(request):
 @require_GET
 def endorsement_detail(request, tracking_id: str):
     endorsement = endorsement_selectors.endorsement_get(caller=request.caller, tracking_id=tracking_id)
+    just_cancelled = request.GET.get("cancelled") == "1" and endorsement.state == "CANCELLED"
+    return _endorsement_page(request, endorsement, just_cancelled=just_cancelled)
+
+
+@portal_page
+@require_POST
+def endorsement_cancel_view(request, tracking_id: str):
+    """Cancel (the detail page's confirmed form): back to the page, or the page with the refusal."""
+    form = EndorsementCancelForm(request.POST)
+    reason = form.cleaned_data["reason"] if form.is_valid() else ""
+    try:
+        endorsement_cancel(caller=request.caller, tracking_id=tracking_id, reason=reason)
+    except NotFound:
+        raise
+    except EmsError as error:
+        endorsement = endorsement_selectors.endorsement_get(caller=request.caller, tracking_id=tracking_id)
+        return _endorsement_page(request, endorsement, cancel_error=error, status=error.status)
+    return redirect(reverse("portal:endorsement", args=[tracking_id]) + "?cancelled=1")
+
+
+def _endorsement_page(request, endorsement, *, just_cancelled=False, cancel_error=None, status=200):
     currency = endorsement.policy.currency if endorsement.policy_id is not None else None
     context = {
         "section": "endorsements",
         "endorsement": endorsement,
+        "is_cancellable": is_cancellable(endorsement),
+        "cancel_form": EndorsementCancelForm(),
+        "cancel_error": cancel_error,
+        "just_cancelled": just_cancelled,
         "premium": money_text(endorsement.premium_amount, currency),
         "tax": money_text(endorsement.tax_amount, currency),
         "transitions": endorsement.history(),
@@ -214,7 +246,7 @@ def endorsement_detail(request, tracking_id: str):
             if endorsement.member_data.get(column) not in (None, "")
         ],
     }
-    return render(request, "portal/endorsement_detail.html", context)
+    return render(request, "portal/endorsement_detail.html", context, status=status)
 
 
 # --- The Endorsement Account ----------------------------------------------------------

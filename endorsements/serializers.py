@@ -151,3 +151,11 @@ class BatchSerializer(serializers.Serializer):
             "errors": reverse("endorsements:batch-errors", args=[obj.pk]),
             "endorsements": reverse("endorsements:endorsement-list") + f"?batch={obj.pk}",
         }
+
+
+class EndorsementCancelSerializer(serializers.Serializer):
+    """`POST endorsements/{tracking_id}/cancel`: the body is optional."""
+
+    reason = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, help_text="recorded in the history"
+    )

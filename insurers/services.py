@@ -342,3 +342,28 @@ def confirmations_poll_logged(*, insurer_id: int) -> int:
 def confirmations_poll_due() -> int:
     """Poll every active polled insurer in turn (the beat fans out one task per insurer instead)."""
     return sum(confirmations_poll_logged(insurer_id=insurer_id) for insurer_id in polled_insurer_ids())
+
+
+# --- asking the insurer what it has (ops' cancel of a dead letter) ---------------------------
+
+
+def references_status(*, insurer_id: int, references: Sequence[str]) -> list[ItemResult]:
+    """What the insurer says it has for these references (those it never got are absent).
+
+    Raises TransientError when the insurer cannot be reached (the breaker applies as for a send)."""
+    insurer = Insurer.objects.get(pk=insurer_id)
+    breaker.call_admit(insurer)
+    try:
+        results = adapter_for(insurer).status_fetch(insurer, list(references))
+    except TransientError as error:
+        breaker.call_failed(insurer, error)
+        raise
+    breaker.call_succeeded(insurer)
+    return results
+
+
+def status_results_record(*, insurer: Insurer, results: Sequence[ItemResult]) -> list[ItemResult]:
+    """Record what a status call found, through `item_results_record` (which lands an answer on
+    a failed dispatch's unanswered item too: the insurer has it after all)."""
+    answered = [result for result in results if result.outcome != PENDING]
+    return item_results_record(insurer=insurer, results=answered, source="status")

@@ -440,3 +440,8 @@ CELERY_BEAT_SCHEDULE["endorsements-pipeline-sla-sweep"] = {
     "schedule": SLA_SWEEP_SECONDS,
     "options": {"expires": SLA_SWEEP_SECONDS * 2},
 }
+# --- dead letters: when a request counts as stuck (endorsements/pipeline/dead_letters.py) ---
+PIPELINE_STUCK_GRACE_SECONDS = env.float("PIPELINE_STUCK_GRACE_SECONDS", default=60.0)
+PIPELINE_STUCK_RECEIVED_SECONDS = env.float("PIPELINE_STUCK_RECEIVED_SECONDS", default=600.0)
+# after the insurer's whole retry budget: its time to answer a request it took
+PIPELINE_STUCK_SENT_SECONDS = env.float("PIPELINE_STUCK_SENT_SECONDS", default=3600.0)

@@ -143,10 +143,17 @@ def validated_follow_up(endorsement_ids: list[int]) -> None:
     windows_full_close_task.delay(list(endorsement_ids))
 
 
+def closer_lock(insurer_id: int, *, blocking_timeout: float):
+    """The insurer's closer lock: held while a window closes (and while a cancel decides)."""
+    return redis_lock(
+        f"scheduler:insurer:{insurer_id}", timeout=CLOSER_LOCK_SECONDS, blocking_timeout=blocking_timeout
+    )
+
+
 def window_close(*, insurer_id: int) -> WindowClose | None:
     """Close the insurer's window now. None if another closer holds the insurer's lock."""
     try:
-        with redis_lock(f"scheduler:insurer:{insurer_id}", timeout=CLOSER_LOCK_SECONDS, blocking_timeout=0):
+        with closer_lock(insurer_id, blocking_timeout=0):
             return _window_close(Insurer.objects.get(pk=insurer_id))
     except LockNotAcquired:
         log.info("endorsements.window_close_busy", insurer_id=insurer_id)
