@@ -11,6 +11,7 @@ from ems.tenancy import Caller, scoped
 from endorsements.columns import COLUMNS
 from endorsements.errors import BatchNotFound, EndorsementNotFound
 from endorsements.models import BatchRowError, EndorsementBatch, EndorsementRequest, EndorsementTransition
+from endorsements.spreadsheet_cells import spreadsheet_safe
 
 # The list's columns first, in the order the portal shows them, then what the API adds.
 _LIST_FIELDS = (
@@ -103,16 +104,6 @@ def batch_errors(*, caller: Caller, batch_id: int) -> QuerySet[BatchRowError]:
 
 
 # --- the error report --------------------------------------------------------------------------
-
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(value) -> str:
-    """A cell as text that a spreadsheet will not run as a formula (OWASP CSV injection)."""
-    text = "" if value is None else str(value)
-    if text.startswith(_FORMULA_PREFIXES):
-        return "'" + text
-    return text
 
 
 def batch_error_report_csv(*, batch: EndorsementBatch) -> Iterator[str]:
