@@ -8,7 +8,9 @@ How it works
   code with the caller, and render. Scoping lives in those selectors, so another
   employer's batch or endorsement is simply not found (404).
 - The batch page shows a progress bar that `static/portal/batch.js` keeps live from the
-  `/ws/notifications/` websocket, falling back to polling `batch_status` (JSON).
+  `/ws/notifications/` websocket, falling back to polling `batch_status` (JSON). Page,
+  push and poll all show `batch_progress.progress_message`: the bar's figure and the
+  sentence beside it come from one place, so they agree.
 - Money arrives as integer minor units and leaves as `ems.formatting.money_text`, the
   admin's formatter too: with its currency, or bare in a table whose column or row names
   the currency. Times are shown by the `local_time` filter (the project's zone, named).
@@ -35,6 +37,7 @@ from endorsements import selectors as endorsement_selectors
 from endorsements import services as endorsement_services
 from endorsements.columns import COLUMNS
 from endorsements.portal_forms import BatchUploadForm, EndorsementFilterForm, HistoryFilterForm
+from endorsements.services.batch_progress import progress_message
 from ledger import selectors as ledger_selectors
 
 TEMPLATE_FILE_NAME = "endorsements-template.csv"
@@ -127,20 +130,6 @@ def template_csv(request):
 # --- Batches ------------------------------------------------------------------------
 
 
-def batch_payload(batch) -> dict:
-    """The batch's counts in the shape of the websocket's `batch.progress` data (plus the failure)."""
-    return {
-        "batch_id": batch.pk,
-        "state": batch.state,
-        "progress": batch.progress,
-        "rows_total": batch.rows_total,
-        "accepted_count": batch.accepted_count,
-        "rejected_count": batch.rejected_count,
-        "duplicate_count": batch.duplicate_count,
-        "failure_reason": batch.failure_reason,
-    }
-
-
 @portal_page
 @require_GET
 def batch_detail(request, batch_id: int):
@@ -150,6 +139,7 @@ def batch_detail(request, batch_id: int):
         "section": "upload",
         "batch": batch,
         "is_final": batch.state in FINAL_BATCH_STATES,
+        "status": progress_message(batch),
         "errors": errors,
     }
     return render(request, "portal/batch_detail.html", context)
@@ -159,7 +149,7 @@ def batch_detail(request, batch_id: int):
 @require_GET
 def batch_status(request, batch_id: int):
     batch = endorsement_selectors.batch_get(caller=request.caller, batch_id=batch_id)
-    return JsonResponse(batch_payload(batch))
+    return JsonResponse(progress_message(batch))
 
 
 @portal_page
