@@ -34,4 +34,5 @@ urlpatterns = [
     path("endorsements/<str:tracking_id>/", portal_views.endorsement_detail, name="endorsement"),
     path("balance/", portal_views.balance, name="balance"),
     path("history/", portal_views.history, name="history"),
+    path("payments/", portal_views.payments, name="payments"),
 ]

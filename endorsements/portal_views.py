@@ -36,9 +36,16 @@ from ems.tenancy import caller_for_user
 from endorsements import selectors as endorsement_selectors
 from endorsements import services as endorsement_services
 from endorsements.columns import COLUMNS
-from endorsements.portal_forms import BatchUploadForm, EndorsementFilterForm, HistoryFilterForm
+from endorsements.portal_forms import (
+    BatchUploadForm,
+    EndorsementFilterForm,
+    HistoryFilterForm,
+    PaymentDeclarationForm,
+)
 from endorsements.services.batch_progress import progress_message
+from ledger import approvals as ledger_approvals
 from ledger import selectors as ledger_selectors
+from ledger.errors import PaymentReferenceDeclared
 
 TEMPLATE_FILE_NAME = "endorsements-template.csv"
 FINAL_BATCH_STATES = ("COMPLETED", "FAILED")
@@ -236,21 +243,124 @@ def balance(request):
     return render(request, "portal/balance.html", {"section": "balance", "accounts": accounts})
 
 
-@portal_page
-@require_GET
-def history(request):
-    accounts = {
+def _accounts(request) -> dict[int, str]:
+    return {
         account.account_id: _account_label(account)
         for account in ledger_selectors.account_balances(caller=request.caller)
     }
+
+
+@portal_page
+@require_GET
+def history(request):
+    accounts = _accounts(request)
     form = HistoryFilterForm(request.GET or None, accounts=list(accounts.items()))
     filters = form.filters()
     page = None
     if filters is not None:
         page = _page(request, ledger_selectors.history(caller=request.caller, **filters))
         page.object_list = [_history_row(row, accounts) for row in page.object_list]
-    context = {"section": "history", "form": form, "page": page, "has_accounts": bool(accounts)}
+    declared = ledger_selectors.topups(caller=request.caller, account_id=(filters or {}).get("account_id"))
+    context = {
+        "section": "history",
+        "form": form,
+        "page": page,
+        "has_accounts": bool(accounts),
+        "declared": [_declared_row(topup) for topup in declared[:RECENT_DECLARATIONS]],
+    }
     return render(request, "portal/history.html", context)
+
+
+# --- Declared payments (top-ups) --------------------------------------------------------
+
+RECENT_DECLARATIONS = 10
+DECLARED_STATE_TEXT = {"PENDING": "Pending approval", "APPROVED": "Approved", "REJECTED": "Rejected"}
+
+
+def _declared_row(topup) -> dict:
+    return {
+        "topup": topup,
+        "account": _account_label_of(topup.account),
+        "amount_display": money_text(topup.amount, topup.account.currency),
+        "state_text": DECLARED_STATE_TEXT[topup.state],
+    }
+
+
+def _account_label_of(account) -> str:
+    return f"{account.insurer.name} ({account.currency})"
+
+
+@portal_page
+@require_http_methods(["GET", "POST"])
+def payments(request):
+    accounts = _accounts(request)
+    status = 200
+    form = PaymentDeclarationForm(request.POST or None, accounts=list(accounts.items()))
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                topup = _declare(request, form)
+            except PaymentReferenceDeclared as error:
+                form.add_error("payment_reference", _declared_twice_text(form, error))
+                status = error.status
+            except EmsError as error:
+                _form_errors_add(form, error)
+                status = error.status
+            else:
+                return redirect(f"{request.path}?declared={topup.pk}")
+        else:
+            status = 400
+    declared = ledger_selectors.topups(caller=request.caller)
+    page = _page(request, declared)
+    page.object_list = [_declared_row(topup) for topup in page.object_list]
+    just_declared = request.GET.get("declared", "")
+    context = {
+        "section": "payments",
+        "form": form,
+        "has_accounts": bool(accounts),
+        "page": page,
+        "declared_caption": _declared_caption(page),
+        "just_declared": next(
+            (row for row in page.object_list if str(row["topup"].pk) == just_declared), None
+        ),
+    }
+    return render(request, "portal/payments.html", context, status=status)
+
+
+def _declared_caption(page) -> str:
+    count = page.paginator.count
+    pages = f", page {page.number} of {page.paginator.num_pages}" if page.paginator.num_pages > 1 else ""
+    return f"{count} payment{'' if count == 1 else 's'} declared, newest first{pages}"
+
+
+def _declare(request, form):
+    data = form.cleaned_data
+    account = ledger_selectors.account_for_caller(caller=request.caller, account_id=data["account_id"])
+    return ledger_approvals.account_topup(
+        account_id=account.pk,
+        amount=form.minor_units(),
+        payment_reference=data["payment_reference"],
+        payment_date=data["payment_date"],
+        proof_note=data["proof_note"],
+        idempotency_key=f"portal:{data['idempotency_key']}",
+        requested_by=request.caller.principal,
+    )
+
+
+def _declared_twice_text(form, error: PaymentReferenceDeclared) -> str:
+    topup_id = error.details[0].message if error.details else ""
+    return (
+        f"Payment reference {form.cleaned_data['payment_reference']} is already declared on this account "
+        f"(declaration {topup_id}). A payment is declared once; declare it again only if finance rejected it."
+    )
+
+
+def _form_errors_add(form, error: EmsError) -> None:
+    """A service's refusal on the form: each detail on its field where the form has one."""
+    if not error.details:
+        form.add_error(None, error.message)
+    for detail in error.details:
+        form.add_error(detail.field if detail.field in form.fields else None, detail.message)
 
 
 def _history_row(row: dict, accounts: dict[int, str]) -> dict:
