@@ -8,7 +8,8 @@ How it works
 - `upload_check` refuses, before anything is written to the database, what no row of the
   file could survive: empty, binary, UTF-16 without a BOM (or JSON in UTF-16), a bad CSV
   header (missing, unknown or duplicate columns; one of our error reports may carry its
-  own columns, see `endorsements.spreadsheet_cells`), a header with no rows, JSON that is not
+  own columns, see `endorsements.spreadsheet_cells`), a header with no rows or with only
+  the template's example rows, JSON that is not
   an array, or more rows than UPLOAD_MAX_ROWS. It reads only the first kilobytes, except
   to count rows exactly when the cheap bound passes the limit (or the file is UTF-16), and
   to check a JSON file's syntax in one streaming pass.
@@ -37,7 +38,7 @@ from django.conf import settings
 
 from ems.errors import ErrorDetail
 from ems.parsers import json_shape_problem
-from endorsements.columns import COLUMN_SET, HEADER_REQUIRED
+from endorsements.columns import COLUMN_SET, HEADER_REQUIRED, is_example_code
 from endorsements.errors import (
     UploadEmpty,
     UploadEncodingUnsupported,
@@ -47,6 +48,7 @@ from endorsements.errors import (
     UploadJsonNotArray,
     UploadNoRows,
     UploadNotText,
+    UploadTemplateUnchanged,
     UploadTooLarge,
     UploadTooManyRows,
 )
@@ -256,6 +258,21 @@ def _is_blank(cells: list[str]) -> bool:
     return not any(cell.strip() for cell in cells)
 
 
+def _rows_check(reader: Iterator[list[str]], code_at: int) -> None:
+    """Refuse a file without rows, or with only the template's example rows. Reads to the
+    first row with a value that is not an example (the first row, in any real file)."""
+    examples_only = None
+    for cells in reader:
+        if _is_blank(cells):
+            continue
+        if not is_example_code(cells[code_at] if code_at < len(cells) else ""):
+            return
+        examples_only = True
+    if examples_only is None:
+        raise UploadNoRows()
+    raise UploadTemplateUnchanged()
+
+
 def upload_check(*, stored: StoredUpload, file_format: str) -> int:
     """Refuse a file no row could survive. Returns the row bound used for progress."""
     _text_check(stored.head)
@@ -269,10 +286,8 @@ def upload_check(*, stored: StoredUpload, file_format: str) -> int:
         header = next(reader, None)
         if header is None or _is_blank(header):
             raise UploadEmpty("The file has no header row.")
-        _header_columns(header)
-        # Stops at the first row with a value; reads on only through blank lines.
-        if not any(not _is_blank(cells) for cells in reader):
-            raise UploadNoRows()
+        code_at = _header_columns(header).index("employee_code")
+        _rows_check(reader, code_at)
     bound = stored.row_bound
     # UTF-16's line ends are two bytes each (and other characters hold 0x0A or 0x0D bytes):
     # the byte count is no bound worth showing, so such a file is counted exactly.

@@ -16,8 +16,6 @@ How it works
   the currency. Times are shown by the `local_time` filter (the project's zone, named).
 """
 
-import csv
-import io
 from functools import wraps
 
 from django.conf import settings
@@ -26,6 +24,7 @@ from django.core.paginator import Paginator
 from django.db.models import F
 from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
@@ -35,7 +34,9 @@ from ems.models import EmployerMembership
 from ems.tenancy import caller_for_user
 from endorsements import selectors as endorsement_selectors
 from endorsements import services as endorsement_services
+from endorsements import upload_template
 from endorsements.columns import COLUMNS
+from endorsements.models import Relation
 from endorsements.portal_forms import (
     BatchUploadForm,
     EndorsementFilterForm,
@@ -120,16 +121,56 @@ def upload(request):
         "max_megabytes": settings.UPLOAD_MAX_BYTES // (1024 * 1024),
         "max_rows": f"{settings.UPLOAD_MAX_ROWS:,}",
         "recent_batches": endorsement_selectors.batch_list(caller=request.caller),
+        "example_csv": upload_template.template_csv(
+            policies=endorsement_selectors.policy_list(caller=request.caller), today=timezone.localdate()
+        )
+        .replace("\r\n", "\n")
+        .rstrip(),
     }
     return render(request, "portal/upload.html", context, status=status)
+
+
+# --- Policies and plans --------------------------------------------------------------
+
+
+def _age_limits(plan) -> list[tuple[str, int, int]]:
+    """(relation, youngest, oldest) in the order of the relation column's values."""
+    limits = plan.age_limits or {}
+    return [
+        (relation, limits[relation][0], limits[relation][1])
+        for relation in Relation.values
+        if isinstance(limits.get(relation), list) and len(limits[relation]) == 2
+    ]
+
+
+@portal_page
+@require_GET
+def policies(request):
+    rows = [
+        {
+            "policy": policy,
+            "plans": [
+                {
+                    "plan": plan,
+                    "sum_insured": [
+                        money_text(option * 100, policy.currency) for option in plan.sum_insured_options
+                    ],
+                    "age_limits": _age_limits(plan),
+                }
+                for plan in policy.plans.all()
+            ],
+        }
+        for policy in endorsement_selectors.policy_list(caller=request.caller)
+    ]
+    return render(request, "portal/policies.html", {"section": "policies", "policies": rows})
 
 
 @portal_page
 @require_GET
 def template_csv(request):
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\r\n").writerow(COLUMNS)
-    response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
+    policies = endorsement_selectors.policy_list(caller=request.caller)
+    text = upload_template.template_csv(policies=policies, today=timezone.localdate())
+    response = HttpResponse(text, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{TEMPLATE_FILE_NAME}"'
     return response
 

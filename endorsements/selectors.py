@@ -10,7 +10,14 @@ from django.db.models import Prefetch, QuerySet
 from ems.tenancy import Caller, scoped
 from endorsements.columns import COLUMNS
 from endorsements.errors import BatchNotFound, EndorsementNotFound
-from endorsements.models import BatchRowError, EndorsementBatch, EndorsementRequest, EndorsementTransition
+from endorsements.models import (
+    BatchRowError,
+    EndorsementBatch,
+    EndorsementRequest,
+    EndorsementTransition,
+    Plan,
+    Policy,
+)
 from endorsements.spreadsheet_cells import spreadsheet_safe
 
 # The list's columns first, in the order the portal shows them, then what the API adds.
@@ -101,6 +108,17 @@ def batch_errors(*, caller: Caller, batch_id: int) -> QuerySet[BatchRowError]:
     """The batch's per-row errors in row order (raises BatchNotFound outside the caller's scope)."""
     batch = batch_get(caller=caller, batch_id=batch_id)
     return BatchRowError.objects.filter(batch_id=batch.pk).order_by("row_number", "id")
+
+
+def policy_list(*, caller: Caller) -> list[Policy]:
+    """The employer's policies, active first, each with its insurer and its plans (by code)."""
+    plans = Prefetch("plans", queryset=Plan.objects.order_by("code"))
+    return list(
+        scoped(Policy.objects.all(), caller)
+        .select_related("insurer")
+        .prefetch_related(plans)
+        .order_by("-is_active", "-start_date", "number")
+    )
 
 
 # --- the error report --------------------------------------------------------------------------
