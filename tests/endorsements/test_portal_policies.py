@@ -16,10 +16,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def hr(client, book):
-    client.force_login(hr_user_create(employer=book.employer))
-    client.book = book
-    return client
+def hr(portal_hr):
+    return portal_hr
 
 
 def template_rows(hr) -> list[list[str]]:
@@ -69,45 +67,15 @@ def test_an_employer_without_a_policy_is_told_so(client):
 
 
 def test_the_templates_example_rows_use_the_employers_policy_and_plan(hr):
-    book = hr.book
-    rows = template_rows(hr)
-    today = book.today.isoformat()
-    assert rows[0] == list(COLUMNS)
-    assert [dict(zip(COLUMNS, row, strict=True)) for row in rows[1:]] == [
-        {
-            **dict.fromkeys(COLUMNS, ""),
-            "action": "ADD",
-            "employee_code": "EXAMPLE-1001",
-            "relation": "SELF",
-            "first_name": "Asha",
-            "last_name": "Rao",
-            "date_of_birth": "1990-01-15",
-            "gender": "F",
-            "email": "asha.rao@example.com",
-            "phone": "+919812345678",
-            "date_of_joining": today,
-            "effective_date": today,
-            "policy_number": "GHP-2026-001",
-            "plan_code": "GOLD",
-            "sum_insured": "300000",
-        },
-        {
-            **dict.fromkeys(COLUMNS, ""),
-            "action": "DELETE",
-            "employee_code": "EXAMPLE-0042",
-            "relation": "SELF",
-            "effective_date": today,
-            "policy_number": "GHP-2026-001",
-        },
-        {
-            **dict.fromkeys(COLUMNS, ""),
-            "action": "CORRECTION",
-            "employee_code": "EXAMPLE-1001",
-            "relation": "SELF",
-            "email": "asha@example.com",
-            "effective_date": today,
-            "policy_number": "GHP-2026-001",
-        },
+    today = hr.book.today.isoformat()
+    lines = hr.get("/portal/template.csv").content.decode().split("\r\n")
+    assert lines == [
+        ",".join(COLUMNS),
+        "ADD,EXAMPLE-1001,SELF,Asha,Rao,1990-01-15,F,asha.rao@example.com,+919812345678,"
+        f"{today},,{today},GHP-2026-001,GOLD,300000",
+        f"DELETE,EXAMPLE-0042,SELF,,,,,,,,,{today},GHP-2026-001,,",
+        f"CORRECTION,EXAMPLE-1001,SELF,,,,,asha@example.com,,,,{today},GHP-2026-001,,",
+        "",
     ]
 
 

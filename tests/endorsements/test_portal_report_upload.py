@@ -9,16 +9,13 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from endorsements.columns import COLUMNS
 from endorsements.models import EndorsementBatch, EndorsementRequest, Member
-from tests.factories import hr_user_create
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def hr(client, book):
-    client.force_login(hr_user_create(employer=book.employer))
-    client.book = book
-    return client
+def hr(portal_hr):
+    return portal_hr
 
 
 def csv_file(header: list[str], rows: list[dict], name: str = "people.csv") -> SimpleUploadedFile:
