@@ -37,7 +37,7 @@ def example_rows(*, policies: list[Policy], today: date) -> list[list[str]]:
     plans = list(policy.plans.all())
     plan_code = plans[0].code if plans else ""
     options = plans[0].sum_insured_options if plans else []
-    sum_insured = str(options[0]) if options else ""
+    sum_insured = str(min(options)) if options else ""
     effective = min(max(today, policy.start_date), policy.end_date).isoformat()
     joiner = f"{EXAMPLE_CODE_PREFIX}1001"
     rows = [
