@@ -354,7 +354,8 @@ def payments(request):
     declared = ledger_selectors.topups(caller=request.caller)
     page = _page(request, declared)
     page.object_list = [_declared_row(topup) for topup in page.object_list]
-    just_declared = request.GET.get("declared", "")
+    # The confirmation after the redirect; a form sent again shows its own outcome instead.
+    just_declared = request.GET.get("declared", "") if request.method == "GET" else ""
     context = {
         "section": "payments",
         "form": form,

@@ -49,4 +49,6 @@ def test_hr_declares_a_payment_and_sees_it_pending_and_a_repeat_refused(page, em
         "A payment is declared once; declare it again only if finance rejected it."
     )
     assert page.get_by_role("alert").is_visible()
+    assert "is declared and" not in page.content()
+    page.screenshot(path="/tmp/portal-payments.png", full_page=True)
     assert TopUp.objects.count() == 1
