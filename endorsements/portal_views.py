@@ -43,7 +43,7 @@ from endorsements.portal_forms import (
     HistoryFilterForm,
     PaymentDeclarationForm,
 )
-from endorsements.services.batch_progress import progress_message
+from endorsements.services.batch_progress import progress_message, rows_checked_text
 from ledger import approvals as ledger_approvals
 from ledger import selectors as ledger_selectors
 from ledger.errors import PaymentReferenceDeclared
@@ -120,7 +120,10 @@ def upload(request):
         "columns": COLUMNS,
         "max_megabytes": settings.UPLOAD_MAX_BYTES // (1024 * 1024),
         "max_rows": f"{settings.UPLOAD_MAX_ROWS:,}",
-        "recent_batches": endorsement_selectors.batch_list(caller=request.caller),
+        "recent_batches": [
+            (batch, rows_checked_text(batch))
+            for batch in endorsement_selectors.batch_list(caller=request.caller)
+        ],
         "example_csv": upload_template.template_csv(
             policies=endorsement_selectors.policy_list(caller=request.caller), today=timezone.localdate()
         )

@@ -13,7 +13,14 @@ import pytest
 from django.utils import timezone
 
 from endorsements.models import EndorsementBatch
-from tests.factories import EmployerFactory, PlanFactory, PlanRateFactory, PolicyFactory, hr_user_create
+from tests.factories import (
+    BatchFactory,
+    EmployerFactory,
+    PlanFactory,
+    PlanRateFactory,
+    PolicyFactory,
+    hr_user_create,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -168,12 +175,9 @@ def test_with_the_websocket_blocked_polling_completes_the_progress(page, hr_user
 def test_the_words_beside_the_bar_follow_it_as_the_batch_moves(page, hr_user):
     # given a large file part-way through (4,800 of about 20,000 rows decided), watched by polling
     employer = hr_user.employer_membership.employer
-    batch = EndorsementBatch.objects.create(
+    batch = BatchFactory(
         employer=employer,
-        source="CSV",
-        file_format="CSV",
         file_name="big.csv",
-        state=EndorsementBatch.State.PROCESSING,
         rows_expected=20_000,
         rows_parsed=6_000,
         accepted_count=4_700,

@@ -6,7 +6,7 @@ import io
 import pytest
 
 from endorsements.models import EndorsementBatch
-from tests.factories import EmployerFactory, PlanFactory, PolicyFactory, hr_user_create
+from tests.factories import BatchFactory, EmployerFactory, PlanFactory, PolicyFactory, hr_user_create
 
 pytestmark = pytest.mark.django_db
 
@@ -107,3 +107,9 @@ def test_the_upload_page_lists_only_this_employers_recent_uploads_newest_first(
 
 def test_the_upload_page_says_when_there_are_no_uploads(hr):
     assert "No uploads yet." in hr.get("/portal/").content.decode()
+
+
+def test_an_upload_in_progress_lists_its_rows_checked_as_the_batch_page_does(hr):
+    BatchFactory(employer=hr.employer, rows_expected=20_000, accepted_count=4_800, progress=24)
+    html = hr.get("/portal/").content.decode()
+    assert "<td>4,800 of about 20,000 checked</td>" in html
