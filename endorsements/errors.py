@@ -66,6 +66,14 @@ class UploadHeaderInvalid(UploadError):
     message = "The header row is not valid."
 
 
+class UploadTemplateUnchanged(UploadError):
+    code = "template_unchanged"
+    message = (
+        "This file holds only the template's example rows (employee codes starting with EXAMPLE-): "
+        "replace them with your own changes, then upload it."
+    )
+
+
 class UploadTooManyRows(UploadError):
     code = "too_many_rows"
     message = "The file has more rows than the limit."

@@ -27,6 +27,7 @@ urlpatterns = [
     ),
     path("", portal_views.upload, name="upload"),
     path("template.csv", portal_views.template_csv, name="template"),
+    path("policies/", portal_views.policies, name="policies"),
     path("batches/<int:batch_id>/", portal_views.batch_detail, name="batch"),
     path("batches/<int:batch_id>/status", portal_views.batch_status, name="batch-status"),
     path("batches/<int:batch_id>/errors.csv", portal_views.batch_errors_csv, name="batch-errors-csv"),
@@ -39,4 +40,5 @@ urlpatterns = [
     ),
     path("balance/", portal_views.balance, name="balance"),
     path("history/", portal_views.history, name="history"),
+    path("payments/", portal_views.payments, name="payments"),
 ]
