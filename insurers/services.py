@@ -12,6 +12,9 @@
   webhook events and response files all come through it — and the one place results are
   handed upward (`insurers.handlers`), after commit, only for items it changed, so a
   duplicate or stale answer changes nothing and calls nobody.
+- `insurer_settings_save` saves what the admin's insurer form changed, rotates a webhook
+  secret or replaces the credentials, and audits which of the endpoint, connection,
+  credentials and secrets changed (the field names, never a value).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import structlog
 from django.db import connection, transaction
 from django.utils import timezone
 
+from ems.audit import audit_record
 from insurers import breaker, handlers
 from insurers.adapters import adapter_for
 from insurers.adapters.base import (
@@ -298,3 +302,62 @@ def confirmations_poll_due() -> int:
         except GatewayError as error:
             log.warning("insurers.confirmations_poll_failed", insurer_id=insurer_id, code=error.code)
     return recorded
+
+
+# --- connection settings and secrets (the admin's insurer form) ---------------------------
+
+# Changing any of these is audited by field name: who, when, which fields, never a value.
+AUDITED_SETTINGS = (
+    "endpoint_url",
+    "connection",
+    "credentials",
+    "webhook_secret_primary",
+    "webhook_secret_secondary",
+)
+
+
+def insurer_settings_save(
+    *,
+    insurer: Insurer,
+    changed: Sequence[str],
+    actor: str,
+    created: bool = False,
+    new_webhook_secret: str = "",
+    drop_previous_secret: bool = False,
+    new_credentials: dict | None = None,
+) -> list[str]:
+    """Save an insurer's edited fields; returns the audited fields that changed.
+
+    A new webhook secret rotates: the current primary becomes the secondary (still
+    accepted by the webhooks) until `drop_previous_secret` clears it. New credentials
+    replace the old ones whole.
+    """
+    fields = list(dict.fromkeys(changed))
+    if new_webhook_secret:
+        insurer.webhook_secret_secondary = insurer.webhook_secret_primary
+        insurer.webhook_secret_primary = new_webhook_secret
+        fields += ["webhook_secret_primary", "webhook_secret_secondary"]
+    if drop_previous_secret and insurer.webhook_secret_secondary and not new_webhook_secret:
+        insurer.webhook_secret_secondary = ""
+        fields.append("webhook_secret_secondary")
+    if new_credentials is not None:
+        insurer.credentials = new_credentials
+        fields.append("credentials")
+    fields = list(dict.fromkeys(fields))
+    audited = [name for name in AUDITED_SETTINGS if name in fields]
+    with transaction.atomic():
+        if created:
+            insurer.save()
+        elif fields:
+            insurer.save(update_fields=fields)
+        if audited:
+            audit_record(
+                actor=actor,
+                action="insurer.created" if created else "insurer.settings_changed",
+                object_type="insurer",
+                object_id=insurer.pk,
+                after={"fields": audited},
+            )
+    if audited:
+        log.info("insurer.settings_changed", insurer_id=insurer.pk, fields=audited, actor=actor)
+    return audited

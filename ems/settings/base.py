@@ -397,3 +397,9 @@ CELERY_BEAT_SCHEDULE["endorsements-pipeline-send-due"] = {
     "schedule": PIPELINE_SEND_SWEEP_SECONDS,
     "options": {"expires": PIPELINE_SEND_SWEEP_SECONDS * 5},
 }
+
+# --- secrets at rest (ems/secret_fields.py) -------------------------------------------
+# Fernet keys, comma-separated: the first encrypts, every one decrypts (rotation:
+# docs/runbook.md). Empty: one key derived from SECRET_KEY (development and tests only;
+# production settings require their own list).
+EMS_SECRET_KEYS = env.list("EMS_SECRET_KEYS", default=[])
