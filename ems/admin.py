@@ -12,6 +12,9 @@ audit trail.
 - Idempotency records: read-only.
 - Users: Django's own admin, with lookups through `password` (the hash) refused like
   every other secret field (`ems.admin_mixins.SecretLookupRefusal`).
+- Login lockouts (django-axes' failed attempts): read-only; "Unlock" forgets the selected
+  attempts through `ems.login_locks.login_locks_release` (audited); it needs
+  `axes.delete_accessattempt`.
 - Audit trail (`/admin/ems/audit-trail/`): audit records read from MongoDB through
   `ems.audit_reader`, filtered by actor, action, object, employer and date; it needs
   `ems.view_audit_trail`. The default admin site has no hook for extra pages, so
@@ -21,6 +24,7 @@ audit trail.
 
 import datetime
 
+from axes.models import AccessAttempt
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
@@ -37,6 +41,7 @@ from ems import clients
 from ems.admin_mixins import ReadOnlyAdmin, SecretLookupRefusal, actor_of, permission_check
 from ems.audit_reader import audit_search
 from ems.identity import api_client_create, api_client_revoke
+from ems.login_locks import login_locks_release
 from ems.models import ApiClient, Employer, EmployerMembership, IdempotencyRecord, OutboxEvent
 from ems.outbox_relay import SINKS, backoff_remaining, outbox_backoff_clear
 
@@ -131,6 +136,26 @@ admin.site.unregister(User)
 @admin.register(User)
 class UserAdmin(SecretLookupRefusal, DjangoUserAdmin):
     secret_field_names = ("password",)
+
+
+@admin.register(AccessAttempt)
+class LoginLockAdmin(ReadOnlyAdmin):
+    list_display = ("username", "ip_address", "failures_since_start", "attempt_time", "path_info")
+    list_filter = ("path_info",)
+    search_fields = ("=username", "=ip_address")
+    ordering = ("-attempt_time",)
+    fields = ("username", "ip_address", "user_agent", "failures_since_start", "attempt_time", "path_info")
+    readonly_fields = fields
+    actions = ["unlock"]
+
+    has_unlock_permission = permission_check("axes.delete_accessattempt")
+
+    @admin.action(
+        description="Unlock: forget these failed sign-ins (username and address)", permissions=["unlock"]
+    )
+    def unlock(self, request, queryset) -> None:
+        released = login_locks_release(attempts=queryset, actor=actor_of(request))
+        self.message_user(request, f"Unlocked {released} sign-in record(s).", messages.SUCCESS)
 
 
 # --- the tenant: employers, HR users and API clients ------------------------------------

@@ -67,6 +67,12 @@ class InsurerAdminForm(forms.ModelForm):
             "credentials": WriteOnlyTextarea(attrs={"rows": 3}),
         }
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "credentials" in self.fields:
+            # a callable default makes Django echo the value in a hidden "initial-" input
+            self.fields["credentials"].show_hidden_initial = False
+
     def clean_credentials(self):
         return self._credentials_object(self.cleaned_data.get("credentials")) or {}
 

@@ -326,7 +326,7 @@ def insurer_settings_save(
     drop_previous_secret: bool = False,
     new_credentials: dict | None = None,
 ) -> list[str]:
-    """Save an insurer's edited fields; returns the audited fields that changed.
+    """Save an insurer's edited fields (or a new insurer); returns the audited fields.
 
     A new webhook secret rotates: the current primary becomes the secondary (still
     accepted by the webhooks) until `drop_previous_secret` clears it. New credentials
@@ -344,7 +344,12 @@ def insurer_settings_save(
         insurer.credentials = new_credentials
         fields.append("credentials")
     fields = list(dict.fromkeys(fields))
-    audited = [name for name in AUDITED_SETTINGS if name in fields]
+    if created:  # what the new insurer was given
+        audited = [name for name in AUDITED_SETTINGS if getattr(insurer, name)]
+    else:  # what differs from the stored row (a form may call an untouched field changed)
+        stored = Insurer.objects.filter(pk=insurer.pk).values(*AUDITED_SETTINGS).get()
+        audited = [name for name in AUDITED_SETTINGS if stored[name] != getattr(insurer, name)]
+    action = "insurer.created" if created else "insurer.settings_changed"
     with transaction.atomic():
         if created:
             insurer.save()
@@ -353,11 +358,11 @@ def insurer_settings_save(
         if audited:
             audit_record(
                 actor=actor,
-                action="insurer.created" if created else "insurer.settings_changed",
+                action=action,
                 object_type="insurer",
                 object_id=insurer.pk,
                 after={"fields": audited},
             )
     if audited:
-        log.info("insurer.settings_changed", insurer_id=insurer.pk, fields=audited, actor=actor)
+        log.info(action, insurer_id=insurer.pk, fields=audited, actor=actor)
     return audited
