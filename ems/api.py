@@ -7,7 +7,7 @@ at the credentials, right or wrong, until the window ends.
 """
 
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import exceptions, serializers
+from rest_framework import exceptions, permissions, serializers
 from rest_framework.parsers import FormParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -27,7 +27,7 @@ class TokenRequestSerializer(serializers.Serializer):
 
 class TokenView(APIView):
     authentication_classes = [ClientBasicAuthentication]
-    permission_classes: list = []
+    permission_classes = [permissions.AllowAny]  # also tells the schema Basic is optional
     throttle_classes = [TokenClientFailureThrottle, TokenAddressFailureThrottle]
     parser_classes = [StrictJSONParser, FormParser]
 
