@@ -118,16 +118,21 @@ def test_successful_requests_do_not_count(client, settings, address):
 
 
 def test_the_right_secret_works_again_when_the_window_ends(client, settings, address):
-    # given: a one-second window, spent
+    # given: a one-second window, spent (on a busy machine the requests may straddle two
+    # windows: then the round is repeated with a fresh client, a few times at most)
     settings.EMS_THROTTLE_RATES = {"token_client_failures": "2/s", "token_address_failures": "100/s"}
-    api_client, secret = api_client_create(employer=EmployerFactory())
-    while time.time() % 1 > 0.5:  # start early in a window, so both failures land in it
-        time.sleep(0.05)
-    assert [token(client, api_client.client_id, "wrong", address=address).status_code for _ in range(2)] == [
-        401,
-        401,
-    ]
-    assert_throttled(token(client, api_client.client_id, secret, address=address))
+    for _ in range(5):
+        api_client, secret = api_client_create(employer=EmployerFactory())
+        time.sleep(1 - time.time() % 1 + 0.01)  # the start of a window
+        window = int(time.time())
+        statuses = [
+            token(client, api_client.client_id, "wrong", address=address).status_code for _ in range(2)
+        ]
+        refused = token(client, api_client.client_id, secret, address=address)
+        if int(time.time()) == window:
+            break
+    assert statuses == [401, 401]
+    assert_throttled(refused)
     # when: the next window starts
     time.sleep(1 - time.time() % 1 + 0.01)
     # then
