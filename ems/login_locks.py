@@ -11,6 +11,8 @@ How it works
 - `lockout_response` is the page a locked login gets: 429, Retry-After (the seconds left
   in the cool-down), and a message that says what happened and what to do, in the admin's
   or the portal's own layout.
+- axes' own log lines name the door only (`client_description`); usernames and
+  addresses go to the audit trail, not the logs.
 - `lockout_audit` (axes' `user_locked_out` signal) writes one audit record when a lock
   starts; `login_locks_release` is the admin's "unlock" (deletes the attempts, audits).
 """
@@ -40,6 +42,11 @@ class LoginLockBackend(AxesStandaloneBackend):
         if request is None:
             return None
         return super().authenticate(request, username=username, password=password, **kwargs)
+
+
+def client_description(username, ip_address, user_agent, path_info, request) -> str:
+    """How axes names a client in its log lines: the door only (logs carry no usernames)."""
+    return f"login at {path_info}"
 
 
 def lockout_remaining_seconds(*, username: str, address: str) -> int:

@@ -428,4 +428,5 @@ AXES_CLIENT_IP_CALLABLE = "ems.throttles.client_address"
 AXES_LOCKOUT_CALLABLE = "ems.login_locks.lockout_response"
 AXES_ENABLE_ADMIN = False  # ems.admin shows the attempts, with an audited unlock
 AXES_DISABLE_ACCESS_LOG = True  # successful logins are not ours to keep
-AXES_VERBOSE = False  # axes' log lines carry usernames and addresses; ours carry neither
+AXES_VERBOSE = False
+AXES_CLIENT_STR_CALLABLE = "ems.login_locks.client_description"  # no username or address in logs

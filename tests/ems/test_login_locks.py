@@ -6,6 +6,7 @@ operator's unlock are audited.
 """
 
 import datetime
+import logging
 import time
 
 import pytest
@@ -59,12 +60,14 @@ def assert_locked(response, *, page_says: str) -> None:
     "url, page_says",
     [(PORTAL_LOGIN, "ask your EMS operations contact"), (ADMIN_LOGIN, "ask an administrator to unlock it")],
 )
-def test_after_the_limit_the_right_password_waits_for_the_cool_down(client, url, page_says):
+def test_after_the_limit_the_right_password_waits_for_the_cool_down(client, caplog, url, page_says):
+    caplog.set_level(logging.DEBUG)
     # given
     user = hr_user_create(employer=EmployerFactory(), username="hr-alice")
     if url == ADMIN_LOGIN:
         user.is_staff = True
         user.save(update_fields=["is_staff"])
+    caplog.clear()  # (the factory's own debug lines name the user)
     # when: three wrong passwords
     wrong = [sign_in(client, url, "hr-alice", "not-it").status_code for _ in range(3)]
     # then: two refused on the login page, the third locks, and the right one is locked out too
@@ -74,6 +77,10 @@ def test_after_the_limit_the_right_password_waits_for_the_cool_down(client, url,
     # the lock's start is audited once, without the password
     assert login_audits() == [("login:hr-alice", "login.locked_out", "hr-alice")]
     assert PASSWORD not in str(list(OutboxEvent.objects.values_list("payload", flat=True)))
+    # the logs name the door, never the username, the address or a password
+    assert f"login at {url}" in caplog.text
+    for private in ("hr-alice", "127.0.0.1", PASSWORD, "not-it"):
+        assert private not in caplog.text
 
 
 def test_failures_from_one_address_lock_every_username_there(client):
