@@ -445,3 +445,35 @@ PIPELINE_STUCK_GRACE_SECONDS = env.float("PIPELINE_STUCK_GRACE_SECONDS", default
 PIPELINE_STUCK_RECEIVED_SECONDS = env.float("PIPELINE_STUCK_RECEIVED_SECONDS", default=600.0)
 # after the insurer's whole retry budget: its time to answer a request it took
 PIPELINE_STUCK_SENT_SECONDS = env.float("PIPELINE_STUCK_SENT_SECONDS", default=3600.0)
+# --- secrets at rest (ems/secret_fields.py) -------------------------------------------
+# Fernet keys, comma-separated: the first encrypts, every one decrypts (rotation:
+# docs/runbook.md). Empty: one key derived from SECRET_KEY (development and tests only;
+# production settings require their own list).
+EMS_SECRET_KEYS = env.list("EMS_SECRET_KEYS", default=[])
+
+# --- throttles and login lockouts (ems/throttles.py, ems/login_locks.py) ---------------
+# The caller's address: REMOTE_ADDR, or X-Forwarded-For's entry from the last of this many
+# trusted proxies (0: the header is ignored, a client cannot choose its address).
+EMS_TRUSTED_PROXY_COUNT = env.int("EMS_TRUSTED_PROXY_COUNT", default=0)
+# Failed client authentications at the token endpoint, per client id and per address, in
+# fixed windows on the shared Redis cache; at the limit: 429 until the window ends.
+EMS_THROTTLE_RATES = {
+    "token_client_failures": env.str("TOKEN_FAILURES_PER_CLIENT", default="10/min"),
+    "token_address_failures": env.str("TOKEN_FAILURES_PER_ADDRESS", default="30/min"),
+}
+# Portal and admin logins (django-axes): AXES_FAILURE_LIMIT failures for a username, or
+# from an address, lock it for the cool-down; ops unlock in the admin (audited).
+INSTALLED_APPS = [*INSTALLED_APPS, "axes"]
+MIDDLEWARE = [*MIDDLEWARE, "axes.middleware.AxesMiddleware"]  # last, as axes asks
+AUTHENTICATION_BACKENDS = ["ems.login_locks.LoginLockBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # the cool-down is a fixed window
+AXES_CLIENT_IP_CALLABLE = "ems.throttles.client_address"
+AXES_LOCKOUT_CALLABLE = "ems.login_locks.lockout_response"
+AXES_ENABLE_ADMIN = False  # ems.admin shows the attempts, with an audited unlock
+AXES_DISABLE_ACCESS_LOG = True  # successful logins are not ours to keep
+AXES_VERBOSE = False
+AXES_CLIENT_STR_CALLABLE = "ems.login_locks.client_description"  # no username or address in logs
