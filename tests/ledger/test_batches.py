@@ -5,7 +5,11 @@ idempotency contract shared with the single services, all-or-nothing refusals th
 everything as it was, and a statement count that does not grow with the batch.
 """
 
+import multiprocessing
+from collections import Counter
+
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -22,7 +26,18 @@ from ledger.errors import (
 )
 from ledger.models import Entry, Hold, ParkedRequest
 from tests.factories import AccountFactory
-from tests.ledger.conftest import balances, fund, invariants_hold, ledger_events, place, snapshot
+from tests.ledger import batch_worker
+from tests.ledger.conftest import (
+    APPROVER_CODENAMES,
+    balances,
+    fund,
+    invariants_hold,
+    ledger_events,
+    place,
+    snapshot,
+    user_with_ledger_permissions,
+)
+from tests.ledger.test_concurrency import database_url
 
 pytestmark = pytest.mark.django_db
 
@@ -495,3 +510,95 @@ def test_the_batch_services_are_the_ledger_services_too():
     assert services.holds_capture_batch is batches.holds_capture_batch
     assert services.holds_release_batch is batches.holds_release_batch
     assert services.refunds_post_batch is batches.refunds_post_batch
+
+
+# --- concurrency ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_processes_capturing_refunding_and_releasing_in_batches_at_once_account_for_every_paisa():
+    # Given one account with ₹1,00,000.00, each worker's own 30 holds, 8 holds every worker
+    # captures with the same keys and 6 every worker races for with its own keys
+    approver = user_with_ledger_permissions(*APPROVER_CODENAMES, is_staff=True)
+    account = AccountFactory()
+    fund(account, 10_000_000, approver, key="seed")
+    workers = 4
+    requests = [
+        {"amount": batch_worker.own_amount(i), "reference": f"W{w}-{i}", "idempotency_key": f"H-W{w}-{i}"}
+        for w in range(workers)
+        for i in range(batch_worker.OWN_HOLDS)
+    ]
+    requests += [
+        {"amount": 2_000, "reference": f"S-{i}", "idempotency_key": f"H-S-{i}"}
+        for i in range(batch_worker.SHARED_HOLDS)
+    ]
+    requests += [
+        {"amount": 3_000, "reference": f"T-{i}", "idempotency_key": f"H-T-{i}"}
+        for i in range(batch_worker.RACED_HOLDS)
+    ]
+    assert not any(p.parked for p in services.holds_place_batch(account_id=account.pk, requests=requests))
+
+    # When the workers run their batches all at once
+    context = multiprocessing.get_context("spawn")
+    ready, start, results = context.Queue(), context.Event(), context.Queue()
+    processes = [
+        context.Process(
+            target=batch_worker.batch_worker,
+            args=(database_url(), settings.REDIS_URL, w, account.pk, ready, start, results),
+            daemon=True,
+        )
+        for w in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        ready.get(timeout=120)  # every child has set Django up: they start together
+    start.set()
+    reports = [results.get(timeout=150) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+
+    # Then no worker saw an error (deadlocks and serialization failures are retried inside)
+    records = [record for report in reports for record in report]
+    assert [r["error"] for r in records if r["op"] == "error"] == []
+    # and every worker got the same result for the shared captures, made once
+    shared = {tuple(map(tuple, r["holds"])) for r in records if r["op"] == "shared"}
+    assert len(shared) == 1
+    assert [amount for _, amount in shared.pop()] == [2_000] * batch_worker.SHARED_HOLDS
+    # and exactly one worker's batch won the raced holds; the others were refused whole
+    raced = Counter(r["outcome"] for r in records if r["op"] == "raced")
+    assert raced == {"captured": 1, "hold_already_resolved": workers - 1}
+    (winner,) = [r["worker"] for r in records if r["op"] == "raced" and r["outcome"] == "captured"]
+
+    # and the ledger equals the plan, to the paisa
+    own = sum(batch_worker.own_captured(i) for i in range(20)) * workers
+    refunded = sum(500 + j for j in range(batch_worker.REFUNDS_PER_BATCH)) * 2 * workers
+    posted = (
+        10_000_000 - own - 2_000 * batch_worker.SHARED_HOLDS - 3_000 * batch_worker.RACED_HOLDS + refunded
+    )
+    assert balances(account) == (posted, 0, posted)
+    assert invariants_hold(account)
+    keys = set(Entry.objects.filter(account=account).values_list("idempotency_key", flat=True))
+    assert keys == (
+        {f"topup:{account.topups.get().pk}"}
+        | {f"capture:C-w{w}-{i}" for w in range(workers) for i in range(20)}
+        | {f"capture:S-{i}" for i in range(batch_worker.SHARED_HOLDS)}
+        | {f"capture:T-{i}-w{winner}" for i in range(batch_worker.RACED_HOLDS)}
+        | {f"refund:R-w{w}-{r}-{j}" for w in range(workers) for r in range(2) for j in range(5)}
+    )
+    assert Counter(Hold.objects.filter(account=account).values_list("state", flat=True)) == {
+        "CAPTURED": 20 * workers + batch_worker.SHARED_HOLDS + batch_worker.RACED_HOLDS,
+        "RELEASED": 10 * workers,
+    }
+    # and each batch that wrote has one event and one audit record
+    kafka = Counter(
+        OutboxEvent.objects.filter(destination="ems.ledger").values_list("payload__type", flat=True)
+    )
+    audit = Counter(
+        OutboxEvent.objects.filter(destination="audit_logs").values_list("payload__action", flat=True)
+    )
+    assert kafka == audit
+    assert kafka["ledger.holds_batch_captured"] == 2 * workers + 1 + 1
+    assert kafka["ledger.refunds_batch_posted"] == 2 * workers
+    assert kafka["ledger.holds_batch_released"] == workers
