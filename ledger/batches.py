@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connection
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -98,17 +99,51 @@ def _captures_valid(captures: list[Mapping]) -> list[_Capture]:
     return batch
 
 
+_HOLD_ATTNAMES = [field.attname for field in Hold._meta.concrete_fields]
+_HOLD_COLUMNS = ", ".join(f'hold."{field.column}"' for field in Hold._meta.concrete_fields)
+# PostgreSQL: each way a capture can name its hold is an index probe of its own (an OR of
+# them would read every hold of the account); a hold's capture entry comes along.
+_CAPTURE_PROBE_SQL = f"""
+SELECT {_HOLD_COLUMNS}, entry.idempotency_key, entry.amount
+FROM {Hold._meta.db_table} AS hold LEFT JOIN {Entry._meta.db_table} AS entry ON entry.hold_id = hold.id
+WHERE hold.id IN (
+    SELECT id FROM {Hold._meta.db_table} WHERE account_id = %s AND id = ANY(%s)
+    UNION SELECT id FROM {Hold._meta.db_table} WHERE account_id = %s AND reference = ANY(%s)
+    UNION SELECT hold_id FROM {Entry._meta.db_table}
+        WHERE account_id = %s AND idempotency_key = ANY(%s) AND hold_id IS NOT NULL
+)
+ORDER BY hold.id
+"""
+
+
 def _capture_probe(account: Account, batch: list[_Capture]) -> list[Hold]:
-    """Every hold the batch may mean: by id, by reference (any state), or captured with its keys."""
-    return list(
-        account.holds.filter(
-            Q(pk__in=[c.hold_id for c in batch if c.hold_id is not None])
-            | Q(reference__in=[c.reference for c in batch if c.reference is not None])
-            | Q(capture_entry__idempotency_key__in=[c.entry_key for c in batch])
+    """Every hold the batch may mean (by id, by reference in any state, or captured with one of
+    its keys), each with `entry_key` and `entry_amount` of its capture entry (None if none)."""
+    hold_ids = [c.hold_id for c in batch if c.hold_id is not None]
+    references = [c.reference for c in batch if c.reference is not None]
+    entry_keys = [c.entry_key for c in batch]
+    if connection.vendor != "postgresql":  # SQLite (`make run`): the same through the ORM
+        return list(
+            account.holds.filter(
+                Q(pk__in=hold_ids)
+                | Q(reference__in=references)
+                | Q(capture_entry__idempotency_key__in=entry_keys)
+            )
+            .annotate(entry_key=F("capture_entry__idempotency_key"), entry_amount=F("capture_entry__amount"))
+            .order_by("id")
         )
-        .annotate(entry_key=F("capture_entry__idempotency_key"), entry_amount=F("capture_entry__amount"))
-        .order_by("id")
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CAPTURE_PROBE_SQL, [account.pk, hold_ids, account.pk, references, account.pk, entry_keys]
+        )
+        rows = cursor.fetchall()
+    holds = []
+    for row in rows:
+        hold = Hold.from_db(connection.alias, _HOLD_ATTNAMES, row[:-2])
+        hold.account = account
+        hold.entry_key, hold.entry_amount = row[-2:]
+        holds.append(hold)
+    return holds
 
 
 def _repeat_check(capture: _Capture, first: Hold) -> None:
@@ -197,13 +232,14 @@ def _captures_post(account: Account, captures: list[tuple[Hold, int, str]], *, a
     holds = [hold for hold, _, _ in captures]
     holds_resolve(account, holds, state=Hold.State.CAPTURED, now=now, captured=[w for _, w, _ in captures])
     entries = [
+        # by attname: the related descriptors would cost more than the rest of the row
         Entry(
-            account=account,
+            account_id=account.pk,
             kind=Entry.Kind.CAPTURE,
             amount=-wanted,
             reference=hold.reference,
             idempotency_key=entry_key,
-            hold=hold,
+            hold_id=hold.pk,
         )
         for hold, wanted, entry_key in captures
     ]

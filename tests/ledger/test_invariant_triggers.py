@@ -1,6 +1,7 @@
 """The database guards the money: raw SQL that tries to break an invariant is refused.
 
-Migration 0003's triggers keep posted == sum(entries) and held == sum(pending holds) by
+Migration 0003's triggers (with 0004 and 0007 moving the upkeep of held and posted to one
+update per statement) keep posted == sum(entries) and held == sum(pending holds) by
 construction, refuse every other write to those columns, make entries and resolved holds
 immutable, and make a hold resolve once. Each test bypasses the ORM and services.
 """
@@ -113,6 +114,51 @@ def test_a_debit_beyond_available_is_refused(funded):
         "INSERT INTO ledger_hold (account_id, reference, amount, state, idempotency_key, expires_at,"
         " created_at)"
         " VALUES (%s, 'raw', 50001, 'PENDING', 'raw-h', now() + interval '1 day', now())",
+        (funded.pk,),
+    )
+    assert snapshot(funded) == before
+
+
+ENTRY_COLUMNS = "(account_id, kind, amount, reference, idempotency_key, memo, balance_after, created_at)"
+
+
+def test_a_many_row_insert_stamps_each_running_balance_and_moves_posted_by_its_total(funded):
+    # migration 0007: one update of posted per statement, each entry still its running balance
+    raw(
+        f"INSERT INTO ledger_entry {ENTRY_COLUMNS} VALUES"
+        " (%s, 'TOPUP', 700, 'raw', 'raw-m1', '', NULL, now()),"
+        " (%s, 'ADJUSTMENT', -200, 'raw', 'raw-m2', '', NULL, now()),"
+        " (%s, 'REFUND', 50, 'raw', 'raw-m3', '', 80550, now())",
+        (funded.pk,) * 3,
+    )
+    assert balances(funded) == (80_550, 30_000, 50_550)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT idempotency_key, balance_after FROM ledger_entry WHERE reference = 'raw' ORDER BY id"
+        )
+        assert cursor.fetchall() == [("raw-m1", 80_700), ("raw-m2", 80_500), ("raw-m3", 80_550)]
+    assert invariants_hold(funded)
+
+
+def test_a_many_row_insert_is_refused_whole_for_one_false_balance_or_an_overdraft(funded):
+    before = snapshot(funded)
+    assert "is not the posted balance" in refused(
+        f"INSERT INTO ledger_entry {ENTRY_COLUMNS} VALUES"
+        " (%s, 'TOPUP', 700, 'raw', 'raw-f1', '', 80700, now()),"
+        " (%s, 'TOPUP', 700, 'raw', 'raw-f2', '', 80700, now())",
+        (funded.pk,) * 2,
+    )
+    # posted would end at 20,700 with 30,000 held
+    assert "account_available_non_negative" in refused(
+        f"INSERT INTO ledger_entry {ENTRY_COLUMNS} VALUES"
+        " (%s, 'TOPUP', 700, 'raw', 'raw-o1', '', NULL, now()),"
+        " (%s, 'ADJUSTMENT', -60000, 'raw', 'raw-o2', '', NULL, now())",
+        (funded.pk,) * 2,
+    )
+    # an entry slipped in below the latest id would leave posted and the running balance apart
+    assert "latest entry" in refused(
+        "INSERT INTO ledger_entry (id, account_id, kind, amount, reference, idempotency_key, memo,"
+        " created_at) VALUES (-1, %s, 'TOPUP', 700, 'raw', 'raw-low', '', now())",
         (funded.pk,),
     )
     assert snapshot(funded) == before
