@@ -247,8 +247,15 @@ def _batch_holds(raw_ops: float) -> dict:
         "holds": BATCH_SIZE,
         "holds_per_s": round(holds_per_s, 1),
         "dispatch_ms": round(1000 * elapsed / BATCH_DISPATCHES, 2),
+        **_beside_raw(holds_per_s, raw_ops, account),
+    }
+
+
+def _beside_raw(per_s: float, raw_ops: float, account) -> dict:
+    """A batch row's tail: the raw single-row baseline of this run, the ratio, the invariants."""
+    return {
         "raw_sql_ops_per_s": round(raw_ops, 1),
-        "ratio": round(holds_per_s / raw_ops, 3) if raw_ops else None,
+        "ratio": round(per_s / raw_ops, 3) if raw_ops else None,
         "invariants_ok": _invariants_ok(account),
     }
 
@@ -286,9 +293,7 @@ def _batch_captures_timed(raw_ops: float) -> dict:
         "captures": BATCH_SIZE,
         "per_s": round(captures_per_s, 1),
         "batch_ms": round(1000 * elapsed / BATCH_DISPATCHES, 2),
-        "raw_sql_ops_per_s": round(raw_ops, 1),
-        "ratio": round(captures_per_s / raw_ops, 3) if raw_ops else None,
-        "invariants_ok": _invariants_ok(account),
+        **_beside_raw(captures_per_s, raw_ops, account),
     }
 
 
