@@ -99,26 +99,72 @@ def _captures_valid(captures: list[Mapping]) -> list[_Capture]:
     return batch
 
 
-_HOLD_ATTNAMES = [field.attname for field in Hold._meta.concrete_fields]
-_HOLD_COLUMNS = ", ".join(f'hold."{field.column}"' for field in Hold._meta.concrete_fields)
-# PostgreSQL: each way a capture can name its hold is an index probe of its own (an OR of
-# them would read every hold of the account); a hold's capture entry comes along.
-_CAPTURE_PROBE_SQL = f"""
-SELECT {_HOLD_COLUMNS}, entry.idempotency_key, entry.amount
-FROM {Hold._meta.db_table} AS hold LEFT JOIN {Entry._meta.db_table} AS entry ON entry.hold_id = hold.id
-WHERE hold.id IN (
-    SELECT id FROM {Hold._meta.db_table} WHERE account_id = %s AND id = ANY(%s)
-    UNION SELECT id FROM {Hold._meta.db_table} WHERE account_id = %s AND reference = ANY(%s)
-    UNION SELECT hold_id FROM {Entry._meta.db_table}
-        WHERE account_id = %s AND idempotency_key = ANY(%s) AND hold_id IS NOT NULL
+# --- probes: one index probe per value ---------------------------------------------------
+
+_HOLD = Hold._meta.db_table
+_ENTRY = Entry._meta.db_table
+
+
+def _probes(
+    source: str, column: str, array_type: str, selected: str, where: str = "", account: str = "account_id"
+) -> str:
+    """SQL for one account's rows of `source` (its `account` column) whose `column` is one of
+    an array's values. Parameters: the array, then the account id.
+
+    Each value is one probe of the index that leads with (account, column): a LATERAL
+    subquery over the unnested values, fenced with OFFSET 0. Written as `column = ANY(...)`
+    (or joined), the planner, on statistics that have not yet seen a hot account's new rows,
+    read every row of the account or of the table instead (for 500 references on an account
+    of 22,500 holds: 27 ms, growing with the account).
+    """
+    return (
+        f"SELECT found.* FROM unnest(%s::{array_type}) AS wanted(value) CROSS JOIN LATERAL"
+        f" (SELECT {selected} FROM {source} WHERE {account} = %s AND {column} = wanted.value{where}"
+        " OFFSET 0) AS found"
+    )
+
+
+def _columns(model, alias: str) -> str:
+    return ", ".join(f'{alias}."{field.column}"' for field in model._meta.concrete_fields)
+
+
+def _loaded(model, row: tuple):
+    return model.from_db(connection.alias, [field.attname for field in model._meta.concrete_fields], row)
+
+
+_HOLD_COLUMNS = _columns(Hold, _HOLD)
+_CAPTURED_WITH_KEY = _probes(
+    f"{_ENTRY} AS entry JOIN {_HOLD} ON {_HOLD}.id = entry.hold_id",
+    "entry.idempotency_key",
+    "varchar[]",
+    _HOLD_COLUMNS,
+    account="entry.account_id",
 )
-ORDER BY hold.id
+# The holds a capture batch may mean: by id, by reference (any state), or captured with one of
+# its keys; each with the key and amount of its capture entry, if it has one. A hold found two
+# ways comes twice (UNION ALL: de-duplicating wide rows in SQL cost more than the rows).
+_CAPTURE_PROBE_SQL = f"""
+WITH named AS (
+    {_probes(_HOLD, "id", "bigint[]", _HOLD_COLUMNS)}
+    UNION ALL {_probes(_HOLD, "reference", "varchar[]", _HOLD_COLUMNS)}
+    UNION ALL {_CAPTURED_WITH_KEY}
+)
+SELECT named.*, captured.idempotency_key, captured.amount
+FROM named LEFT JOIN LATERAL (
+    SELECT idempotency_key, amount FROM {_ENTRY} WHERE hold_id = named.id OFFSET 0
+) AS captured ON true
+ORDER BY named.id
 """
+_PENDING_BY_REFERENCE_SQL = (
+    _probes(_HOLD, "reference", "varchar[]", _HOLD_COLUMNS, f" AND state = '{Hold.State.PENDING.value}'")
+    + " ORDER BY found.id"
+)
+_ENTRIES_BY_KEY_SQL = _probes(_ENTRY, "idempotency_key", "varchar[]", _columns(Entry, _ENTRY))
 
 
 def _capture_probe(account: Account, batch: list[_Capture]) -> list[Hold]:
-    """Every hold the batch may mean (by id, by reference in any state, or captured with one of
-    its keys), each with `entry_key` and `entry_amount` of its capture entry (None if none)."""
+    """Every hold the batch may mean, each with `entry_key` and `entry_amount` of its capture
+    entry (None if it has none)."""
     hold_ids = [c.hold_id for c in batch if c.hold_id is not None]
     references = [c.reference for c in batch if c.reference is not None]
     entry_keys = [c.entry_key for c in batch]
@@ -134,16 +180,45 @@ def _capture_probe(account: Account, batch: list[_Capture]) -> list[Hold]:
         )
     with connection.cursor() as cursor:
         cursor.execute(
-            _CAPTURE_PROBE_SQL, [account.pk, hold_ids, account.pk, references, account.pk, entry_keys]
+            _CAPTURE_PROBE_SQL, [hold_ids, account.pk, references, account.pk, entry_keys, account.pk]
         )
         rows = cursor.fetchall()
     holds = []
+    seen: set[int] = set()
     for row in rows:
-        hold = Hold.from_db(connection.alias, _HOLD_ATTNAMES, row[:-2])
+        if row[0] in seen:
+            continue
+        seen.add(row[0])
+        hold = _loaded(Hold, row[:-2])
         hold.account = account
         hold.entry_key, hold.entry_amount = row[-2:]
         holds.append(hold)
     return holds
+
+
+def _pending_holds(account: Account, references: list[str]) -> list[Hold]:
+    if connection.vendor != "postgresql":
+        return list(account.holds.filter(reference__in=references, state=Hold.State.PENDING).order_by("id"))
+    with connection.cursor() as cursor:
+        cursor.execute(_PENDING_BY_REFERENCE_SQL, [references, account.pk])
+        holds = [_loaded(Hold, row) for row in cursor.fetchall()]
+    for hold in holds:
+        hold.account = account
+    return holds
+
+
+def _entries_by_key(account: Account, keys: list[str]) -> dict[str, Entry]:
+    if connection.vendor != "postgresql":
+        return {e.idempotency_key: e for e in account.entries.filter(idempotency_key__in=keys)}
+    with connection.cursor() as cursor:
+        cursor.execute(_ENTRIES_BY_KEY_SQL, [keys, account.pk])
+        entries = [_loaded(Entry, row) for row in cursor.fetchall()]
+    for entry in entries:
+        entry.account = account
+    return {entry.idempotency_key: entry for entry in entries}
+
+
+# --- captures: deciding and writing --------------------------------------------------------
 
 
 def _repeat_check(capture: _Capture, first: Hold) -> None:
@@ -308,7 +383,7 @@ def holds_release_batch(
 
     def run() -> ReferenceRelease:
         account = account_lock(account_id)
-        holds = list(account.holds.filter(reference__in=wanted, state=Hold.State.PENDING).order_by("id"))
+        holds = _pending_holds(account, wanted)
         parked = list(
             account.parked.filter(reference__in=wanted, state=ParkedRequest.State.PARKED).order_by("id")
         )
@@ -403,10 +478,7 @@ def refunds_post_batch(*, account_id: int, refunds: list[Mapping], actor: str) -
 
     def run() -> list[Entry]:
         account = account_lock(account_id)
-        first = {
-            e.idempotency_key: e
-            for e in account.entries.filter(idempotency_key__in=[r.entry_key for r in batch])
-        }
+        first = _entries_by_key(account, [r.entry_key for r in batch])
         results, new = _refunds_decide(account, batch, first)
         if new:
             entries_insert(account, new, timezone.now())
