@@ -7,7 +7,8 @@ lock in ONE transaction (`postings.transaction_run`), and the number of SQL stat
 not depend on the list's length:
 
 - validate every item (`ledger.validation`, no database) and the batch (`batch_valid`);
-- lock the account, then one probe loads every hold or entry the decision needs;
+- lock the account, then probe: one statement per kind of row the decision reads, one
+  index probe per value (`_probes`);
 - decide every item against what the probe loaded; the first refusal raises (its detail
   names the item) and the batch writes nothing: all or nothing;
 - then one set-based statement per kind of row (`postings.holds_resolve`,
