@@ -120,7 +120,7 @@ class Stack:
 
         deadline = time.monotonic() + timeout
         while True:
-            probe = Celery(broker=self.redis.url)
+            probe = Celery(broker=self.redis.url, set_as_current=False)
             try:
                 if probe.control.ping(timeout=0.5):
                     return
