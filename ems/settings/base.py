@@ -397,3 +397,20 @@ CELERY_BEAT_SCHEDULE["endorsements-pipeline-send-due"] = {
     "schedule": PIPELINE_SEND_SWEEP_SECONDS,
     "options": {"expires": PIPELINE_SEND_SWEEP_SECONDS * 5},
 }
+
+# --- hardening: the channel layer's Redis connections stay open while a socket is quiet ---
+# channels_redis waits for a websocket's next message with a blocking BZPOPMIN of
+# `RedisChannelLayer.brpop_timeout` (5 s), and redis-py gives every connection a default
+# socket timeout of 5 s: the read gave up as Redis answered "nothing yet", the receive loop
+# died (`TimeoutError: Timeout reading from ...`) and an idle socket closed after 5 s. The
+# layer's connections get a read timeout well past the blocking wait (still bounded, so a
+# dead Redis is noticed) and the usual short connect timeout.
+CHANNELS_REDIS_SOCKET_TIMEOUT = env.float("CHANNELS_REDIS_SOCKET_TIMEOUT", default=30.0)
+
+
+def channel_layer_hosts(url: str) -> list[dict]:
+    """channels_redis `hosts`: the Redis URL with the connection keywords above."""
+    return [{"address": url, "socket_timeout": CHANNELS_REDIS_SOCKET_TIMEOUT, "socket_connect_timeout": 2}]
+
+
+CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = channel_layer_hosts(REDIS_URL)
