@@ -4,6 +4,7 @@ real websocket over loopback, on this session's test database and Redis."""
 import json
 import os
 import subprocess
+import urllib.error
 import urllib.request
 
 import pytest
@@ -122,3 +123,45 @@ def test_a_websocket_left_quiet_for_30_seconds_stays_open_and_gets_the_next_batc
         done = {"batch_id": batch_id, "progress": 100, "state": "COMPLETED", **counts}
         assert json.loads(socket.recv(timeout=10)) == {"event": "batch.progress", "data": done}
         assert json.loads(socket.recv(timeout=10)) == {"event": "batch.completed", "data": done}
+
+
+def _backends_terminate() -> int:
+    """End every other session on the test database (the servers'), as a fail-over would,
+    and wait until they are gone; returns how many there were."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        ended = cursor.fetchone()[0]
+    wait_for_other_sessions_to_end()
+    return ended
+
+
+def test_after_the_database_ends_every_connection_the_next_requests_all_answer(servers):
+    # Given requests from 8 clients at once, so each of the server's threads holds a
+    # connection it used a moment ago (inside the window where it is not checked again)
+    base, _ = servers
+    token = _token(base, EmployerFactory())
+
+    def list_endorsements(_index: int) -> int:
+        request = urllib.request.Request(
+            f"{base}/api/v1/endorsements/", headers={"Authorization": f"Bearer {token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as clients:
+        assert set(clients.map(list_endorsements, range(16))) == {200}
+        for _ in range(3):
+            # When the database ends all of them between two rounds
+            assert _backends_terminate() > 0
+            # Then no request of the next round fails
+            assert list(clients.map(list_endorsements, range(16))) == [200] * 16
