@@ -6,6 +6,8 @@ Services raise `EmsError` subclasses; the API renders them with `ems.api_errors`
 
 from dataclasses import dataclass
 
+from django.db import InterfaceError, OperationalError
+
 
 @dataclass(frozen=True)
 class ErrorDetail:
@@ -68,3 +70,8 @@ class PayloadTooLarge(EmsError):
     code = "payload_too_large"
     status = 413
     message = "The request body is too large."
+
+
+# What a dropped or refused database connection raises (through Django's wrappers): the
+# work can succeed when run again from its last commit. Data errors are not in it.
+DATABASE_TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)

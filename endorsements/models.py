@@ -310,6 +310,9 @@ class EndorsementBatch(models.Model):
     failure_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="the last progress: processing started or resumed, a chunk committed"
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -414,3 +414,35 @@ def channel_layer_hosts(url: str) -> list[dict]:
 
 
 CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = channel_layer_hosts(REDIS_URL)
+
+# --- hardening: intake survives a dead worker and a dropped database connection ---
+# Rows per chunk (one transaction each: the checkpoint a re-run resumes after), and the
+# expected rows from which a file is read by INTAKE_PARTITIONS tasks.
+INTAKE_CHUNK_ROWS = env.int("INTAKE_CHUNK_ROWS", default=5_000)
+INTAKE_PARTITION_MIN_ROWS = env.int("INTAKE_PARTITION_MIN_ROWS", default=20_000)
+# A transient database error (a dropped connection) in an intake task is retried this many
+# times with exponential backoff and full jitter, capped at 30 s, from the last checkpoint.
+INTAKE_DATABASE_RETRIES = env.int("INTAKE_DATABASE_RETRIES", default=8)
+# A batch or partition with no progress for this long (its worker died: the message sits
+# unacked until the broker's visibility timeout) is resumed from its checkpoint by a sweep.
+# Longer than a chunk ever takes; a resumed partition that was only waiting runs once more
+# and finds its chunks stored.
+BATCH_STALLED_AFTER_SECONDS = env.float("BATCH_STALLED_AFTER_SECONDS", default=120.0)
+BATCH_STALLED_SWEEP_SECONDS = env.float("BATCH_STALLED_SWEEP_SECONDS", default=30.0)
+CELERY_BEAT_SCHEDULE["endorsements-batches-stalled-sweep"] = {
+    "task": "endorsements.tasks.batches_stalled_sweep_task",
+    "schedule": BATCH_STALLED_SWEEP_SECONDS,
+    "options": {"expires": BATCH_STALLED_SWEEP_SECONDS * 2},
+}
+# Single requests queued for validation in Redis: when no drain is due or running, the
+# sweep kicks one for ids left in the queue, and re-queues requests still RECEIVED after
+# VALIDATION_LOST_AFTER_SECONDS (popped by a drain that died).
+VALIDATION_DRAIN_SWEEP_SECONDS = env.float("VALIDATION_DRAIN_SWEEP_SECONDS", default=10.0)
+VALIDATION_LOST_AFTER_SECONDS = env.float("VALIDATION_LOST_AFTER_SECONDS", default=30.0)
+CELERY_BEAT_SCHEDULE["endorsements-validation-drain-sweep"] = {
+    "task": "endorsements.tasks.validation_drain_sweep_task",
+    "schedule": VALIDATION_DRAIN_SWEEP_SECONDS,
+    "options": {"expires": VALIDATION_DRAIN_SWEEP_SECONDS * 2},
+}
+CELERY_TASK_ROUTES["endorsements.tasks.batches_stalled_sweep_task"] = {"queue": "housekeeping"}
+CELERY_TASK_ROUTES["endorsements.tasks.validation_drain_sweep_task"] = {"queue": "housekeeping"}
