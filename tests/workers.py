@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -70,6 +71,15 @@ class CeleryWorker:
             )
         self.started.append(process)
         return process
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until the running worker logs that it is ready (it must log at INFO)."""
+        process, log = self.started[-1], self.log_dir / f"worker{len(self.started) - 1}.log"
+        deadline = time.monotonic() + timeout
+        while " ready." not in log.read_text(errors="replace"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not start:\n{log.read_text(errors='replace')}")
+            time.sleep(0.1)
 
     def kill(self) -> None:
         """SIGKILL to the running worker's whole process group, as `kill -9 -<pgid>` does."""
