@@ -11,16 +11,17 @@ kick and re-queues itself if ids arrived meanwhile, so none waits for the next r
 
 Nothing is lost, and nothing waits for the next request: an id whose push failed (Redis
 down) or whose drain died after popping it is still RECEIVED in the database, and a drain
-whose worker died leaves its ids queued and its kick set. `validation_drain_sweep` (beat,
-every VALIDATION_DRAIN_SWEEP_SECONDS) finds no kick once the dead drain's has expired: it
-queues a drain for ids still waiting, or, with none waiting, re-queues the requests left
-RECEIVED for VALIDATION_LOST_AFTER_SECONDS. A drain that loses its database connection
-puts the ids it popped back before its task retries.
+whose worker died leaves its ids queued and its kick set (for VALIDATION_KICK_SECONDS).
+`validation_drain_sweep` (beat, every VALIDATION_DRAIN_SWEEP_SECONDS) finds no kick once
+the dead drain's has expired: it queues a drain for ids still waiting, or, with none
+waiting, re-queues the requests left RECEIVED for VALIDATION_LOST_AFTER_SECONDS. A drain
+that loses its database connection puts the ids it popped back before its task retries.
 """
 
 from datetime import timedelta
 
 import structlog
+from django.conf import settings
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -31,8 +32,9 @@ log = structlog.get_logger(__name__)
 
 PENDING_KEY = "ems:endorsements:to-validate"
 KICK_KEY = "ems:endorsements:validate-kick"
-# A lost drain task only delays validation until the key expires and a new request kicks.
-KICK_MILLISECONDS = 30_000
+# A lost drain task only delays validation until the key expires and a new request kicks,
+# or the drain sweep does (VALIDATION_KICK_SECONDS).
+KICK_MILLISECONDS = int(settings.VALIDATION_KICK_SECONDS * 1000)
 POP = 500
 
 
@@ -108,5 +110,6 @@ def validation_drain_sweep(*, lost_after_seconds: float, limit: int = 10_000) ->
         requeued = len(ids)
         log.warning("endorsement.validation_requeued", count=requeued)
     if client.set(KICK_KEY, "1", nx=True, px=KICK_MILLISECONDS):
+        log.warning("endorsement.validation_drain_restarted", requeued=requeued)
         _drain_queue()
     return requeued

@@ -7,8 +7,10 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+from celery import current_app
 from django.conf import settings
 
 from tests.servers import database_url, stop
@@ -33,6 +35,17 @@ def celery_worker_argv(*pool: str, loglevel: str = "WARNING") -> list[str]:
         "--loglevel",
         loglevel,
     ]
+
+
+@contextmanager
+def tasks_queued():
+    """Celery tasks sent meanwhile go to the broker, for the worker, not run inline."""
+    eager = current_app.conf.task_always_eager
+    current_app.conf.task_always_eager = False
+    try:
+        yield
+    finally:
+        current_app.conf.task_always_eager = eager
 
 
 class CeleryWorker:

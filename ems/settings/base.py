@@ -437,6 +437,8 @@ CELERY_BEAT_SCHEDULE["endorsements-batches-stalled-sweep"] = {
 # Single requests queued for validation in Redis: when no drain is due or running, the
 # sweep kicks one for ids left in the queue, and re-queues requests still RECEIVED after
 # VALIDATION_LOST_AFTER_SECONDS (popped by a drain that died).
+# A drain that is due holds a kick key this long (a lost one delays its ids as long).
+VALIDATION_KICK_SECONDS = env.float("VALIDATION_KICK_SECONDS", default=30.0)
 VALIDATION_DRAIN_SWEEP_SECONDS = env.float("VALIDATION_DRAIN_SWEEP_SECONDS", default=10.0)
 VALIDATION_LOST_AFTER_SECONDS = env.float("VALIDATION_LOST_AFTER_SECONDS", default=30.0)
 CELERY_BEAT_SCHEDULE["endorsements-validation-drain-sweep"] = {

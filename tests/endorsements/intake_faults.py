@@ -5,7 +5,6 @@ row was counted exactly once."""
 import io
 import time
 
-from celery import current_app
 from django.db.models import Count
 
 from ems.tenancy import Caller
@@ -13,6 +12,7 @@ from endorsements import services
 from endorsements.columns import COLUMNS
 from endorsements.models import BatchRowError, EndorsementBatch, EndorsementRequest
 from tests.endorsements.test_batch_submit import csv_text
+from tests.workers import tasks_queued
 
 ROWS = 3000
 BAD_EVERY = 10  # every tenth row has a gender the file format refuses
@@ -30,17 +30,13 @@ def file_upload(book) -> EndorsementBatch:
         book.add_row(employee_code=f"E{n:05}", gender="Q" if n % BAD_EVERY == 0 else "F") for n in range(ROWS)
     ]
     caller = Caller(kind="client", employer_id=book.employer.pk, principal="client:test")
-    eager = current_app.conf.task_always_eager
-    current_app.conf.task_always_eager = False  # queued for the worker on commit
-    try:
+    with tasks_queued():
         return services.batch_submit(
             caller=caller,
             upload=io.BytesIO(csv_text(rows, header=list(COLUMNS)).encode()),
             file_name="faults.csv",
             file_format="CSV",
         )
-    finally:
-        current_app.conf.task_always_eager = eager
 
 
 def batch_wait(batch_id: int, until, *, timeout: float, worker) -> EndorsementBatch:

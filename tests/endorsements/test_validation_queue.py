@@ -135,3 +135,57 @@ def test_requests_a_dead_drain_popped_are_queued_again_by_the_beat_sweep(
     # Then the two lost ones are validated, the young one is left to its own drain
     assert _states(requests) == ["VALIDATED", "VALIDATED", "RECEIVED"]
     assert redis_client().llen(validation_queue.PENDING_KEY) == 0
+
+
+# A drain's kick lives 2 s, the sweep runs every second and takes a request RECEIVED for
+# 2 s as lost. The bound we state: every request validated within 30 s of the restart.
+DRAIN_FAULTS = {
+    "VALIDATION_KICK_SECONDS": "2",
+    "VALIDATION_DRAIN_SWEEP_SECONDS": "1",
+    "VALIDATION_LOST_AFTER_SECONDS": "2",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)  # the worker reads what this test commits
+def test_requests_whose_drain_died_with_the_whole_worker_are_each_validated_once(book, tmp_path, monkeypatch):
+    import time
+
+    from django.db import transaction
+
+    from endorsements.models import EndorsementTransition
+    from tests.workers import CeleryWorker, tasks_queued
+
+    monkeypatch.setattr(validation_queue, "KICK_MILLISECONDS", 2000)  # this process sets the first kick
+    caller = Caller(kind="client", employer_id=book.employer.pk, principal="client:test")
+    worker = CeleryWorker(log_dir=tmp_path, beat=True, environment=DRAIN_FAULTS, loglevel="INFO")
+    try:
+        worker.start()
+        worker.wait_ready()
+        # Given 300 requests submitted at once, and the worker killed whole as soon as it
+        # has taken their drain
+        with tasks_queued(), transaction.atomic():
+            ids = [
+                endorsement_submit(
+                    caller=caller, data=book.add_row(employee_code=f"D{n}", email=f"d{n}@example.com")
+                ).pk
+                for n in range(300)
+            ]
+        drain_taken = time.monotonic() + 10
+        while not any(b"endorsements_validate_pending_task" in m for m in redis_client().hvals("unacked")):
+            assert time.monotonic() < drain_taken, worker.logs()
+            time.sleep(0.01)
+        worker.kill()
+        # When it is started again, and no further request arrives
+        worker.start()
+        deadline = time.monotonic() + 30
+        while EndorsementRequest.objects.filter(pk__in=ids, validated_at__isnull=True).exists():
+            assert time.monotonic() < deadline, worker.logs()
+            time.sleep(0.1)
+    finally:
+        worker.stop_all()
+    assert "endorsement.validation_drain_restarted" in worker.logs()  # by the sweep, not a request
+    # Then each was validated exactly once
+    validations = EndorsementTransition.objects.filter(endorsement_id__in=ids, from_state="RECEIVED")
+    assert sorted(validations.values_list("endorsement_id", flat=True)) == sorted(ids)
+    assert set(validations.values_list("to_state", flat=True)) == {"VALIDATED"}
