@@ -6,6 +6,7 @@ Services raise `EmsError` subclasses; the API renders them with `ems.api_errors`
 
 from dataclasses import dataclass
 
+import psycopg
 from django.db import InterfaceError, OperationalError
 
 
@@ -72,6 +73,12 @@ class PayloadTooLarge(EmsError):
     message = "The request body is too large."
 
 
-# What a dropped or refused database connection raises (through Django's wrappers): the
-# work can succeed when run again from its last commit. Data errors are not in it.
-DATABASE_TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
+# What a dropped or refused database connection raises, through Django's wrappers or from
+# psycopg itself (COPY runs on psycopg's cursor): the work can succeed when run again from
+# its last commit. Data errors are not in it.
+DATABASE_TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)

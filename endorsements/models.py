@@ -320,6 +320,14 @@ class EndorsementBatch(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(progress__lte=100), name="batch_progress_bounded"),
         ]
+        # The stalled-batch sweep reads the unfinished batches only.
+        indexes = [
+            models.Index(
+                fields=["created_at"],
+                name="batch_unfinished_idx",
+                condition=Q(state__in=["RECEIVED", "PROCESSING"]),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"batch {self.pk} ({self.file_name})"

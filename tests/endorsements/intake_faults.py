@@ -46,9 +46,9 @@ def batch_wait(batch_id: int, until, *, timeout: float, worker) -> EndorsementBa
         batch = EndorsementBatch.objects.get(pk=batch_id)
         if until(batch):
             return batch
-        if time.monotonic() > deadline:
+        if batch.state == "FAILED" or time.monotonic() > deadline:
             raise AssertionError(
-                f"batch {batch_id} stuck at {batch.state} {batch.rows_parsed}:\n{worker.logs()}"
+                f"batch {batch_id} at {batch.state} {batch.rows_parsed} {batch.failure_reason}:\n{worker.logs()}"
             )
         time.sleep(0.05)
 
