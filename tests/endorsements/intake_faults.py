@@ -47,9 +47,8 @@ def batch_wait(batch_id: int, until, *, timeout: float, worker) -> EndorsementBa
         if until(batch):
             return batch
         if batch.state == "FAILED" or time.monotonic() > deadline:
-            raise AssertionError(
-                f"batch {batch_id} at {batch.state} {batch.rows_parsed} {batch.failure_reason}:\n{worker.logs()}"
-            )
+            where = f"{batch.state} {batch.rows_parsed} {batch.failure_reason}"
+            raise AssertionError(f"batch {batch_id} at {where}:\n{worker.logs()}")
         time.sleep(0.05)
 
 
