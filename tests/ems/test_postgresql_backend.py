@@ -116,7 +116,8 @@ def test_a_connection_broken_under_a_statement_fails_that_request_only(persisten
 def _wait_until_gone(pid: int) -> None:
     """Until the ended backend has left pg_stat_activity (it sent its FATAL error first)."""
     with connections["default"].cursor() as cursor:
-        for _ in range(100):
+        for _ in range(200):
+            cursor.execute("SELECT pg_stat_clear_snapshot()")  # a fresh look inside the test's transaction
             cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
             if cursor.fetchone()[0] == 0:
                 return
