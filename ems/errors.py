@@ -6,6 +6,9 @@ Services raise `EmsError` subclasses; the API renders them with `ems.api_errors`
 
 from dataclasses import dataclass
 
+import psycopg
+from django.db import InterfaceError, OperationalError
+
 
 @dataclass(frozen=True)
 class ErrorDetail:
@@ -68,3 +71,14 @@ class PayloadTooLarge(EmsError):
     code = "payload_too_large"
     status = 413
     message = "The request body is too large."
+
+
+# What a dropped or refused database connection raises, through Django's wrappers or from
+# psycopg itself (COPY runs on psycopg's cursor): the work can succeed when run again from
+# its last commit. Data errors are not in it.
+DATABASE_TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)

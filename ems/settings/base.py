@@ -477,3 +477,53 @@ AXES_ENABLE_ADMIN = False  # ems.admin shows the attempts, with an audited unloc
 AXES_DISABLE_ACCESS_LOG = True  # successful logins are not ours to keep
 AXES_VERBOSE = False
 AXES_CLIENT_STR_CALLABLE = "ems.login_locks.client_description"  # no username or address in logs
+# --- hardening: the channel layer's Redis connections stay open while a socket is quiet ---
+# channels_redis waits for a websocket's next message with a blocking BZPOPMIN of
+# `RedisChannelLayer.brpop_timeout` (5 s), and redis-py gives every connection a default
+# socket timeout of 5 s: the read gave up as Redis answered "nothing yet", the receive loop
+# died (`TimeoutError: Timeout reading from ...`) and an idle socket closed after 5 s. The
+# layer's connections get a read timeout well past the blocking wait (still bounded, so a
+# dead Redis is noticed) and the usual short connect timeout.
+CHANNELS_REDIS_SOCKET_TIMEOUT = env.float("CHANNELS_REDIS_SOCKET_TIMEOUT", default=30.0)
+
+
+def channel_layer_hosts(url: str) -> list[dict]:
+    """channels_redis `hosts`: the Redis URL with the connection keywords above."""
+    return [{"address": url, "socket_timeout": CHANNELS_REDIS_SOCKET_TIMEOUT, "socket_connect_timeout": 2}]
+
+
+CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = channel_layer_hosts(REDIS_URL)
+
+# --- hardening: intake survives a dead worker and a dropped database connection ---
+# Rows per chunk (one transaction each: the checkpoint a re-run resumes after), and the
+# expected rows from which a file is read by INTAKE_PARTITIONS tasks.
+INTAKE_CHUNK_ROWS = env.int("INTAKE_CHUNK_ROWS", default=5_000)
+INTAKE_PARTITION_MIN_ROWS = env.int("INTAKE_PARTITION_MIN_ROWS", default=20_000)
+# A transient database error (a dropped connection) in an intake task is retried this many
+# times with exponential backoff and full jitter, capped at 30 s, from the last checkpoint.
+INTAKE_DATABASE_RETRIES = env.int("INTAKE_DATABASE_RETRIES", default=8)
+# A batch or partition with no progress for this long (its worker died: the message sits
+# unacked until the broker's visibility timeout) is resumed from its checkpoint by a sweep.
+# Longer than a chunk ever takes; a resumed partition that was only waiting runs once more
+# and finds its chunks stored.
+BATCH_STALLED_AFTER_SECONDS = env.float("BATCH_STALLED_AFTER_SECONDS", default=120.0)
+BATCH_STALLED_SWEEP_SECONDS = env.float("BATCH_STALLED_SWEEP_SECONDS", default=30.0)
+CELERY_BEAT_SCHEDULE["endorsements-batches-stalled-sweep"] = {
+    "task": "endorsements.tasks.batches_stalled_sweep_task",
+    "schedule": BATCH_STALLED_SWEEP_SECONDS,
+    "options": {"expires": BATCH_STALLED_SWEEP_SECONDS * 2},
+}
+# Single requests queued for validation in Redis: when no drain is due or running, the
+# sweep kicks one for ids left in the queue, and re-queues requests still RECEIVED after
+# VALIDATION_LOST_AFTER_SECONDS (popped by a drain that died).
+# A drain that is due holds a kick key this long (a lost one delays its ids as long).
+VALIDATION_KICK_SECONDS = env.float("VALIDATION_KICK_SECONDS", default=30.0)
+VALIDATION_DRAIN_SWEEP_SECONDS = env.float("VALIDATION_DRAIN_SWEEP_SECONDS", default=10.0)
+VALIDATION_LOST_AFTER_SECONDS = env.float("VALIDATION_LOST_AFTER_SECONDS", default=30.0)
+CELERY_BEAT_SCHEDULE["endorsements-validation-drain-sweep"] = {
+    "task": "endorsements.tasks.validation_drain_sweep_task",
+    "schedule": VALIDATION_DRAIN_SWEEP_SECONDS,
+    "options": {"expires": VALIDATION_DRAIN_SWEEP_SECONDS * 2},
+}
+CELERY_TASK_ROUTES["endorsements.tasks.batches_stalled_sweep_task"] = {"queue": "housekeeping"}
+CELERY_TASK_ROUTES["endorsements.tasks.validation_drain_sweep_task"] = {"queue": "housekeeping"}

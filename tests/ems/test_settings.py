@@ -166,3 +166,17 @@ def test_intake_partitions_that_do_not_divide_the_intake_slots_are_refused_at_st
         ["check"], {"DJANGO_SETTINGS_MODULE": "ems.settings.test", "INTAKE_PARTITIONS": "4"}
     )
     assert accepted.returncode == 0, accepted.stderr
+
+
+def test_the_channel_layers_redis_connections_outlast_its_blocking_wait():
+    # channels_redis waits brpop_timeout seconds for a socket's next message; a read timeout
+    # no longer than that ends every quiet socket (redis-py's default is 5 s, the same)
+    from channels.layers import get_channel_layer
+    from channels_redis.core import RedisChannelLayer
+    from django.conf import settings
+
+    layer = get_channel_layer()
+    pool = layer.create_pool(0)
+    assert pool.connection_kwargs["socket_timeout"] == settings.CHANNELS_REDIS_SOCKET_TIMEOUT == 30.0
+    assert pool.connection_kwargs["socket_connect_timeout"] == 2
+    assert 2 * RedisChannelLayer.brpop_timeout < settings.CHANNELS_REDIS_SOCKET_TIMEOUT
