@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from ems import health
+from ems import health, home
 from ems.api import TokenView
 
 api_v1 = [
@@ -13,6 +13,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("", home.home, name="home"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path(
@@ -33,4 +34,5 @@ urlpatterns = [
 
 admin.site.site_header = "EMS operations"
 admin.site.site_title = "EMS"
+admin.site.site_url = "/"  # "View site": the home page naming the doors
 admin.site.index_title = "Endorsements, ledger and insurers"
