@@ -68,3 +68,11 @@ class PayloadTooLarge(EmsError):
     code = "payload_too_large"
     status = 413
     message = "The request body is too large."
+
+
+class ClientAuthenticationConflict(EmsError):
+    """A token request authenticates two ways that disagree (RFC 6749 §5.2 invalid_request)."""
+
+    code = "invalid_request"
+    status = 400
+    message = "HTTP Basic and the body name different client credentials; send them one way."
