@@ -5,7 +5,7 @@ import io
 from collections.abc import Iterator
 from datetime import date, datetime
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import F, Prefetch, QuerySet
 
 from ems.tenancy import Caller, scoped
 from endorsements.columns import COLUMNS
@@ -45,7 +45,7 @@ def endorsement_list(
     created_from: datetime | date | None = None,
     created_to: datetime | date | None = None,
 ) -> QuerySet[EndorsementRequest]:
-    """The caller's endorsements, newest first, filtered."""
+    """The caller's endorsements, newest first, filtered; each with its `policy_currency`."""
     queryset = scoped(EndorsementRequest.objects.all(), caller)
     if state:
         queryset = queryset.filter(state=state)
@@ -65,7 +65,12 @@ def endorsement_list(
     if created_to:
         lookup = "received_at__date__lte" if not isinstance(created_to, datetime) else "received_at__lte"
         queryset = queryset.filter(**{lookup: created_to})
-    return queryset.select_related("superseded_by").only(*_LIST_FIELDS).order_by("-received_at", "-id")
+    return (
+        queryset.select_related("superseded_by")
+        .only(*_LIST_FIELDS)
+        .annotate(policy_currency=F("policy__currency"))  # the amounts' currency, in the same query
+        .order_by("-received_at", "-id")
+    )
 
 
 def endorsement_get(*, caller: Caller, tracking_id: str) -> EndorsementRequest:
