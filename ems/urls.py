@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 
-from ems import health, home
+from ems import api_docs, health, home
 from ems.api import TokenView
 
 api_v1 = [
@@ -21,11 +21,8 @@ urlpatterns = [
         SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]),
         name="schema",
     ),
-    path(
-        "api/docs/",
-        SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),
-        name="api-docs",
-    ),
+    path("api/docs/", api_docs.SwaggerDocsView.as_view(), name="api-docs"),
+    path("api/redoc/", api_docs.RedocDocsView.as_view(), name="api-redoc"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("", include("django_prometheus.urls")),

@@ -397,3 +397,15 @@ CELERY_BEAT_SCHEDULE["endorsements-pipeline-send-due"] = {
     "schedule": PIPELINE_SEND_SWEEP_SECONDS,
     "options": {"expires": PIPELINE_SEND_SWEEP_SECONDS * 5},
 }
+
+# --- API docs served by the app itself (no CDN: they work on a closed network) ----------
+INSTALLED_APPS += ["drf_spectacular_sidecar"]
+SPECTACULAR_SETTINGS.update(
+    {
+        "SWAGGER_UI_DIST": "SIDECAR",
+        "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+        "REDOC_DIST": "SIDECAR",
+        # no badge fetched from the public validator
+        "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    }
+)
