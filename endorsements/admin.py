@@ -468,7 +468,8 @@ class EndorsementRequestAdmin(IntakeAdmin):
         "=tracking_id",
         "insurer_reference",
         "idempotency_key",
-        "member__employee_code",
+        # the code the row names: an ADD has no member to search through until it is active
+        "member_data__employee_code",
         "=batch__id",
     )
     date_hierarchy = "received_at"

@@ -344,3 +344,29 @@ def test_member_change_list_is_bounded_with_hundreds_of_members(client, django_a
         assert client.get(admin_url(Employer, "changelist")).status_code == 200
     with django_assert_max_num_queries(14):
         assert client.get(admin_url(PlanRate, "changelist")).status_code == 200
+
+
+def test_searching_an_employee_code_finds_additions_that_have_no_member_yet(client):
+    # given an ADD still without a member (as every ADD is until it is active) and a row with one
+    linked = pipeline_rows(1)[0]
+    addition = pipeline_rows(1)[0]
+    EndorsementRequest.objects.filter(pk=addition.pk).update(
+        member=None, member_data={"employee_code": "NEW-0042", "relation": "SELF"}
+    )
+    client.force_login(ops_user("ops_viewer"))
+    # when ops search the list for each code (in any case, or a part of it)
+    found = {
+        query: [
+            row.pk
+            for row in client.get(admin_url(EndorsementRequest, "changelist"), {"q": query})
+            .context["cl"]
+            .result_list
+        ]
+        for query in ("new-0042", "0042", linked.member.employee_code)
+    }
+    # then each finds its own row
+    assert found == {
+        "new-0042": [addition.pk],
+        "0042": [addition.pk],
+        linked.member.employee_code: [linked.pk],
+    }
