@@ -30,6 +30,7 @@ from django.utils.html import format_html
 from pymongo.errors import PyMongoError
 
 from ems import clients
+from ems.actor_names import names_for
 from ems.admin_mixins import ReadOnlyAdmin, actor_of, permission_check
 from ems.audit_reader import audit_search
 from ems.identity import api_client_create, api_client_revoke
@@ -253,11 +254,19 @@ def audit_trail_view(request):
                 f"({type(exc).__name__})"
             )
     has_next = len(records) > AUDIT_PAGE_SIZE
+    records = records[:AUDIT_PAGE_SIZE]
+    names = names_for(
+        actors=(record.get("actor", "") for record in records),
+        employer_ids=(record.get("employer_id") for record in records),
+    )
+    for record in records:
+        record["actor_name"] = names.actor(record.get("actor", ""))
+        record["employer_name"] = names.employer(record.get("employer_id"))
     context = {
         **admin.site.each_context(request),
         "title": "Audit trail",
         "form": form,
-        "records": records[:AUDIT_PAGE_SIZE],
+        "records": records,
         "error": error,
         "page": page,
         "previous_query": _page_query(request, page - 1) if page > 1 else "",
