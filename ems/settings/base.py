@@ -409,3 +409,6 @@ SPECTACULAR_SETTINGS.update(
         "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     }
 )
+
+# --- how pages show time: the project's zone, named (ems/formats/) ----------------------
+FORMAT_MODULE_PATH = ["ems.formats"]
