@@ -8,6 +8,8 @@
 - `MoneyFieldsAdmin` shows the amounts of `money_fields` the same way wherever a row's page
   shows them read-only (a decided top-up's "Amount: ₹100,000.00", not 10000000); an input
   for an amount (a form that adds or edits one) stays in minor units, as its label says.
+- `time_column(field, description)` and `text_column(path, description, limit)` keep a
+  list narrow (a laptop's 1366 px): a short time or text, the whole in its tooltip.
 - `permission_check(permission)` is the `has_<name>_permission` method an admin action
   with `permissions=["<name>"]` asks: the user holds that permission.
 - `actor_of(request)` names the staff user in the services' audit records ("user:<id>").
@@ -16,8 +18,10 @@
 import operator
 
 from django.contrib import admin
+from django.utils.html import format_html
+from django.utils.text import Truncator
 
-from ems.formatting import money_text
+from ems.formatting import money_text, time_short_text, time_text
 
 
 class ReadOnlyPermissions:
@@ -50,6 +54,36 @@ def money_column(field: str, description: str, *, currency: str = "account.curre
     @admin.display(description=description, ordering=ordering or field)
     def column(self, obj) -> str:
         return money_text(amount_of(obj), currency_of(obj))
+
+    return column
+
+
+def time_column(field: str, description: str):
+    """A display method showing `obj.<field>` as a short time, the full one in its tooltip."""
+
+    @admin.display(description=description, ordering=field)
+    def column(self, obj) -> str:
+        moment = getattr(obj, field)
+        if moment is None:
+            return time_short_text(None)
+        return format_html(
+            '<time datetime="{}" title="{}">{}</time>',
+            moment.isoformat(),
+            time_text(moment),
+            time_short_text(moment),
+        )
+
+    return column
+
+
+def text_column(path: str, description: str, *, limit: int, ordering: str = ""):
+    """A display method showing the text at `obj.<path>` cut to `limit` characters, whole in its tooltip."""
+    text_of = operator.attrgetter(path)
+
+    @admin.display(description=description, ordering=ordering or path.replace(".", "__"))
+    def column(self, obj) -> str:
+        text = str(text_of(obj))
+        return format_html('<span title="{}">{}</span>', text, Truncator(text).chars(limit))
 
     return column
 

@@ -33,3 +33,6 @@ admin.site.site_header = "EMS operations"
 admin.site.site_title = "EMS"
 admin.site.site_url = "/"  # "View site": the home page naming the doors
 admin.site.index_title = "Endorsements, ledger and insurers"
+# The lists take the width: with the app sidebar open, a laptop's 1366 px left a list about
+# 700 px beside its filters. Breadcrumbs and the index still lead everywhere.
+admin.site.enable_nav_sidebar = False

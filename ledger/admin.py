@@ -22,7 +22,14 @@ from django.contrib.admin.helpers import ActionForm
 from django.urls import reverse
 from django.utils.html import format_html
 
-from ems.admin_mixins import MoneyFieldsAdmin, ReadOnlyAdmin, actor_of, money_column, permission_check
+from ems.admin_mixins import (
+    MoneyFieldsAdmin,
+    ReadOnlyAdmin,
+    actor_of,
+    money_column,
+    permission_check,
+    text_column,
+)
 from ems.formatting import money_text
 from ledger import approvals, parking, selectors, services
 from ledger.errors import LedgerError
@@ -76,11 +83,12 @@ class AccountForm(forms.ModelForm):
 class AccountAdmin(MoneyFieldsAdmin, admin.ModelAdmin):
     form = AccountForm
     money_fields = {"posted": "currency", "held": "currency", "low_balance_threshold": "currency"}
+    # Narrow enough for a laptop (1366 px) beside the filters: names cut short (whole in the
+    # tooltip), the currency in each figure rather than a column of its own.
     list_display = [
         "id",
-        "employer",
-        "insurer",
-        "currency",
+        "employer_name",
+        "insurer_name",
         "posted_display",
         "held_display",
         "available_display",
@@ -107,10 +115,12 @@ class AccountAdmin(MoneyFieldsAdmin, admin.ModelAdmin):
 
     has_wake_parked_permission = permission_check("ledger.wake_parked")
 
+    employer_name = text_column("employer.name", "employer", limit=28)
+    insurer_name = text_column("insurer.name", "insurer", limit=20)
     posted_display = money_column("posted", "posted", currency="currency")
     held_display = money_column("held", "held", currency="currency")
     available_display = money_column("available_amount", "available", currency="currency")
-    threshold_display = money_column("low_balance_threshold", "low-balance threshold", currency="currency")
+    threshold_display = money_column("low_balance_threshold", "alert below", currency="currency")
 
     @admin.display(description="parked", ordering="parked_count")
     def parked_display(self, obj):
