@@ -200,3 +200,16 @@ def test_the_migration_removes_the_beat_relay_entry_an_older_database_kept(db):
     )
 
     assert list(PeriodicTask.objects.values_list("name", flat=True)) == ["ledger-parked-sweep"]
+
+
+def test_the_migration_check_make_test_runs_says_only_its_answer():
+    # `make test` runs it with the test settings and no DATABASE_URL
+    result = run_manage(
+        ["makemigrations", "--check", "--dry-run", "--settings=ems.settings.test"],
+        {"TEST_DATABASE_NAME": "x"},
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "No changes detected"
+    assert "consistent migration history" not in result.stderr
+    assert "does not exist" not in result.stderr
