@@ -258,8 +258,22 @@ class PlanRateAdmin(admin.ModelAdmin):
 # --- members and coverage (written by the endorsement pipeline) -------------------------
 
 
+class CoverageInline(ReadOnlyInline):
+    """A member's covers, newest first: ACTIVE, ENDED (the day before a deletion took
+    effect) or VOID (deleted on its start date: never in force)."""
+
+    model = Coverage
+    fields = ("policy", "plan", "sum_insured", "start_date", "end_date", "status", "insurer_member_id")
+    readonly_fields = fields
+    ordering = ("-start_date", "-id")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("policy", "plan")
+
+
 @admin.register(Member)
 class MemberAdmin(ReadOnlyAdmin):
+    inlines = (CoverageInline,)
     list_display = (
         "employee_code",
         "full_name",
@@ -476,10 +490,10 @@ class EndorsementRequestAdmin(IntakeAdmin):
     raw_id_fields = ("member", "batch", "superseded_by")
     fieldsets = (
         (None, {"fields": ("tracking_id", "employer", "type", "state", "source", "batch", "row_number")}),
-        ("Member", {"fields": ("member", "member_data", "policy", "effective_date")}),
+        ("Member", {"fields": ("member", "member_data", "policy", "effective_date", "linked_to")}),
         ("Money", {"fields": ("premium_display", "tax_display")}),
         ("Checks", {"fields": ("content_hash", "idempotency_key", "rejection_reasons", "superseded_by")}),
-        ("Delivery", {"fields": ("attempts", "last_error", "insurer_reference")}),
+        ("Delivery", {"fields": ("attempts", "last_error", "insurer_reference", "insurer_member_id")}),
         ("Timeline", {"fields": (*EndorsementRequest.TIMELINE_FIELDS, "history_table")}),
     )
     # Every field shown is read-only: state and money change only through services.

@@ -10,7 +10,10 @@ are loaded with one query each for the whole set, never per row. In steps:
    dict in `rejection_reasons`);
 3. a dependant needs an employee with cover or an employee addition on its way;
 4. supersede: the newest request per member and policy wins; older unsent ones, in this
-   set or stored, are SUPERSEDED.
+   set or stored, are SUPERSEDED;
+5. linked deletes: an employee's validated deletion takes each covered dependant along
+   (`linked_deletes.linked_deletes_plan`: new requests the caller stores with this set);
+   an employee's superseded deletion takes its unsent linked DELETEs with it.
 It writes nothing: `endorsements.services` stores the decisions through
 `endorsements.transitions`.
 """
@@ -50,6 +53,8 @@ class Assessment:
     decisions: dict[int, Decision]
     # older unsent requests that a newer one in this set replaces: (older, newer id)
     superseded_older: list[tuple[EndorsementRequest, int]]
+    # the covered dependants an employee's deletion in this set takes along (linked_deletes.py)
+    linked: list = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -277,14 +282,18 @@ def _assess_existing(lookups, values, policy, effective, request_type) -> tuple[
         employee_code=member.employee_code, relation=member.relation, first_name=member.first_name
     )
     base = {"member_id": member.pk, "member_key": key, "policy_id": policy.pk}
-    assess = _assess_delete if request_type == EndorsementType.DELETE else _assess_correction
-    problem, price = assess(lookups, values, policy, effective, member, cover)
+    if request_type == EndorsementType.DELETE:
+        problem, price = deletion_assess(lookups, policy, effective, member, cover)
+    else:
+        problem, price = _assess_correction(lookups, values, policy, effective, member, cover)
     if problem:
         return problem, {}
     return None, {**base, "premium_amount": price.total, "tax_amount": price.tax}
 
 
-def _assess_delete(lookups, values, policy, effective, member, cover) -> tuple[ErrorDetail | None, Any]:
+def deletion_assess(lookups, policy, effective, member, cover) -> tuple[ErrorDetail | None, Any]:
+    """A deletion's expected refund: the cover's annual premium for the member's age at the
+    cover's start, by the policy's refund method (or the reason it has no rate)."""
     age = pricing.age_on(member.date_of_birth, max(cover.start_date, policy.start_date))
     annual = lookups.rates.annual_premium(
         plan_id=cover.plan_id, relation=member.relation, sum_insured=int(cover.sum_insured), age=age
@@ -364,7 +373,16 @@ def endorsements_assess(
     decisions = {request.pk: _request_decide(request, originals, lookups, today) for request in requests}
     _dependants_check(employer_id, requests, decisions, lookups)
     superseded_older = _supersede(employer_id, requests, decisions)
-    return Assessment(decisions=decisions, superseded_older=superseded_older)
+    from endorsements.linked_deletes import linked_deletes_plan  # it prices with deletion_assess, here
+
+    linked, followers = linked_deletes_plan(
+        employer_id=employer_id,
+        requests=requests,
+        decisions=decisions,
+        lookups=lookups,
+        superseded_older=superseded_older,
+    )
+    return Assessment(decisions=decisions, superseded_older=superseded_older + followers, linked=linked)
 
 
 class _Originals:

@@ -48,6 +48,7 @@ def endorsements_lock_received(*, ids: Iterable[int]) -> list[EndorsementRequest
             "member_key",
             "batch_id",
             "row_number",
+            "source",
             "state",
         )
     )
@@ -87,3 +88,32 @@ def employer_intake_lock(employer_id: int, slots: Iterable[int] = range(INTAKE_S
     keys = [_INTAKE_LOCK_NAMESPACE | (employer_id << 8) | slot for slot in sorted(set(slots))]
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(key) FROM unnest(%s::bigint[]) AS key", [keys])
+
+
+def endorsements_lock_confirmed_due(*, on, limit: int) -> list[EndorsementRequest]:
+    """Lock up to `limit` CONFIRMED endorsements effective on or before `on` and return them,
+    oldest effective date first. Rows another transaction holds are skipped, not waited
+    for (they are taken by the next sweep)."""
+    queryset = EndorsementRequest.objects.select_for_update(skip_locked=True).filter(
+        state=EndorsementState.CONFIRMED, effective_date__lte=on
+    )
+    return list(queryset.order_by("effective_date", "pk")[:limit])
+
+
+# One activation sweep at a time: the (int, int) advisory key space, apart from the intake
+# slots' bigint keys.
+ACTIVATION_LOCK_KEY = (0x454D53, 1)
+
+
+def activation_lock() -> bool:
+    """Take the activation sweep's lock until the transaction ends; False if another sweep has it.
+
+    Two sweeps at once would each create the members and covers of their own requests
+    and could both create the same new member. SQLite (the embedded default) serialises
+    every write transaction already.
+    """
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", list(ACTIVATION_LOCK_KEY))
+        return bool(cursor.fetchone()[0])

@@ -188,6 +188,8 @@ class Coverage(models.Model):
         PENDING = "PENDING"
         ACTIVE = "ACTIVE"
         ENDED = "ENDED"
+        # Deleted effective on its start date: never in force (it ends the day before it starts).
+        VOID = "VOID"
 
     member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="coverages")
     policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="coverages")
@@ -210,7 +212,9 @@ class Coverage(models.Model):
             ),
             models.CheckConstraint(condition=Q(sum_insured__gt=0), name="coverage_sum_insured_positive"),
             models.CheckConstraint(
-                condition=Q(end_date__isnull=True) | Q(end_date__gte=models.F("start_date")),
+                condition=Q(end_date__isnull=True)
+                | Q(end_date__gte=models.F("start_date"))
+                | Q(status="VOID"),
                 name="coverage_period_valid",
             ),
         ]

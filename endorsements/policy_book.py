@@ -29,6 +29,7 @@ _MEMBER_FIELDS = (
     "pk",
     "employee_code",
     "relation",
+    "primary_id",
     "first_name",
     "last_name",
     "date_of_birth",

@@ -29,6 +29,10 @@ _LIST_FIELDS = (
     "source",
     "rejection_reasons",
     "superseded_by__tracking_id",
+    "insurer_reference",
+    "insurer_premium",
+    "discrepancy",
+    "linked_to__tracking_id",
     *EndorsementRequest.TIMELINE_FIELDS,
 )
 
@@ -66,7 +70,7 @@ def endorsement_list(
         lookup = "received_at__date__lte" if not isinstance(created_to, datetime) else "received_at__lte"
         queryset = queryset.filter(**{lookup: created_to})
     return (
-        queryset.select_related("superseded_by")
+        queryset.select_related("superseded_by", "linked_to")
         .only(*_LIST_FIELDS)
         .annotate(policy_currency=F("policy__currency"))  # the amounts' currency, in the same query
         .order_by("-received_at", "-id")
@@ -77,7 +81,7 @@ def endorsement_get(*, caller: Caller, tracking_id: str) -> EndorsementRequest:
     """One endorsement with its full state history (oldest first)."""
     endorsement = (
         scoped(EndorsementRequest.objects.all(), caller)
-        .select_related("superseded_by", "policy")
+        .select_related("superseded_by", "linked_to", "policy", "resubmission_of")
         .prefetch_related(
             Prefetch("transitions", queryset=EndorsementTransition.objects.order_by("at", "id"))
         )

@@ -26,6 +26,11 @@ class EndorsementInputSerializer(serializers.Serializer):
     policy_number = serializers.CharField()
     plan_code = serializers.CharField(required=False)
     sum_insured = serializers.IntegerField(required=False, help_text="whole currency units")
+    resubmits = serializers.CharField(
+        required=False,
+        max_length=32,
+        help_text="the tracking id of your rejected endorsement that this one corrects",
+    )
 
 
 class EndorsementListFilterSerializer(NoBlankQuerySerializer):
@@ -75,6 +80,9 @@ class EndorsementSerializer(serializers.Serializer):
     )
     rejection_reasons = ReasonSerializer(many=True)
     superseded_by = serializers.SerializerMethodField()
+    linked_to = serializers.SerializerMethodField(
+        help_text="a dependant's DELETE made by its employee's: that DELETE's tracking id"
+    )
     batch_id = serializers.IntegerField(allow_null=True)
     row_number = serializers.IntegerField(allow_null=True)
     member_data = serializers.JSONField()
@@ -85,6 +93,16 @@ class EndorsementSerializer(serializers.Serializer):
     confirmed_at = serializers.DateTimeField(allow_null=True)
     activated_at = serializers.DateTimeField(allow_null=True)
     closed_at = serializers.DateTimeField(allow_null=True)
+    insurer_reference = serializers.CharField(
+        help_text="the insurer's own reference, once it has the request"
+    )
+    insurer_premium = serializers.IntegerField(
+        allow_null=True, help_text="signed minor units the insurer charged (> 0) or refunded (< 0)"
+    )
+    discrepancy = serializers.JSONField(
+        help_text="where the insurer's answer differs from ours: premium, effective_date, sum_insured "
+        "({ours, insurer} each), difference_parked (minor units waiting for funds)"
+    )
 
     def get_employee_code(self, obj) -> str:
         return obj.member_data.get("employee_code", "")
@@ -105,9 +123,17 @@ class EndorsementSerializer(serializers.Serializer):
     def get_superseded_by(self, obj) -> str | None:
         return obj.superseded_by.tracking_id if obj.superseded_by_id else None
 
+    def get_linked_to(self, obj) -> str | None:
+        return obj.linked_to.tracking_id if obj.linked_to_id else None
+
 
 class EndorsementDetailSerializer(EndorsementSerializer):
     transitions = TransitionSerializer(many=True, source="history")
+    resubmission_of = serializers.SerializerMethodField()
+
+    def get_resubmission_of(self, obj) -> str | None:
+        """The rejected request this one corrects (its tracking id)."""
+        return obj.resubmission_of.tracking_id if obj.resubmission_of_id else None
 
 
 class BatchSerializer(serializers.Serializer):

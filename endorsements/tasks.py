@@ -82,3 +82,40 @@ def send_due_task() -> int:
     from endorsements.pipeline.sending import dispatches_send_due
 
     return len(dispatches_send_due())
+
+
+@shared_task(name="endorsements.pipeline.confirm", acks_late=True, reject_on_worker_lost=True)
+def confirm_task(tracking_ids: list[str]) -> int:
+    """The insurer answered these requests (the gateway's handler): confirm or reject them."""
+    from endorsements.pipeline.confirmation import endorsements_confirm
+
+    done = endorsements_confirm(tracking_ids=tracking_ids)
+    return len(done.confirmed) + len(done.rejected)
+
+
+@shared_task(name="endorsements.pipeline.confirmations_catch_up", acks_late=True, reject_on_worker_lost=True)
+def confirmations_catch_up_task() -> int:
+    """Beat sweep: apply insurer answers whose handler call was lost (SENT/FAILED with a final item)."""
+    from endorsements.pipeline.confirmation import confirmations_catch_up
+
+    done = confirmations_catch_up()
+    return len(done.confirmed) + len(done.rejected)
+
+
+@shared_task(name="endorsements.pipeline.differences_capture", acks_late=True, reject_on_worker_lost=True)
+def differences_capture_task(references: list[str]) -> int:
+    """The ledger placed a confirmed debit's parked difference (`<tracking_id>/diff`): capture it."""
+    from endorsements.pipeline.confirmation import differences_capture
+
+    return differences_capture(references=references)
+
+
+# --- activation (endorsements/pipeline/activation.py) ---
+
+
+@shared_task(name="endorsements.pipeline.activate_due", acks_late=True, reject_on_worker_lost=True)
+def activate_due_task() -> int:
+    """Beat sweep: confirmed requests whose effective date has come become ACTIVE cover."""
+    from endorsements.pipeline.activation import endorsements_activate_all_due
+
+    return endorsements_activate_all_due()

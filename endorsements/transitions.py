@@ -263,7 +263,7 @@ def _state_write(items, *, to_state: str, now, changes: Mapping[int, Mapping[str
         row = [e.pk]
         for name in names:
             value = values[name] if name in values else getattr(e, name)
-            if name == "rejection_reasons":
+            if model_fields[name].get_internal_type() == "JSONField":
                 value = json.dumps(value)
             row.append(value)
         row.extend(fields.values())
@@ -296,6 +296,7 @@ _CREATE_COLUMNS = (
     "last_error",
     "insurer_reference",
     "superseded_by_id",
+    "linked_to_id",
     "received_at",
     "validated_at",
     "closed_at",
@@ -374,6 +375,7 @@ def endorsements_create_decided(
                 "",
                 "",
                 changes.get("superseded_by_id"),
+                changes.get("linked_to_id"),
                 now,
                 validated,
                 None if validated else now,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from datetime import timedelta
 
 import structlog
 from django.db import connection, transaction
@@ -39,6 +40,8 @@ from insurers.adapters.base import (
 from insurers.models import Dispatch, DispatchItem, Insurer
 
 log = structlog.get_logger(__name__)
+# How long past the insurer's request timeout a SENDING dispatch is left to its worker.
+SENDING_LEASE_SECONDS = 5
 
 Result = DispatchItem.Result
 _RESULT_OF = {ACCEPTED: Result.ACCEPTED, CONFIRMED: Result.CONFIRMED, REJECTED: Result.REJECTED}
@@ -113,8 +116,13 @@ def dispatch_send(*, dispatch_id: int) -> list[ItemResult]:
         return []
     breaker.call_admit(insurer)
     breaker.rate_limit_wait(insurer)
+    # SENDING holds a lease: a worker killed mid-call leaves the dispatch for the send sweep
+    # to pick up once the lease ends (the same idempotency key, so the insurer acts once).
     Dispatch.objects.filter(pk=dispatch.pk).update(
-        state=Dispatch.State.SENDING, attempts=dispatch.attempts + 1
+        state=Dispatch.State.SENDING,
+        attempts=dispatch.attempts + 1,
+        next_attempt_at=timezone.now()
+        + timedelta(seconds=insurer.request_timeout_seconds + SENDING_LEASE_SECONDS),
     )
     try:
         results = adapter_for(insurer).send(dispatch, items)
@@ -134,7 +142,7 @@ def dispatch_send(*, dispatch_id: int) -> list[ItemResult]:
         raise
     breaker.call_succeeded(insurer)
     Dispatch.objects.filter(pk=dispatch.pk).update(
-        state=Dispatch.State.SENT, sent_at=timezone.now(), last_error=""
+        state=Dispatch.State.SENT, sent_at=timezone.now(), last_error="", next_attempt_at=None
     )
     item_results_record(insurer=insurer, results=results, source="inline")
     return results
@@ -168,6 +176,7 @@ def item_results_record(*, insurer: Insurer, results: Sequence[ItemResult], sour
         .only(*_RESULT_COLUMNS, "dispatch_id", "reference")
         .order_by("pk")
     }
+    items.update(_late_items(insurer, [reference for reference in wanted if reference not in items]))
     changed: list[ItemResult] = []
     written: list[DispatchItem] = []
     now = timezone.now()
@@ -195,6 +204,29 @@ def item_results_record(*, insurer: Insurer, results: Sequence[ItemResult], sour
     log.info("insurers.results_recorded", insurer_id=insurer.pk, source=source, changed=len(changed))
     handlers.confirmations_notify(insurer.pk, changed)
     return changed
+
+
+def _late_items(insurer: Insurer, references: list[str]) -> dict[str, DispatchItem]:
+    """Unanswered items of FAILED dispatches (we gave up, the insurer answered after all).
+
+    Such an item is no longer live (so it can be retried alone); a late answer still lands
+    on it while no newer item for the reference exists: the newest item of a reference wins."""
+    if not references:
+        return {}
+    late: dict[str, DispatchItem] = {}
+    for item in (
+        DispatchItem.objects.select_for_update()
+        .filter(dispatch__insurer=insurer, reference__in=references)
+        .only(*_RESULT_COLUMNS, "dispatch_id", "reference", "dispatch__state")
+        .select_related("dispatch")
+        .order_by("pk")
+    ):
+        late[item.reference] = item  # pk order: the newest stays
+    return {
+        reference: item
+        for reference, item in late.items()
+        if item.result == Result.PENDING and item.dispatch.state == Dispatch.State.FAILED
+    }
 
 
 def item_release(*, reference: str) -> int:

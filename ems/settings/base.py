@@ -387,7 +387,9 @@ PIPELINE_SEND_SWEEP_SECONDS = env.float("PIPELINE_SEND_SWEEP_SECONDS", default=2
 # Backoff ceiling of a transient send failure (full jitter up to min(cap, base * 2**n)).
 PIPELINE_RETRY_CAP_SECONDS = env.float("PIPELINE_RETRY_CAP_SECONDS", default=300.0)
 # A PENDING dispatch with no next attempt this long after creation lost its send task.
-PIPELINE_SEND_GRACE_SECONDS = env.float("PIPELINE_SEND_GRACE_SECONDS", default=30.0)
+PIPELINE_SEND_GRACE_SECONDS = env.float("PIPELINE_SEND_GRACE_SECONDS", default=10.0)
+# Off: every request is a dispatch of its own (the baseline `make bench BENCH=pipeline` compares).
+PIPELINE_BATCHING = env.bool("PIPELINE_BATCHING", default=True)
 CELERY_BEAT_SCHEDULE["endorsements-pipeline-windows"] = {
     "task": "endorsements.pipeline.windows_close_due",
     "schedule": PIPELINE_WINDOW_SWEEP_SECONDS,
@@ -397,6 +399,32 @@ CELERY_BEAT_SCHEDULE["endorsements-pipeline-send-due"] = {
     "task": "endorsements.pipeline.send_due",
     "schedule": PIPELINE_SEND_SWEEP_SECONDS,
     "options": {"expires": PIPELINE_SEND_SWEEP_SECONDS * 5},
+}
+
+# --- the pipeline: confirmation (endorsements/pipeline/confirmation.py) -----------------------
+# How often beat re-reads insurer answers whose handler call was lost (a worker killed
+# between the gateway's commit and the confirmation) and captures parked premium differences.
+PIPELINE_CONFIRM_SWEEP_SECONDS = env.float("PIPELINE_CONFIRM_SWEEP_SECONDS", default=10.0)
+CELERY_BEAT_SCHEDULE["endorsements-pipeline-confirmations-catch-up"] = {
+    "task": "endorsements.pipeline.confirmations_catch_up",
+    "schedule": PIPELINE_CONFIRM_SWEEP_SECONDS,
+    "options": {"expires": PIPELINE_CONFIRM_SWEEP_SECONDS * 5},
+}
+
+# --- Kafka intake (endorsements/kafka_intake.py, `manage.py consume_requests`) ---------------
+KAFKA_REQUESTS_TOPIC = env.str("KAFKA_REQUESTS_TOPIC", default="ems.endorsement.requests")
+KAFKA_REQUESTS_GROUP = env.str("KAFKA_REQUESTS_GROUP", default="ems-intake")
+# A group member is declared dead after this long without a heartbeat (rebalance time).
+KAFKA_REQUESTS_SESSION_TIMEOUT_MS = env.int("KAFKA_REQUESTS_SESSION_TIMEOUT_MS", default=10_000)
+
+# --- activation: confirmed requests become cover on their effective date ---------------
+# How often beat activates the CONFIRMED requests whose effective date has come
+# (endorsements/pipeline/activation.py); tests and demos keep it at ~1 s.
+ACTIVATION_SWEEP_SECONDS = env.float("ACTIVATION_SWEEP_SECONDS", default=10.0)
+CELERY_BEAT_SCHEDULE["endorsements-pipeline-activate-due"] = {
+    "task": "endorsements.pipeline.activate_due",
+    "schedule": ACTIVATION_SWEEP_SECONDS,
+    "options": {"expires": ACTIVATION_SWEEP_SECONDS * 2},
 }
 
 # --- API docs served by the app itself (no CDN: they work on a closed network) ----------

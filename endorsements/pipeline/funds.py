@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from django.db import transaction
 
-from endorsements.models import EndorsementRequest, EndorsementState
+from endorsements.models import EndorsementRequest, EndorsementState, EndorsementType
 from endorsements.transitions import endorsement_transition
 from ledger import services as ledger
 from ledger.handlers import PLACED, FundsEvent
@@ -32,6 +32,11 @@ from ledger.models import Account, Hold, ParkedRequest
 
 S = EndorsementState
 ACTOR = "pipeline:funds"
+
+
+def is_credit(endorsement: EndorsementRequest) -> bool:
+    """Credits lock nothing: deletions, negative corrections, zero-premium changes."""
+    return endorsement.type == EndorsementType.DELETE or (endorsement.premium_amount or 0) <= 0
 
 
 def hold_key(endorsement: EndorsementRequest) -> str:
@@ -54,7 +59,9 @@ def _account_ids(endorsements: Sequence[EndorsementRequest]) -> dict[tuple[int, 
     return found
 
 
-def _by_account(endorsements: Sequence[EndorsementRequest]) -> dict[int, list[EndorsementRequest]]:
+def endorsements_by_account(
+    endorsements: Sequence[EndorsementRequest],
+) -> dict[int, list[EndorsementRequest]]:
     accounts = _account_ids(endorsements)
     grouped: dict[int, list[EndorsementRequest]] = {}
     for e in endorsements:
@@ -65,7 +72,7 @@ def _by_account(endorsements: Sequence[EndorsementRequest]) -> dict[int, list[En
 def debits_lock(*, endorsements: Sequence[EndorsementRequest]) -> dict[str, list[EndorsementRequest]]:
     """Lock funds for VALIDATED debits (oldest first per account). Returns them by new state."""
     out: dict[str, list[EndorsementRequest]] = {S.FUND_LOCKED: [], S.ON_HOLD_FUNDS: []}
-    for account_id, group in _by_account(endorsements).items():
+    for account_id, group in endorsements_by_account(endorsements).items():
         with transaction.atomic():
             placements = ledger.holds_place_batch(
                 account_id=account_id,
@@ -93,7 +100,7 @@ def debits_hand_over(*, endorsements: Sequence[EndorsementRequest]) -> list[Endo
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("debits are handed over inside the transaction that sends them")
     sendable: list[EndorsementRequest] = []
-    for account_id, group in _by_account(endorsements).items():
+    for account_id, group in endorsements_by_account(endorsements).items():
         exempted = set(
             ledger.holds_expiry_exempt(
                 account_id=account_id, references=[e.tracking_id for e in group], actor=ACTOR
@@ -135,9 +142,14 @@ def _holds_renew(account_id: int, expired: list[EndorsementRequest]) -> None:
 
 def funds_event(reference: str, event: FundsEvent) -> None:
     """The ledger's funds handler: a parked request got its hold; queue the move (after commit)."""
-    if event == PLACED:
-        from endorsements.tasks import funds_placed_task
+    if event != PLACED:
+        return
+    from endorsements.pipeline.confirmation import DIFFERENCE_SUFFIX
+    from endorsements.tasks import differences_capture_task, funds_placed_task
 
+    if reference.endswith(DIFFERENCE_SUFFIX):
+        differences_capture_task.delay([reference])  # a confirmed debit's parked difference
+    else:
         funds_placed_task.delay([reference])
 
 

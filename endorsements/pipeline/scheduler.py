@@ -18,7 +18,8 @@ How it works
   funds and a refund can pay for an addition of the same window. Then the debits lock
   funds (`funds.debits_lock`: FUND_LOCKED or ON_HOLD_FUNDS) and every FUND_LOCKED request
   of the window goes in the second dispatch (FUND_LOCKED -> SENT, holds exempted from
-  expiry in the same transaction). At most two dispatches per insurer per window.
+  expiry in the same transaction). At most two dispatches per insurer per window
+  (`PIPELINE_BATCHING` off: one per request, the benchmark's baseline).
 - Sending is `sending.dispatches_send`, queued after commit on `insurer_io`.
 """
 
@@ -29,13 +30,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Min, Q
 from django.utils import timezone
 
 from ems.redis_lock import LockBackendUnavailable, LockNotAcquired, redis_lock
-from endorsements.models import EndorsementRequest, EndorsementState, EndorsementType
-from endorsements.pipeline import funds, gates, sending
+from endorsements.models import EndorsementRequest, EndorsementState
+from endorsements.pipeline import confirmation, funds, gates, sending
+from endorsements.pipeline.funds import is_credit
 from endorsements.transitions import endorsement_transition
 from insurers import services as gateway
 from insurers.models import Insurer
@@ -43,7 +46,8 @@ from insurers.models import Insurer
 log = structlog.get_logger(__name__)
 S = EndorsementState
 ACTOR = "pipeline:scheduler"
-CLOSER_LOCK_SECONDS = 120
+# A killed closer's lock frees itself this soon (a close takes seconds; the database guards every move).
+CLOSER_LOCK_SECONDS = 30
 
 
 @dataclass
@@ -52,19 +56,29 @@ class WindowClose:
 
     insurer_id: int
     held: list[int] = field(default_factory=list)
-    credits_dispatch_id: int | None = None
-    debits_dispatch_id: int | None = None
+    credits_dispatch_ids: list[int] = field(default_factory=list)
+    debits_dispatch_ids: list[int] = field(default_factory=list)
     parked: list[int] = field(default_factory=list)
     sent: list[int] = field(default_factory=list)
 
     @property
+    def credits_dispatch_id(self) -> int | None:
+        """The credits' dispatch (batching: the only one)."""
+        return self.credits_dispatch_ids[0] if self.credits_dispatch_ids else None
+
+    @property
+    def debits_dispatch_id(self) -> int | None:
+        return self.debits_dispatch_ids[0] if self.debits_dispatch_ids else None
+
+    @property
     def dispatch_ids(self) -> list[int]:
-        return [d for d in (self.credits_dispatch_id, self.debits_dispatch_id) if d is not None]
+        return [*self.credits_dispatch_ids, *self.debits_dispatch_ids]
 
 
-def is_credit(endorsement: EndorsementRequest) -> bool:
-    """Credits lock nothing: deletions, negative corrections, zero-premium changes."""
-    return endorsement.type == EndorsementType.DELETE or (endorsement.premium_amount or 0) <= 0
+def batching_enabled() -> bool:
+    """PIPELINE_BATCHING (default on): a window's credits and debits go in one dispatch each;
+    off, every request is a dispatch of its own (the baseline the pipeline benchmark compares)."""
+    return bool(getattr(settings, "PIPELINE_BATCHING", True))
 
 
 def _ready(insurer_id: int):
@@ -165,13 +179,14 @@ def _window_close(insurer: Insurer) -> WindowClose:
         window = [e for e in window if e.pk not in held]
     credits = [e for e in window if e.state == S.VALIDATED and is_credit(e)]
     if credits:
-        result.credits_dispatch_id = _dispatch_hand_over(insurer, credits)
+        result.credits_dispatch_ids = _dispatches_hand_over(insurer, credits)
         result.sent.extend(e.pk for e in credits)
         if insurer.protocol == Insurer.Protocol.REST:
-            # Inline answers: the refunds post (confirmation handler) before the debits lock funds.
-            sending.dispatches_send(dispatch_ids=[result.credits_dispatch_id])
+            # Inline answers: the refunds post before the debits lock funds.
+            sending.dispatches_send(dispatch_ids=result.credits_dispatch_ids)
+            confirmation.endorsements_confirm(tracking_ids=[e.tracking_id for e in credits])
         else:
-            sending.dispatches_queue([result.credits_dispatch_id])
+            sending.dispatches_queue(result.credits_dispatch_ids)
     debits = [e for e in window if e.state == S.VALIDATED and not is_credit(e)]
     locked = funds.debits_lock(endorsements=debits) if debits else {}
     result.parked = [e.pk for e in locked.get(S.ON_HOLD_FUNDS, [])]
@@ -181,10 +196,10 @@ def _window_close(insurer: Insurer) -> WindowClose:
         with transaction.atomic():
             sendable = funds.debits_hand_over(endorsements=ready_debits)
             if sendable:
-                result.debits_dispatch_id = _dispatch_hand_over(insurer, sendable)
+                result.debits_dispatch_ids = _dispatches_hand_over(insurer, sendable)
                 result.sent.extend(e.pk for e in sendable)
-        if result.debits_dispatch_id is not None:
-            sending.dispatches_queue([result.debits_dispatch_id])
+        if result.debits_dispatch_ids:
+            sending.dispatches_queue(result.debits_dispatch_ids)
     log.info(
         "endorsements.window_closed",
         insurer_id=insurer.pk,
@@ -196,24 +211,31 @@ def _window_close(insurer: Insurer) -> WindowClose:
     return result
 
 
-def _dispatch_hand_over(insurer: Insurer, endorsements: list[EndorsementRequest]) -> int:
-    """One dispatch for these requests and their move to SENT, in one transaction."""
+def _dispatches_hand_over(insurer: Insurer, endorsements: list[EndorsementRequest]) -> list[int]:
+    """The dispatch of these requests (one per request with batching off) and their move to
+    SENT, in one transaction."""
+    groups = [endorsements] if batching_enabled() else [[e] for e in endorsements]
     with transaction.atomic():
-        dispatch = gateway.dispatch_create(
-            insurer=insurer,
-            items=[
-                {"reference": e.tracking_id, "kind": e.type, "payload": item_payload(e)} for e in endorsements
-            ],
-        )
+        dispatches = [
+            gateway.dispatch_create(
+                insurer=insurer,
+                items=[
+                    {"reference": e.tracking_id, "kind": e.type, "payload": item_payload(e)} for e in group
+                ],
+            )
+            for group in groups
+        ]
         endorsement_transition(
             to_state=S.SENT,
             actor=ACTOR,
             endorsements=endorsements,
             changes={
-                e.pk: {"dispatch_id": dispatch.pk, "attempts": 0, "last_error": ""} for e in endorsements
+                e.pk: {"dispatch_id": dispatch.pk, "attempts": 0, "last_error": ""}
+                for dispatch, group in zip(dispatches, groups, strict=True)
+                for e in group
             },
         )
-    return dispatch.pk
+    return [dispatch.pk for dispatch in dispatches]
 
 
 def item_payload(endorsement: EndorsementRequest) -> dict:

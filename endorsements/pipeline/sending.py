@@ -16,7 +16,9 @@ How it works
   dead-letter queue) with the last error and the attempt count; each exchange is kept by
   the gateway (the attempt history).
 - `dispatches_send_due` (a beat sweep) sends every PENDING dispatch whose next attempt is
-  due, and any left PENDING without one for longer than a grace period (its task was lost).
+  due, any left PENDING without one for longer than a grace period (its task was lost),
+  and any SENDING one whose lease ended (its worker died mid-call: the gateway leases a
+  SENDING dispatch for the insurer's timeout plus a few seconds).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ log = structlog.get_logger(__name__)
 S = EndorsementState
 ACTOR = "pipeline:sending"
 SENDABLE = (Dispatch.State.PENDING, Dispatch.State.SENDING)
+# A killed sender's lock frees itself this soon; the gateway's SENDING lease (the insurer's
+# timeout plus a few seconds) and the idempotency keys guard a send that outlives it.
+SEND_LOCK_SECONDS = 30
 
 
 def retry_cap_seconds() -> float:
@@ -67,7 +72,7 @@ def dispatches_send(*, dispatch_ids: Sequence[int]) -> dict[int, str]:
     outcomes: dict[int, str] = {}
     for dispatch_id in dispatch_ids:
         try:
-            with redis_lock(f"dispatch:send:{dispatch_id}", timeout=300, blocking_timeout=0):
+            with redis_lock(f"dispatch:send:{dispatch_id}", timeout=SEND_LOCK_SECONDS, blocking_timeout=0):
                 outcomes[dispatch_id] = dispatch_attempt(dispatch_id=dispatch_id)
         except LockNotAcquired:
             outcomes[dispatch_id] = "busy"
@@ -163,7 +168,7 @@ def dispatches_send_due(*, now=None) -> dict[int, str]:
     now = now or timezone.now()
     grace = timedelta(seconds=float(getattr(settings, "PIPELINE_SEND_GRACE_SECONDS", 30)))
     due = list(
-        Dispatch.objects.filter(state=Dispatch.State.PENDING)
+        Dispatch.objects.filter(state__in=SENDABLE)
         .filter(Q(next_attempt_at__lte=now) | Q(next_attempt_at__isnull=True, created_at__lte=now - grace))
         .order_by("next_attempt_at", "id")
         .values_list("pk", flat=True)[:200]

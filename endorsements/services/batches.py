@@ -343,7 +343,10 @@ def _rows_decide_store(
     ]
     assessment = endorsements_assess(employer_id=employer_id, endorsements=rows, today=today, book=book)
     received_by = f"batch:{batch.pk}"
-    endorsements_create_decided(rows=rows, decisions=assessment.decisions, source=Source.CSV)
+    linked_rows, linked_decisions = _linked_rows(assessment.linked)
+    endorsements_create_decided(
+        rows=rows + linked_rows, decisions={**assessment.decisions, **linked_decisions}, source=Source.CSV
+    )
     # One event and one audit record for the chunk's arrival; each row's own event is its decision.
     events_queue(
         [
@@ -376,3 +379,30 @@ def _rows_decide_store(
         actor=VALIDATION_ACTOR,
         batch_id=batch.pk,
     )
+
+
+def _linked_rows(linked: list) -> tuple[list[IntakeRow], dict]:
+    """The dependants' DELETEs the chunk's employee deletions call for (`linked_deletes.py`),
+    as rows of the employee's batch and row, stored with the chunk (not counted as its rows)."""
+    if not linked:
+        return [], {}
+    ids = bulk_writes.ids_reserve(EndorsementRequest, len(linked))
+    rows, decisions = [], {}
+    for pk, tracking_id, item in zip(ids, new_tracking_ids(len(linked)), linked, strict=True):
+        employee = item.employee_request
+        rows.append(
+            IntakeRow(
+                pk=pk,
+                tracking_id=tracking_id,
+                employer_id=employee.employer_id,
+                policy_id=employee.policy_id,
+                type=item.member_data["action"],
+                member_data=item.member_data,
+                content_hash=item.content_hash,
+                member_key=item.member_key,
+                batch_id=employee.batch_id,
+                row_number=employee.row_number,
+            )
+        )
+        decisions[pk] = item.decision
+    return rows, decisions

@@ -20,7 +20,7 @@ import structlog
 from django.db import transaction
 from django.utils import timezone
 
-from ems.errors import PermissionDenied
+from ems.errors import ErrorDetail, PermissionDenied
 from ems.tenancy import Caller
 from endorsements.assessment import endorsements_assess
 from endorsements.errors import EndorsementInvalid
@@ -69,9 +69,11 @@ def endorsement_submit(
     if not isinstance(data, dict):
         raise EndorsementInvalid("The body must be a JSON object of column: value.")
     cells = {str(key).strip().lower(): value for key, value in data.items()}
+    resubmits = cells.pop("resubmits", None)
     values, issues = row_parse(cells, today=local_today())
     if issues:
         raise EndorsementInvalid(details=issues)
+    rejected_id = _rejected_request_id(employer_id, resubmits) if resubmits not in (None, "") else None
     # No savepoint: under the API's idempotency transaction a failure rolls back all of it.
     with transaction.atomic(savepoint=False):
         request = EndorsementRequest(
@@ -83,6 +85,7 @@ def endorsement_submit(
             member_key=provisional_key(values),
             idempotency_key=idempotency_key,
             source=source,
+            resubmission_of_id=rejected_id,
         )
         # The policy is looked up by number in the same statement (none: validation rejects).
         endorsement_create(
@@ -93,6 +96,30 @@ def endorsement_submit(
         transaction.on_commit(partial(_enqueue_validation, request.pk))
     request.effective_date = date.fromisoformat(values["effective_date"])
     return request
+
+
+RESUBMITTABLE = (EndorsementState.INSURER_REJECTED, EndorsementState.REJECTED)
+
+
+def _rejected_request_id(employer_id: int, tracking_id) -> int:
+    """The employer's rejected request that a corrected one names (`resubmits`); refused otherwise."""
+    found = (
+        EndorsementRequest.objects.filter(employer_id=employer_id, tracking_id=str(tracking_id).strip())
+        .values_list("pk", "state")
+        .first()
+    )
+    if found is None or found[1] not in RESUBMITTABLE:
+        state = f" It is {found[1]}." if found else ""
+        raise EndorsementInvalid(
+            details=[
+                ErrorDetail(
+                    "resubmits",
+                    "resubmission_invalid",
+                    f"{str(tracking_id)[:40]} is not one of your rejected endorsements.{state}",
+                )
+            ]
+        )
+    return found[0]
 
 
 # The employer's policy with this number (case-insensitive); ordered by number alone:
@@ -168,9 +195,45 @@ def _decisions_apply(
                 actor=actor,
                 changes={r.pk: changes[r.pk] for r in groups[state]},
             )
+    if assessment.linked:
+        linked_deletes_store(linked=assessment.linked, actor=actor)
     return assessment_close(
         employer_id=employer_id, requests=requests, assessment=assessment, actor=actor, batch_id=batch_id
     )
+
+
+def linked_deletes_store(*, linked: list, actor: str) -> list[EndorsementRequest]:
+    """Store the dependants' DELETEs an employee's deletion calls for (`linked_deletes.py`):
+    each arrives RECEIVED (`endorsement_create`) and moves to its decided state, one
+    transition per state, like any request of the set."""
+    created: dict[str, list[EndorsementRequest]] = {}
+    changes = {}
+    for item in linked:
+        employee = item.employee_request
+        request = EndorsementRequest(
+            employer_id=employee.employer_id,
+            policy_id=item.decision.changes["policy_id"],
+            type=item.member_data["action"],
+            member_data=item.member_data,
+            effective_date=item.member_data["effective_date"],
+            content_hash=item.content_hash,
+            member_key=item.member_key,
+            source=employee.source,
+            batch_id=employee.batch_id,
+            row_number=employee.row_number,
+        )
+        endorsement_create(request=request, actor=actor, computed={})
+        created.setdefault(item.decision.state, []).append(request)
+        changes[request.pk] = item.decision.changes
+    for state, requests in created.items():
+        endorsement_transition(
+            endorsements=requests,
+            to_state=state,
+            actor=actor,
+            reason="the employee is deleted",
+            changes={r.pk: changes[r.pk] for r in requests},
+        )
+    return [r for requests in created.values() for r in requests]
 
 
 def assessment_close(*, employer_id: int, requests, assessment, actor: str, batch_id: int | None) -> dict:

@@ -82,6 +82,11 @@ def today():
 
 @pytest.fixture
 def book(employer, today) -> Book:
+    return book_create(employer, today)
+
+
+def book_create(employer, today: datetime.date) -> Book:
+    """The employer's policy (a year from 120 days before `today`), its GOLD plan and rate card."""
     start = today - datetime.timedelta(days=120)
     policy = PolicyFactory(
         employer=employer,

@@ -5,6 +5,9 @@ services write are read-only; secrets never appear; change lists cost a fixed nu
 queries however many rows they show.
 """
 
+import datetime
+import re
+
 import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Group
@@ -344,6 +347,32 @@ def test_member_change_list_is_bounded_with_hundreds_of_members(client, django_a
         assert client.get(admin_url(Employer, "changelist")).status_code == 200
     with django_assert_max_num_queries(14):
         assert client.get(admin_url(PlanRate, "changelist")).status_code == 200
+
+
+def test_a_member_page_lists_its_covers_and_void_ones_can_be_filtered(client):
+    # given: a cover voided (deleted on its start date) and the member's new cover
+    member = MemberFactory(employee_code="VOID01")
+    plan = PlanFactory()
+    start = plan.policy.start_date
+    CoverageFactory(
+        member=member,
+        plan=plan,
+        start_date=start,
+        end_date=start - datetime.timedelta(days=1),
+        status=Coverage.Status.VOID,
+        insurer_member_id="INS-VOID",
+    )
+    CoverageFactory(
+        member=member, plan=plan, start_date=start + datetime.timedelta(days=9), insurer_member_id="INS-NEW"
+    )
+    client.force_login(ops_user("ops_viewer"))
+    # when
+    page = client.get(admin_url(Member, "change", member.pk)).content.decode()
+    voided = client.get(admin_url(Coverage, "changelist"), {"status__exact": "VOID"})
+    # then
+    assert page.index("INS-NEW") < page.index("INS-VOID")  # newest first
+    assert re.findall(r"<p>(?:Active|Void|Ended)</p>", page) == ["<p>Active</p>", "<p>Void</p>"]
+    assert [c.insurer_member_id for c in voided.context["cl"].result_list] == ["INS-VOID"]
 
 
 def test_searching_an_employee_code_finds_additions_that_have_no_member_yet(client):

@@ -213,3 +213,21 @@ def test_a_superseded_endorsement_links_to_its_replacement(hr, django_assert_max
     with django_assert_max_num_queries(5):
         html = hr.get(f"/portal/endorsements/{older.tracking_id}/").content.decode()
     assert f'<dt>Replaced by</dt><dd><a href="/portal/endorsements/{newer.tracking_id}/">' in html
+
+
+def test_a_dependants_linked_deletion_links_to_the_employees(hr, django_assert_max_num_queries):
+    employee = endorsement_create(hr.employer, code="E6", type="DELETE", premium_amount=-83_408)
+    spouse = endorsement_create(
+        hr.employer, code="E6", type="DELETE", premium_amount=-83_408, linked_to=employee
+    )
+    # session, user, membership+employer, endorsement (with the employee's), transitions
+    with django_assert_max_num_queries(5):
+        html = hr.get(f"/portal/endorsements/{spouse.tracking_id}/").content.decode()
+    assert (
+        f'<dt>Deleted with the employee</dt><dd><a href="/portal/endorsements/{employee.tracking_id}/">'
+        in html
+    )
+    assert (
+        "Deleted with the employee"
+        not in hr.get(f"/portal/endorsements/{employee.tracking_id}/").content.decode()
+    )

@@ -62,6 +62,17 @@ def sandbox_received(sandbox, dispatch_key: str) -> list[tuple]:
         ).fetchall()
 
 
+def sandbox_ledger_references(sandbox, references) -> list[str]:
+    """The references of the sandbox insurer's CD-account lines among `references` (one per item acted on)."""
+    wanted = list(references)
+    with sqlite3.connect(sandbox.data_dir / "sandbox.sqlite3") as connection:
+        rows = connection.execute(
+            f"SELECT reference FROM ledger WHERE reference IN ({','.join('?' * len(wanted))})",  # noqa: S608
+            wanted,
+        ).fetchall()
+    return [reference for (reference,) in rows]
+
+
 def exchange_documents(insurer) -> list[dict]:
     return [
         row.payload

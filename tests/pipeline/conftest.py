@@ -20,6 +20,7 @@ from tests.factories import InsurerFactory, PolicyFactory
 from tests.insurers.conftest import sandbox, sandbox_server  # noqa: F401 - the session's sandbox
 from tests.insurers.gateway_items import sftp_insurer_at
 from tests.ledger.conftest import APPROVER_CODENAMES, user_with_ledger_permissions
+from tests.pipeline.stack import RedisServer, Stack
 
 S = EndorsementState
 
@@ -31,11 +32,10 @@ def approver(db):
 
 def rest_insurer_at(server, **fields):
     fields.setdefault("dispatch_window_seconds", 1)
+    fields.setdefault("request_timeout_seconds", 2)
     fields.setdefault("retry_base_seconds", 1)
     fields.setdefault("credentials", {"bearer_token": server.token})
-    return InsurerFactory(
-        protocol="REST", endpoint_url=server.faces["rest"], request_timeout_seconds=2, **fields
-    )
+    return InsurerFactory(protocol="REST", endpoint_url=server.faces["rest"], **fields)
 
 
 def soap_insurer_at(server, **fields):
@@ -113,3 +113,23 @@ def states(*requests) -> list[str]:
         EndorsementRequest.objects.filter(pk__in=[r.pk for r in requests]).values_list("pk", "state")
     )
     return [by_id[r.pk] for r in requests]
+
+
+# --- the deployed stack (tests/pipeline/stack.py) for end-to-end and fault tests --------------
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A Redis server of this test's own (the fault tests restart it)."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stack(tmp_path, private_redis, mongo_server, kafka_server):
+    """The web server and a Celery worker on the test database and the private Redis."""
+    running = Stack(tmp_path, private_redis).start()
+    yield running
+    running.stop()

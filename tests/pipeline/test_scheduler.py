@@ -100,7 +100,14 @@ def test_credits_go_first_fifo_and_a_window_makes_at_most_two_dispatches(sandbox
     )[0]
     assert all(at is not None and at <= first_hold.created_at for at in answered)
     assert set(credits.items.values_list("result", flat=True)) == {DispatchItem.Result.CONFIRMED}
-    assert states(add_1, delete_1, correction_down, zero_change, add_2) == [S.SENT] * 5
+    # the credits were confirmed (refunds posted) in the close; the debits wait for their send
+    assert states(add_1, delete_1, correction_down, zero_change, add_2) == [
+        S.SENT,
+        S.CONFIRMED,
+        S.CONFIRMED,
+        S.CONFIRMED,
+        S.SENT,
+    ]
     # the window is empty now: a second close makes nothing
     again = scheduler.window_close(insurer_id=insurer.pk)
     assert again.dispatch_ids == []
@@ -159,3 +166,22 @@ def _close_queries(sandbox, approver, count: int) -> int:
 
 def test_a_close_is_set_based_its_statements_do_not_grow_with_the_window(sandbox, approver):
     assert _close_queries(sandbox, approver, 3) == _close_queries(sandbox, approver, 40)
+
+
+def test_with_batching_off_every_request_is_a_dispatch_of_its_own(
+    sandbox, approver, settings, django_capture_on_commit_callbacks
+):
+    settings.PIPELINE_BATCHING = False
+    insurer = rest_insurer_at(sandbox, dispatch_window_seconds=1, dispatch_batch_size=100)
+    policy = policy_at(insurer)
+    fund(policy, 10_000_00, approver)
+    requests = [validated(policy, premium=1_000_00) for _ in range(3)]
+    requests.append(validated(policy, premium=-500_00, kind="DELETE"))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        closed = scheduler.window_close(insurer_id=insurer.pk)
+
+    assert (len(closed.credits_dispatch_ids), len(closed.debits_dispatch_ids)) == (1, 3)
+    items = DispatchItem.objects.filter(dispatch_id__in=closed.dispatch_ids)
+    assert sorted(items.values_list("dispatch_id", flat=True)) == sorted(closed.dispatch_ids)
+    assert states(*requests) == [S.CONFIRMED] * 4

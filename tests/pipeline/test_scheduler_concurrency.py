@@ -9,6 +9,7 @@ from django.db import IntegrityError, connection
 from endorsements.errors import IllegalTransition
 from endorsements.pipeline import scheduler
 from insurers.models import DispatchItem, Insurer
+from ledger.models import Account
 from tests.pipeline.conftest import S, fund, policy_at, rest_insurer_at, states, validated
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,7 +52,10 @@ def assert_each_in_one_dispatch(requests) -> None:
         )
     )
     assert sorted(references) == sorted(r.tracking_id for r in requests)
-    assert states(*requests) == [S.SENT] * len(requests)
+    # sent once each and answered inline: every request confirmed, every paisa accounted for
+    assert states(*requests) == [S.CONFIRMED] * len(requests)
+    account = Account.objects.get(employer_id=requests[0].employer_id)
+    assert (account.posted, account.held) == (100_000_00 - 6 * 1_000_00 + 4 * 500_00, 0)
 
 
 def test_closers_behind_the_redis_lock(sandbox, approver):

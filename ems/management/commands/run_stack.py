@@ -127,6 +127,9 @@ class Command(BaseCommand):
         )
         self._spawn("beat", [str(bin_dir / "celery"), "-A", "ems", "beat", "--loglevel", "INFO"])
         self._spawn("relay", [python, "manage.py", "relay_outbox", "--loop"])
+        if settings.KAFKA_BOOTSTRAP_SERVERS:
+            # endorsements published by HR systems (endorsements/kafka_intake.py)
+            self._spawn("consume_requests", [python, "manage.py", "consume_requests"])
         # the simulated insurer the demo insurers point at (its own ports; see SANDBOX_* settings)
         self._spawn("sandbox", [python, "manage.py", "run_sandbox"])
 

@@ -31,9 +31,7 @@ class Migration(migrations.Migration):
     # step commits on its own (a repair that ran without the CHECK after it is harmless).
     atomic = False
     dependencies = [
-        ("ems", "0005_idempotency_response_location"),
-        ("endorsements", "0012_pipeline_columns"),
-        ("insurers", "0003_webhook_events"),
+        ("endorsements", "0013_coverage_void"),
     ]
 
     operations = [
