@@ -427,8 +427,12 @@ CELERY_BEAT_SCHEDULE["endorsements-pipeline-activate-due"] = {
     "options": {"expires": ACTIVATION_SWEEP_SECONDS * 2},
 }
 
-# --- API docs served by the app itself (no CDN: they work on a closed network) ----------
+# --- API docs served by the app itself (no CDN: they work on a closed network); the schema ---
 INSTALLED_APPS += ["drf_spectacular_sidecar"]
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
+    *SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"],
+    "ems.api_schema.nul_free_json_bodies",  # what StrictJSONParser refuses, stated
+]
 SPECTACULAR_SETTINGS.update(
     {
         "SWAGGER_UI_DIST": "SIDECAR",
