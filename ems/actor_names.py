@@ -4,6 +4,7 @@ Services record an actor as `user:<id>` (staff and HR users), `client:<client_id
 clients) or `system:<part>`; audit records name the employer by id. Pages show names:
 `names_for(actors=..., employer_ids=...)` reads them in one query per kind, however
 many records a page has. An id that no longer resolves is shown as it was recorded.
+`actor_recorded(text)` goes the other way for a filter: a bare username is `user:<id>`.
 """
 
 from collections.abc import Iterable
@@ -49,3 +50,12 @@ def names_for(*, actors: Iterable[str], employer_ids: Iterable[int | None]) -> N
     wanted = {int(pk) for pk in employer_ids if pk is not None}
     employers = dict(Employer.objects.filter(pk__in=wanted).values_list("pk", "name")) if wanted else {}
     return Names(actors=names, employers=employers)
+
+
+def actor_recorded(text: str) -> str:
+    """What an actor filter looks for: `text` as typed, or `user:<id>` for a bare username."""
+    text = text.strip()
+    if not text or ":" in text:
+        return text
+    user = get_user_model().objects.filter(username=text).values_list("pk", flat=True).first()
+    return f"user:{user}" if user is not None else text

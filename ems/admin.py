@@ -30,7 +30,7 @@ from django.utils.html import format_html
 from pymongo.errors import PyMongoError
 
 from ems import clients
-from ems.actor_names import names_for
+from ems.actor_names import actor_recorded, names_for
 from ems.admin_mixins import ReadOnlyAdmin, actor_of, permission_check
 from ems.audit_reader import audit_search
 from ems.identity import api_client_create, api_client_revoke
@@ -205,7 +205,9 @@ class ApiClientAdmin(admin.ModelAdmin):
 
 
 class AuditTrailFilterForm(forms.Form):
-    actor = forms.CharField(required=False, max_length=150)
+    actor = forms.CharField(
+        required=False, max_length=150, help_text="a username, or an actor as recorded (client:…, system:…)"
+    )
     action = forms.CharField(required=False, max_length=100)
     object_type = forms.CharField(required=False, max_length=100)
     object_id = forms.CharField(required=False, max_length=100)
@@ -219,7 +221,7 @@ class AuditTrailFilterForm(forms.Form):
     def search_filters(self) -> dict:
         data = self.cleaned_data
         return {
-            "actor": data["actor"] or None,
+            "actor": actor_recorded(data["actor"]) or None,
             "action": data["action"] or None,
             "object_type": data["object_type"] or None,
             "object_id": data["object_id"] or None,

@@ -20,6 +20,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from ems.actor_names import names_for
 from ems.admin import EmployerAdmin as TenantEmployerAdmin
 from ems.admin_mixins import ReadOnlyAdmin, ReadOnlyInline, text_column, time_column
 from ems.errors import EmsError
@@ -501,7 +502,10 @@ class EndorsementRequestAdmin(IntakeAdmin):
 
     @admin.display(description="history")
     def history_table(self, obj: EndorsementRequest) -> str:
-        """Every step, oldest first: a file's row's arrival and intake decision come from the row."""
+        """Every step, oldest first: a file's row's arrival and intake decision come from the row.
+        Actors are named (a username, an API client's name), as in the audit trail."""
+        steps = obj.history()
+        names = names_for(actors=[step.actor for step in steps], employer_ids=())
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -510,10 +514,10 @@ class EndorsementRequestAdmin(IntakeAdmin):
                     time_text(step.at),
                     step.from_state or "—",
                     step.to_state,
-                    step.actor,
+                    names.actor(step.actor),
                     step.reason,
                 )
-                for step in obj.history()
+                for step in steps
             ),
         )
         return format_html(

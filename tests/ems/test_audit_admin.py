@@ -219,3 +219,19 @@ def test_records_name_the_people_clients_and_employers_behind_the_ids(auditor, m
         "d": ("user:999999", "#999999"),
     }
     assert "<td>asha.ops<br>" in response.content.decode()
+
+
+def test_the_actor_filter_takes_a_username(auditor, mongo_db):
+    asha = UserFactory(username="asha.ops")
+    base = {"action": "x", "object_type": "member", "object_id": "1", "employer_id": None}
+    at = datetime.datetime(2026, 5, 1, 10, tzinfo=UTC)
+    mongo_db[AUDIT_COLLECTION].insert_many(
+        [
+            {**base, "_id": "a", "event_id": "a", "at": at, "actor": f"user:{asha.pk}"},
+            {**base, "_id": "b", "event_id": "b", "at": at, "actor": "system:ledger"},
+        ]
+    )
+
+    assert listed(auditor.get(reverse(URL), {"actor": "asha.ops"})) == ["a"]
+    assert listed(auditor.get(reverse(URL), {"actor": f"user:{asha.pk}"})) == ["a"]
+    assert listed(auditor.get(reverse(URL), {"actor": "system:ledger"})) == ["b"]

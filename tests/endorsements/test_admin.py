@@ -399,3 +399,16 @@ def test_searching_an_employee_code_finds_additions_that_have_no_member_yet(clie
         "0042": [addition.pk],
         linked.member.employee_code: [linked.pk],
     }
+
+
+def test_the_endorsement_history_names_the_staff_user_who_acted(client):
+    request = pipeline_rows(1)[0]
+    operator = ops_user("ops_operator")
+    EndorsementTransition.objects.create(
+        endorsement=request, from_state="RECEIVED", to_state="CANCELLED", actor=f"user:{operator.pk}"
+    )
+    client.force_login(ops_user("ops_viewer"))
+
+    page = client.get(admin_url(EndorsementRequest, "change", request.pk)).content.decode()
+
+    assert "<td>RECEIVED</td><td>CANCELLED</td><td>test-ops_operator</td>" in page
