@@ -202,3 +202,17 @@ def http_load(
     if samples:
         print(json.dumps({"bench": bench, "error_samples": samples[:3]}), file=sys.stderr)
     return sorted(x for per in latencies for x in per), sum(errors), elapsed
+
+
+def process_group_stop(process) -> None:
+    """SIGTERM to the process group (started with start_new_session), SIGKILL after 10 s."""
+    import signal
+    import subprocess
+
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)

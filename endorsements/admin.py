@@ -28,7 +28,9 @@ from ems.formatting import money_text, time_text
 from ems.models import Employer
 from ems.tenancy import caller_for_staff_acting_for
 from endorsements import services as endorsement_services
+from endorsements.admin_dead_letters import EndorsementActions
 from endorsements.admin_forms import BatchUploadAdminForm, EndorsementSubmitForm
+from endorsements.admin_queues import ReviewActions, WorkQueueFilter
 from endorsements.models import (
     BatchRowError,
     Coverage,
@@ -444,9 +446,12 @@ class BatchRowErrorAdmin(ReadOnlyAdmin):
 
 
 @admin.register(EndorsementRequest)
-class EndorsementRequestAdmin(IntakeAdmin):
-    """State and money change only through the orchestrator's services; retry/cancel/approve
-    actions arrive with those services (endorsements/transitions.py)."""
+class EndorsementRequestAdmin(ReviewActions, EndorsementActions, IntakeAdmin):
+    """State and money change only through the orchestrator's services; the actions call
+    them (review: endorsements/admin_queues.py; cancel: endorsements/admin_dead_letters.py,
+    where the dead letters' Retry is)."""
+
+    actions = ("approve_review", "reject_review", "cancel_selected")
 
     intake_form = EndorsementSubmitForm
     intake_title = "Send an endorsement for an employer"
@@ -474,11 +479,12 @@ class EndorsementRequestAdmin(IntakeAdmin):
         "employee_code",
         "effective_date",
         "premium_display",
+        "sla_status",
         "source",
         "received",
     )
     list_select_related = ("employer", "policy", "member")
-    list_filter = ("state", "type", "source", "employer")
+    list_filter = (WorkQueueFilter, "state", "type", "sla_status", "source", "employer")
     search_fields = (
         "=tracking_id",
         "insurer_reference",
@@ -495,6 +501,7 @@ class EndorsementRequestAdmin(IntakeAdmin):
         ("Money", {"fields": ("premium_display", "tax_display")}),
         ("Checks", {"fields": ("content_hash", "idempotency_key", "rejection_reasons", "superseded_by")}),
         ("Delivery", {"fields": ("attempts", "last_error", "insurer_reference", "insurer_member_id")}),
+        ("SLA", {"fields": ("sla_deadline", "sla_status")}),
         ("Timeline", {"fields": (*EndorsementRequest.TIMELINE_FIELDS, "history_table")}),
     )
     # Every field shown is read-only: state and money change only through services.

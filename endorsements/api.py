@@ -16,8 +16,10 @@ from ems.pagination import EmsPagination, page_query_parameters, page_response
 from ems.parsers import StrictJSONParser
 from endorsements import intake, selectors, services
 from endorsements.errors import UploadFormatUnknown
+from endorsements.pipeline.cancel import endorsement_cancel
 from endorsements.serializers import (
     BatchSerializer,
+    EndorsementCancelSerializer,
     EndorsementDetailSerializer,
     EndorsementInputSerializer,
     EndorsementListFilterSerializer,
@@ -88,6 +90,35 @@ class EndorsementDetailView(APIView):
         operation_id="endorsements_retrieve", responses={200: EndorsementDetailSerializer, 404: _ERROR}
     )
     def get(self, request, tracking_id: str):
+        endorsement = selectors.endorsement_get(caller=request.caller, tracking_id=tracking_id)
+        return Response(EndorsementDetailSerializer(endorsement).data)
+
+
+class EndorsementCancelView(APIView):
+    authentication_classes = _AUTH
+    permission_classes = [IsEmployerClient]
+    parser_classes = [StrictJSONParser]
+
+    @extend_schema(
+        operation_id="endorsements_cancel",
+        request=EndorsementCancelSerializer,
+        parameters=[_IDEMPOTENCY_KEY],
+        responses={200: EndorsementDetailSerializer, 404: _ERROR, 409: _ERROR},
+        description=(
+            "Cancel an endorsement that has not reached the insurer (RECEIVED, VALIDATED, "
+            "ON_HOLD_REVIEW, ON_HOLD_FUNDS, FUND_LOCKED): its hold or parked request is released. "
+            "Cancelling a CANCELLED endorsement answers the same and changes nothing. Once sent, "
+            "it is refused with 409 `endorsement_not_cancellable` naming the state, and nothing "
+            "changes; the way back from an applied change is a new endorsement."
+        ),
+    )
+    @idempotent("endorsements.cancel")
+    def post(self, request, tracking_id: str):
+        body = EndorsementCancelSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        endorsement_cancel(
+            caller=request.caller, tracking_id=tracking_id, reason=body.validated_data.get("reason", "")
+        )
         endorsement = selectors.endorsement_get(caller=request.caller, tracking_id=tracking_id)
         return Response(EndorsementDetailSerializer(endorsement).data)
 

@@ -34,6 +34,7 @@ from endorsements.models import (
     Policy,
     Relation,
 )
+from endorsements.pipeline import sla
 from endorsements.policy_book import Lookups, PolicyBook, lookups_load
 from endorsements.transitions import LIVE_STATES, UNSENT_STATES
 from endorsements.validation import member_key
@@ -46,6 +47,9 @@ class Decision:
     state: EndorsementState  # VALIDATED, REJECTED or SUPERSEDED
     changes: dict = field(default_factory=dict)
     duplicate: bool = False
+    # A validated request's SLA allowance (the insurer's days for its type): its writer
+    # sets `sla_deadline` = received_at + this, in the same write (pipeline/sla.py).
+    sla_days: int | None = None
 
 
 @dataclass
@@ -444,7 +448,12 @@ def _request_decide(request, originals: _Originals, lookups: Lookups, today: dat
             problem, changes = _assess_existing(lookups, values, policy, effective, request.type)
     if problem:
         return _rejected(problem)
-    return Decision(S.VALIDATED, changes)
+    days = sla.allowance_days(
+        endorsement_type=request.type,
+        inclusion_days=policy.sla_inclusion_days,
+        correction_days=policy.sla_correction_days,
+    )
+    return Decision(S.VALIDATED, changes, sla_days=days)
 
 
 def _is_validated_add(request, decisions: dict[int, Decision]) -> bool:

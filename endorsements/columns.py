@@ -47,3 +47,11 @@ CORRECTABLE = (
     "plan_code",
     "sum_insured",
 )
+
+# The template's example rows name employees with this prefix: a row that still does is an
+# example left in the file (refused per row; a file of nothing else is refused whole).
+EXAMPLE_CODE_PREFIX = "EXAMPLE-"
+
+
+def is_example_code(employee_code) -> bool:
+    return isinstance(employee_code, str) and employee_code.strip().upper().startswith(EXAMPLE_CODE_PREFIX)

@@ -66,6 +66,14 @@ class UploadHeaderInvalid(UploadError):
     message = "The header row is not valid."
 
 
+class UploadTemplateUnchanged(UploadError):
+    code = "template_unchanged"
+    message = (
+        "This file holds only the template's example rows (employee codes starting with EXAMPLE-): "
+        "replace them with your own changes, then upload it."
+    )
+
+
 class UploadTooManyRows(UploadError):
     code = "too_many_rows"
     message = "The file has more rows than the limit."
@@ -84,3 +92,34 @@ class UploadJsonNotArray(UploadError):
 class UploadFormatUnknown(UploadError):
     code = "file_format_unknown"
     message = "The file format must be CSV or JSON."
+
+
+# --- cancel and dead letters (endorsements/pipeline/cancel.py, dead_letters.py) ---
+
+
+class EndorsementNotCancellable(Conflict):
+    code = "endorsement_not_cancellable"
+    message = "This endorsement can no longer be cancelled."
+
+
+class InsurerHasEndorsement(Conflict):
+    """The insurer's status call says it has the request: cancelling here would lie."""
+
+    code = "insurer_has_endorsement"
+    message = "The insurer has this endorsement; its answer was recorded instead."
+
+
+class InsurerUnreachable(EmsError):
+    status = 503
+    code = "insurer_unreachable"
+    message = "The insurer could not be asked whether it has this endorsement; try again later."
+
+
+class EndorsementBusy(Conflict):
+    code = "endorsement_busy"
+    message = "A dispatch window of this endorsement's insurer is closing; try again in a few seconds."
+
+
+class EndorsementNotRetryable(Conflict):
+    code = "endorsement_not_retryable"
+    message = "Only a FAILED endorsement can be retried."

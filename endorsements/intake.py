@@ -7,7 +7,9 @@ How it works
   bounded whatever arrives. It also counts line endings: an upper bound on the rows.
 - `upload_check` refuses, before anything is written to the database, what no row of the
   file could survive: empty, binary, UTF-16 without a BOM (or JSON in UTF-16), a bad CSV
-  header (missing, unknown or duplicate columns), a header with no rows, JSON that is not
+  header (missing, unknown or duplicate columns; one of our error reports may carry its
+  own columns, see `endorsements.spreadsheet_cells`), a header with no rows or with only
+  the template's example rows, JSON that is not
   an array, or more rows than UPLOAD_MAX_ROWS. It reads only the first kilobytes, except
   to count rows exactly when the cheap bound passes the limit (or the file is UTF-16), and
   to check a JSON file's syntax in one streaming pass.
@@ -17,6 +19,8 @@ How it works
   their row only; CRLF, LF or CR line ends. `json_records` does the same from an
   incremental decoder of a (UTF-8) JSON array. Row numbers are what a spreadsheet shows:
   the header is row 1, so the first data row is row 2 (for JSON, the first element is row 1).
+  An error report uploaded again is read as the rows it holds: its own columns dropped and
+  its formula escape undone (`_report_rows`).
 """
 
 import codecs
@@ -34,7 +38,7 @@ from django.conf import settings
 
 from ems.errors import ErrorDetail
 from ems.parsers import json_shape_problem
-from endorsements.columns import COLUMN_SET, HEADER_REQUIRED
+from endorsements.columns import COLUMN_SET, HEADER_REQUIRED, is_example_code
 from endorsements.errors import (
     UploadEmpty,
     UploadEncodingUnsupported,
@@ -44,9 +48,11 @@ from endorsements.errors import (
     UploadJsonNotArray,
     UploadNoRows,
     UploadNotText,
+    UploadTemplateUnchanged,
     UploadTooLarge,
     UploadTooManyRows,
 )
+from endorsements.spreadsheet_cells import REPORT_COLUMNS, REPORT_MARKERS, spreadsheet_unescape
 from endorsements.validation import text_printable
 
 PIECE = 64 * 1024
@@ -184,10 +190,15 @@ def _text_check(head: bytes) -> None:
         raise UploadNotText()
 
 
-def _header_columns(header: list[str]) -> list[str]:
-    """Canonical column names for a header row, or UploadHeaderInvalid naming every problem."""
+def _header_columns(header: list[str]) -> list[str | None]:
+    """Canonical column names for a header row, or UploadHeaderInvalid naming every problem.
+
+    In one of our error reports (the header has `row_number` and `errors`) the report's own
+    columns are None: read past, never member data. Any other file refuses them by name.
+    """
     header = [text_printable(cell) for cell in header]
     names = [cell.strip().lower() for cell in header]
+    own = REPORT_COLUMNS if REPORT_MARKERS.issubset(names) else ()
     details: list[ErrorDetail] = []
     seen: set[str] = set()
     for position, name in enumerate(names, start=1):
@@ -195,7 +206,7 @@ def _header_columns(header: list[str]) -> list[str]:
             details.append(
                 ErrorDetail(f"column {position}", "column_empty", f"Column {position} has no name.")
             )
-        elif name not in COLUMN_SET:
+        elif name not in COLUMN_SET and name not in own:
             details.append(ErrorDetail(name, "column_unknown", f"Unknown column {header[position - 1]!r}."))
         elif name in seen:
             details.append(ErrorDetail(name, "column_duplicate", f"Column {name!r} appears more than once."))
@@ -205,7 +216,23 @@ def _header_columns(header: list[str]) -> list[str]:
             details.append(ErrorDetail(name, "column_missing", f"Required column {name!r} is missing."))
     if details:
         raise UploadHeaderInvalid(details=details)
-    return names
+    return [None if name in own else name for name in names]
+
+
+def _report_rows(columns: list[str | None], reader: Iterator[list[str]]) -> Iterator[list[str]]:
+    """A re-uploaded error report's rows without its own columns, each cell's escape undone
+    (cells past the header's width are kept, so a ragged row stays ragged)."""
+    width = len(columns)
+    kept = [position for position, name in enumerate(columns) if name is not None]
+    for cells in reader:
+        if len(cells) == width:
+            yield [spreadsheet_unescape(cells[position]) for position in kept]
+        else:
+            yield [
+                spreadsheet_unescape(cell)
+                for position, cell in enumerate(cells)
+                if position >= width or columns[position] is not None
+            ]
 
 
 def _bytes_escape(error: UnicodeDecodeError) -> tuple[str, int]:
@@ -231,6 +258,21 @@ def _is_blank(cells: list[str]) -> bool:
     return not any(cell.strip() for cell in cells)
 
 
+def _rows_check(reader: Iterator[list[str]], code_at: int) -> None:
+    """Refuse a file without rows, or with only the template's example rows. Reads to the
+    first row with a value that is not an example (the first row, in any real file)."""
+    examples_only = None
+    for cells in reader:
+        if _is_blank(cells):
+            continue
+        if not is_example_code(cells[code_at] if code_at < len(cells) else ""):
+            return
+        examples_only = True
+    if examples_only is None:
+        raise UploadNoRows()
+    raise UploadTemplateUnchanged()
+
+
 def upload_check(*, stored: StoredUpload, file_format: str) -> int:
     """Refuse a file no row could survive. Returns the row bound used for progress."""
     _text_check(stored.head)
@@ -244,10 +286,8 @@ def upload_check(*, stored: StoredUpload, file_format: str) -> int:
         header = next(reader, None)
         if header is None or _is_blank(header):
             raise UploadEmpty("The file has no header row.")
-        _header_columns(header)
-        # Stops at the first row with a value; reads on only through blank lines.
-        if not any(not _is_blank(cells) for cells in reader):
-            raise UploadNoRows()
+        code_at = _header_columns(header).index("employee_code")
+        _rows_check(reader, code_at)
     bound = stored.row_bound
     # UTF-16's line ends are two bytes each (and other characters hold 0x0A or 0x0D bytes):
     # the byte count is no bound worth showing, so such a file is counted exactly.
@@ -275,6 +315,9 @@ def csv_records(
     with _text_stream(path) as text:
         reader = csv.reader(text)
         columns = _header_columns(next(reader))
+        if None in columns:
+            reader = _report_rows(columns, reader)
+            columns = [name for name in columns if name is not None]
         width = len(columns)
         code_at = columns.index("employee_code")
         for row_number, cells in enumerate(reader, start=2):

@@ -97,15 +97,15 @@ def _planned(employer_id: int, requests: list, decisions: dict, lookups: Lookups
         for r in requests
         if r.type == EndorsementType.DELETE and (d := decisions[r.pk]).state == S.VALIDATED
     }
-    deleting.update(
-        filter_any(
-            EndorsementRequest.objects.filter(
-                employer_id=employer_id, type=EndorsementType.DELETE, state__in=_DELETING
-            ).exclude(pk__in=[r.pk for r in requests] + list(leaving)),
-            "member_id",
-            {member.pk for _r, member, _c in candidates},
-        ).values_list("member_id", "policy_id")
-    )
+    # (the set's own requests are RECEIVED or not stored yet: never among these)
+    stored = filter_any(
+        EndorsementRequest.objects.filter(
+            employer_id=employer_id, type=EndorsementType.DELETE, state__in=_DELETING
+        ),
+        "member_id",
+        {member.pk for _r, member, _c in candidates},
+    ).values_list("pk", "member_id", "policy_id")
+    deleting.update((member_id, policy_id) for pk, member_id, policy_id in stored if pk not in leaving)
     planned = []
     for request, member, cover in candidates:
         if (member.pk, cover.policy_id) in deleting:

@@ -5,7 +5,7 @@ endorsements wait for each other instead of deadlocking.
 """
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from django.db import connection
 
@@ -23,6 +23,19 @@ def endorsements_lock(ids: Iterable[int]) -> dict[int, str]:
         .values_list("pk", "state")
     )
     return dict(rows)
+
+
+def endorsements_lock_free(
+    queryset, *, fields: Sequence[str], order_by: Sequence[str], limit: int
+) -> list[tuple]:
+    """Lock up to `limit` rows of `queryset` that nobody else holds (SKIP LOCKED) and return
+    `fields` of each: for sweeps that must never wait behind the pipeline. Another order
+    than pk is safe here: a lock that is not free is skipped, never waited for."""
+    return list(
+        queryset.select_for_update(skip_locked=True, of=("self",))
+        .order_by(*order_by)
+        .values_list(*fields)[:limit]
+    )
 
 
 def batch_lock(batch_id: int) -> EndorsementBatch:
@@ -50,6 +63,7 @@ def endorsements_lock_received(*, ids: Iterable[int]) -> list[EndorsementRequest
             "row_number",
             "source",
             "state",
+            "received_at",  # the SLA clock starts there
         )
     )
 

@@ -11,7 +11,8 @@ Design overview
   card (annual premium in minor units by relation × age band × sum insured).
 - `Member` is an employee (`SELF`) or a dependant linked to the employee; `Coverage` is a
   member on a policy. At most one open coverage per member and policy (partial unique
-  index).
+  index). Activation (`pipeline/activation.py`) writes both: a cover ends ENDED the day
+  before a deletion takes effect, or VOID when deleted on its start date.
 - `EndorsementRequest` moves through the states of `EndorsementState`; every move is
   recorded in `EndorsementTransition` (written only by `endorsements.transitions`), a
   file's row's arrival and intake decision as one compact step (`"" -> decided state`).
@@ -249,6 +250,11 @@ class SlaStatus(models.TextChoices):
     NONE = "", "within SLA"
     NEAR = "NEAR", "near breach"
     BREACHED = "BREACHED", "breached"
+
+
+# The states in which a request's SLA clock runs: validated, not yet confirmed by the
+# insurer, not closed without effect (FAILED counts: the insurer does not have it yet).
+SLA_CLOCK_STATES = ("VALIDATED", "ON_HOLD_FUNDS", "ON_HOLD_REVIEW", "FUND_LOCKED", "SENT", "FAILED")
 
 
 class Source(models.TextChoices):
@@ -541,10 +547,18 @@ class EndorsementRequest(models.Model):
                 name="endorsement_next_attempt_idx",
                 condition=Q(next_attempt_at__isnull=False),
             ),
+            # The SLA sweep (pipeline/sla.py): running clocks not yet breached, by deadline;
+            # and running clocks without a deadline (validated by a path that set none).
             models.Index(
                 fields=["sla_deadline"],
                 name="endorsement_sla_open_idx",
-                condition=Q(sla_deadline__isnull=False, activated_at__isnull=True, closed_at__isnull=True),
+                condition=Q(sla_deadline__isnull=False, state__in=SLA_CLOCK_STATES)
+                & ~Q(sla_status="BREACHED"),
+            ),
+            models.Index(
+                fields=["received_at"],
+                name="endorsement_sla_unset_idx",
+                condition=Q(sla_deadline__isnull=True, state__in=SLA_CLOCK_STATES),
             ),
             models.Index(
                 fields=["dispatch"], name="endorsement_dispatch_idx", condition=Q(dispatch__isnull=False)
@@ -637,3 +651,12 @@ class EndorsementTransition(models.Model):
             HistoryStep("", EndorsementState.RECEIVED, self.actor, "", self.at),
             HistoryStep(EndorsementState.RECEIVED, self.to_state, VALIDATION_ACTOR, self.reason, self.at),
         ]
+
+
+class DeadLetter(EndorsementRequest):
+    """The admin's dead-letter list: FAILED and stuck requests (endorsements/pipeline/dead_letters.py)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "dead letter"
+        ordering = ["updated_at", "id"]

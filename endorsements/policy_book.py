@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.db.models import F
+
 from endorsements import pricing
 from endorsements.bulk_writes import filter_any
 from endorsements.models import Coverage, Member, Plan, PlanRate, Policy
@@ -54,7 +56,17 @@ def policy_book_load(employer_id: int) -> PolicyBook:
     # needs here): read for every validation drain of the API, where it was a quarter of
     # the worker's time.
     return PolicyBook(
-        policies={p.number.upper(): p for p in Policy.objects.filter(employer_id=employer_id).order_by()},
+        # The insurer's SLA allowances ride along (one join, no query): a validated
+        # request's deadline is set in the write that validates it (pipeline/sla.py).
+        policies={
+            p.number.upper(): p
+            for p in Policy.objects.filter(employer_id=employer_id)
+            .order_by()
+            .annotate(
+                sla_inclusion_days=F("insurer__sla_inclusion_days"),
+                sla_correction_days=F("insurer__sla_correction_days"),
+            )
+        },
         plans={
             (plan.policy_id, plan.code.upper()): plan
             for plan in Plan.objects.filter(policy__employer_id=employer_id).order_by()

@@ -1,11 +1,15 @@
-"""Forms of the HR portal: login, the batch upload and the list filters.
+"""Forms of the HR portal: login, the batch upload, a declared payment and the list filters.
 
 Forms only parse and check the shape of what a person typed; every rule about the data
 itself (columns, rows, limits, scoping) lives in the services and selectors they feed.
 """
 
+import uuid
+from decimal import Decimal
+
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
+from django.utils import timezone
 
 from endorsements.models import EndorsementState, EndorsementType
 from ledger.selectors import HISTORY_KINDS
@@ -43,6 +47,57 @@ class BatchUploadForm(forms.Form):
         if not upload.name.lower().endswith(".csv"):
             raise forms.ValidationError("Choose a .csv file (the template is one).", code="not_csv")
         return upload
+
+
+class PaymentDeclarationForm(forms.Form):
+    """A payment HR says it made to an insurer: it becomes a pending top-up for finance.
+
+    The amount is typed in rupees (two decimals) and handed on as minor units. The hidden
+    `idempotency_key`, fixed when the form is first shown, makes a double submit one
+    declaration; the ledger refuses a payment reference already declared on the account.
+    """
+
+    account_id = forms.TypedChoiceField(coerce=int, label="Account")
+    amount = forms.DecimalField(
+        label="Amount paid",
+        min_value=Decimal("0.01"),
+        max_digits=12,
+        decimal_places=2,
+        help_text="In the account's currency, with up to two decimals, for example 250000.00.",
+    )
+    payment_reference = forms.CharField(
+        label="Payment reference",
+        max_length=100,
+        help_text="The bank transfer's reference (UTR), exactly as the bank shows it.",
+    )
+    payment_date = forms.DateField(
+        label="Paid on", required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    proof_note = forms.CharField(
+        label="Proof note",
+        required=False,
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Optional: where finance finds the proof (a bank advice, an email).",
+    )
+    idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=64)
+
+    def __init__(self, *args, accounts: list[tuple[int, str]], **kwargs) -> None:
+        kwargs.setdefault("initial", {}).setdefault("idempotency_key", uuid.uuid4().hex)
+        super().__init__(*args, **kwargs)
+        self.fields["account_id"].choices = accounts
+        if len(accounts) == 1:
+            self.fields["account_id"].initial = accounts[0][0]
+
+    def clean_payment_date(self):
+        paid_on = self.cleaned_data["payment_date"]
+        if paid_on is not None and paid_on > timezone.localdate():
+            raise forms.ValidationError("The payment date cannot be after today.", code="payment_date_future")
+        return paid_on
+
+    def minor_units(self) -> int:
+        """The amount in minor units (paise)."""
+        return int(self.cleaned_data["amount"] * 100)
 
 
 def _choices(values, *, empty_label: str) -> list[tuple[str, str]]:
@@ -115,3 +170,7 @@ class HistoryFilterForm(_FilterForm):
     def __init__(self, *args, accounts: list[tuple[int, str]], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["account_id"].choices = [("", "All accounts"), *accounts]
+
+
+class EndorsementCancelForm(forms.Form):
+    reason = forms.CharField(max_length=500, required=False, label="Reason (optional)")

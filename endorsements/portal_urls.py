@@ -27,11 +27,18 @@ urlpatterns = [
     ),
     path("", portal_views.upload, name="upload"),
     path("template.csv", portal_views.template_csv, name="template"),
+    path("policies/", portal_views.policies, name="policies"),
     path("batches/<int:batch_id>/", portal_views.batch_detail, name="batch"),
     path("batches/<int:batch_id>/status", portal_views.batch_status, name="batch-status"),
     path("batches/<int:batch_id>/errors.csv", portal_views.batch_errors_csv, name="batch-errors-csv"),
     path("endorsements/", portal_views.endorsement_list, name="endorsements"),
     path("endorsements/<str:tracking_id>/", portal_views.endorsement_detail, name="endorsement"),
+    path(
+        "endorsements/<str:tracking_id>/cancel",
+        portal_views.endorsement_cancel_view,
+        name="endorsement-cancel",
+    ),
     path("balance/", portal_views.balance, name="balance"),
     path("history/", portal_views.history, name="history"),
+    path("payments/", portal_views.payments, name="payments"),
 ]

@@ -8,14 +8,14 @@ How it works
   code with the caller, and render. Scoping lives in those selectors, so another
   employer's batch or endorsement is simply not found (404).
 - The batch page shows a progress bar that `static/portal/batch.js` keeps live from the
-  `/ws/notifications/` websocket, falling back to polling `batch_status` (JSON).
+  `/ws/notifications/` websocket, falling back to polling `batch_status` (JSON). Page,
+  push and poll all show `batch_progress.progress_message`: the bar's figure and the
+  sentence beside it come from one place, so they agree.
 - Money arrives as integer minor units and leaves as `ems.formatting.money_text`, the
   admin's formatter too: with its currency, or bare in a table whose column or row names
   the currency. Times are shown by the `local_time` filter (the project's zone, named).
 """
 
-import csv
-import io
 from functools import wraps
 
 from django.conf import settings
@@ -23,8 +23,10 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from ems.errors import EmsError, NotFound, PermissionDenied
 from ems.formatting import money_text
@@ -32,9 +34,21 @@ from ems.models import EmployerMembership
 from ems.tenancy import caller_for_user
 from endorsements import selectors as endorsement_selectors
 from endorsements import services as endorsement_services
+from endorsements import upload_template
 from endorsements.columns import COLUMNS
-from endorsements.portal_forms import BatchUploadForm, EndorsementFilterForm, HistoryFilterForm
+from endorsements.models import Relation
+from endorsements.pipeline.cancel import endorsement_cancel, is_cancellable
+from endorsements.portal_forms import (
+    BatchUploadForm,
+    EndorsementCancelForm,
+    EndorsementFilterForm,
+    HistoryFilterForm,
+    PaymentDeclarationForm,
+)
+from endorsements.services.batch_progress import progress_message, rows_checked_text
+from ledger import approvals as ledger_approvals
 from ledger import selectors as ledger_selectors
+from ledger.errors import PaymentReferenceDeclared
 
 TEMPLATE_FILE_NAME = "endorsements-template.csv"
 FINAL_BATCH_STATES = ("COMPLETED", "FAILED")
@@ -108,36 +122,65 @@ def upload(request):
         "columns": COLUMNS,
         "max_megabytes": settings.UPLOAD_MAX_BYTES // (1024 * 1024),
         "max_rows": f"{settings.UPLOAD_MAX_ROWS:,}",
-        "recent_batches": endorsement_selectors.batch_list(caller=request.caller),
+        "recent_batches": [
+            (batch, rows_checked_text(batch))
+            for batch in endorsement_selectors.batch_list(caller=request.caller)
+        ],
+        "example_csv": upload_template.template_csv(
+            policies=endorsement_selectors.policy_list(caller=request.caller), today=timezone.localdate()
+        )
+        .replace("\r\n", "\n")
+        .rstrip(),
     }
     return render(request, "portal/upload.html", context, status=status)
+
+
+# --- Policies and plans --------------------------------------------------------------
+
+
+def _age_limits(plan) -> list[tuple[str, int, int]]:
+    """(relation, youngest, oldest) in the order of the relation column's values."""
+    limits = plan.age_limits or {}
+    return [
+        (relation, limits[relation][0], limits[relation][1])
+        for relation in Relation.values
+        if isinstance(limits.get(relation), list) and len(limits[relation]) == 2
+    ]
+
+
+@portal_page
+@require_GET
+def policies(request):
+    rows = [
+        {
+            "policy": policy,
+            "plans": [
+                {
+                    "plan": plan,
+                    "sum_insured": [
+                        money_text(option * 100, policy.currency) for option in plan.sum_insured_options
+                    ],
+                    "age_limits": _age_limits(plan),
+                }
+                for plan in policy.plans.all()
+            ],
+        }
+        for policy in endorsement_selectors.policy_list(caller=request.caller)
+    ]
+    return render(request, "portal/policies.html", {"section": "policies", "policies": rows})
 
 
 @portal_page
 @require_GET
 def template_csv(request):
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\r\n").writerow(COLUMNS)
-    response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
+    policies = endorsement_selectors.policy_list(caller=request.caller)
+    text = upload_template.template_csv(policies=policies, today=timezone.localdate())
+    response = HttpResponse(text, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{TEMPLATE_FILE_NAME}"'
     return response
 
 
 # --- Batches ------------------------------------------------------------------------
-
-
-def batch_payload(batch) -> dict:
-    """The batch's counts in the shape of the websocket's `batch.progress` data (plus the failure)."""
-    return {
-        "batch_id": batch.pk,
-        "state": batch.state,
-        "progress": batch.progress,
-        "rows_total": batch.rows_total,
-        "accepted_count": batch.accepted_count,
-        "rejected_count": batch.rejected_count,
-        "duplicate_count": batch.duplicate_count,
-        "failure_reason": batch.failure_reason,
-    }
 
 
 @portal_page
@@ -149,6 +192,7 @@ def batch_detail(request, batch_id: int):
         "section": "upload",
         "batch": batch,
         "is_final": batch.state in FINAL_BATCH_STATES,
+        "status": progress_message(batch),
         "errors": errors,
     }
     return render(request, "portal/batch_detail.html", context)
@@ -158,7 +202,7 @@ def batch_detail(request, batch_id: int):
 @require_GET
 def batch_status(request, batch_id: int):
     batch = endorsement_selectors.batch_get(caller=request.caller, batch_id=batch_id)
-    return JsonResponse(batch_payload(batch))
+    return JsonResponse(progress_message(batch))
 
 
 @portal_page
@@ -200,10 +244,35 @@ def endorsement_list(request):
 @require_GET
 def endorsement_detail(request, tracking_id: str):
     endorsement = endorsement_selectors.endorsement_get(caller=request.caller, tracking_id=tracking_id)
+    just_cancelled = request.GET.get("cancelled") == "1" and endorsement.state == "CANCELLED"
+    return _endorsement_page(request, endorsement, just_cancelled=just_cancelled)
+
+
+@portal_page
+@require_POST
+def endorsement_cancel_view(request, tracking_id: str):
+    """Cancel (the detail page's confirmed form): back to the page, or the page with the refusal."""
+    form = EndorsementCancelForm(request.POST)
+    reason = form.cleaned_data["reason"] if form.is_valid() else ""
+    try:
+        endorsement_cancel(caller=request.caller, tracking_id=tracking_id, reason=reason)
+    except NotFound:
+        raise
+    except EmsError as error:
+        endorsement = endorsement_selectors.endorsement_get(caller=request.caller, tracking_id=tracking_id)
+        return _endorsement_page(request, endorsement, cancel_error=error, status=error.status)
+    return redirect(reverse("portal:endorsement", args=[tracking_id]) + "?cancelled=1")
+
+
+def _endorsement_page(request, endorsement, *, just_cancelled=False, cancel_error=None, status=200):
     currency = endorsement.policy.currency if endorsement.policy_id is not None else None
     context = {
         "section": "endorsements",
         "endorsement": endorsement,
+        "is_cancellable": is_cancellable(endorsement),
+        "cancel_form": EndorsementCancelForm(),
+        "cancel_error": cancel_error,
+        "just_cancelled": just_cancelled,
         "premium": money_text(endorsement.premium_amount, currency),
         "tax": money_text(endorsement.tax_amount, currency),
         "transitions": endorsement.history(),
@@ -213,7 +282,7 @@ def endorsement_detail(request, tracking_id: str):
             if endorsement.member_data.get(column) not in (None, "")
         ],
     }
-    return render(request, "portal/endorsement_detail.html", context)
+    return render(request, "portal/endorsement_detail.html", context, status=status)
 
 
 # --- The Endorsement Account ----------------------------------------------------------
@@ -245,21 +314,125 @@ def balance(request):
     return render(request, "portal/balance.html", {"section": "balance", "accounts": accounts})
 
 
-@portal_page
-@require_GET
-def history(request):
-    accounts = {
+def _accounts(request) -> dict[int, str]:
+    return {
         account.account_id: _account_label(account)
         for account in ledger_selectors.account_balances(caller=request.caller)
     }
+
+
+@portal_page
+@require_GET
+def history(request):
+    accounts = _accounts(request)
     form = HistoryFilterForm(request.GET or None, accounts=list(accounts.items()))
     filters = form.filters()
     page = None
     if filters is not None:
         page = _page(request, ledger_selectors.history(caller=request.caller, **filters))
         page.object_list = [_history_row(row, accounts) for row in page.object_list]
-    context = {"section": "history", "form": form, "page": page, "has_accounts": bool(accounts)}
+    declared = ledger_selectors.topups(caller=request.caller, account_id=(filters or {}).get("account_id"))
+    context = {
+        "section": "history",
+        "form": form,
+        "page": page,
+        "has_accounts": bool(accounts),
+        "declared": [_declared_row(topup) for topup in declared[:RECENT_DECLARATIONS]],
+    }
     return render(request, "portal/history.html", context)
+
+
+# --- Declared payments (top-ups) --------------------------------------------------------
+
+RECENT_DECLARATIONS = 10
+DECLARED_STATE_TEXT = {"PENDING": "Pending approval", "APPROVED": "Approved", "REJECTED": "Rejected"}
+
+
+def _declared_row(topup) -> dict:
+    return {
+        "topup": topup,
+        "account": _account_label_of(topup.account),
+        "amount_display": money_text(topup.amount, topup.account.currency),
+        "state_text": DECLARED_STATE_TEXT[topup.state],
+    }
+
+
+def _account_label_of(account) -> str:
+    return f"{account.insurer.name} ({account.currency})"
+
+
+@portal_page
+@require_http_methods(["GET", "POST"])
+def payments(request):
+    accounts = _accounts(request)
+    status = 200
+    form = PaymentDeclarationForm(request.POST or None, accounts=list(accounts.items()))
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                topup = _declare(request, form)
+            except PaymentReferenceDeclared as error:
+                form.add_error("payment_reference", _declared_twice_text(form, error))
+                status = error.status
+            except EmsError as error:
+                _form_errors_add(form, error)
+                status = error.status
+            else:
+                return redirect(f"{request.path}?declared={topup.pk}")
+        else:
+            status = 400
+    declared = ledger_selectors.topups(caller=request.caller)
+    page = _page(request, declared)
+    page.object_list = [_declared_row(topup) for topup in page.object_list]
+    # The confirmation after the redirect; a form sent again shows its own outcome instead.
+    just_declared = request.GET.get("declared", "") if request.method == "GET" else ""
+    context = {
+        "section": "payments",
+        "form": form,
+        "has_accounts": bool(accounts),
+        "page": page,
+        "declared_caption": _declared_caption(page),
+        "just_declared": next(
+            (row for row in page.object_list if str(row["topup"].pk) == just_declared), None
+        ),
+    }
+    return render(request, "portal/payments.html", context, status=status)
+
+
+def _declared_caption(page) -> str:
+    count = page.paginator.count
+    pages = f", page {page.number} of {page.paginator.num_pages}" if page.paginator.num_pages > 1 else ""
+    return f"{count} payment{'' if count == 1 else 's'} declared, newest first{pages}"
+
+
+def _declare(request, form):
+    data = form.cleaned_data
+    account = ledger_selectors.account_for_caller(caller=request.caller, account_id=data["account_id"])
+    return ledger_approvals.account_topup(
+        account_id=account.pk,
+        amount=form.minor_units(),
+        payment_reference=data["payment_reference"],
+        payment_date=data["payment_date"],
+        proof_note=data["proof_note"],
+        idempotency_key=f"portal:{data['idempotency_key']}",
+        requested_by=request.caller.principal,
+    )
+
+
+def _declared_twice_text(form, error: PaymentReferenceDeclared) -> str:
+    topup_id = error.details[0].message if error.details else ""
+    return (
+        f"Payment reference {form.cleaned_data['payment_reference']} is already declared on this account "
+        f"(declaration {topup_id}). A payment is declared once; declare it again only if finance rejected it."
+    )
+
+
+def _form_errors_add(form, error: EmsError) -> None:
+    """A service's refusal on the form: each detail on its field where the form has one."""
+    if not error.details:
+        form.add_error(None, error.message)
+    for detail in error.details:
+        form.add_error(detail.field if detail.field in form.fields else None, detail.message)
 
 
 def _history_row(row: dict, accounts: dict[int, str]) -> dict:

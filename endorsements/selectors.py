@@ -10,7 +10,15 @@ from django.db.models import F, Prefetch, QuerySet
 from ems.tenancy import Caller, scoped
 from endorsements.columns import COLUMNS
 from endorsements.errors import BatchNotFound, EndorsementNotFound
-from endorsements.models import BatchRowError, EndorsementBatch, EndorsementRequest, EndorsementTransition
+from endorsements.models import (
+    BatchRowError,
+    EndorsementBatch,
+    EndorsementRequest,
+    EndorsementTransition,
+    Plan,
+    Policy,
+)
+from endorsements.spreadsheet_cells import spreadsheet_safe
 
 # The list's columns first, in the order the portal shows them, then what the API adds.
 _LIST_FIELDS = (
@@ -34,6 +42,8 @@ _LIST_FIELDS = (
     "discrepancy",
     "linked_to__tracking_id",
     *EndorsementRequest.TIMELINE_FIELDS,
+    "sla_deadline",
+    "sla_status",
 )
 
 
@@ -111,17 +121,18 @@ def batch_errors(*, caller: Caller, batch_id: int) -> QuerySet[BatchRowError]:
     return BatchRowError.objects.filter(batch_id=batch.pk).order_by("row_number", "id")
 
 
+def policy_list(*, caller: Caller) -> list[Policy]:
+    """The employer's policies, active first, each with its insurer and its plans (by code)."""
+    plans = Prefetch("plans", queryset=Plan.objects.order_by("code"))
+    return list(
+        scoped(Policy.objects.all(), caller)
+        .select_related("insurer")
+        .prefetch_related(plans)
+        .order_by("-is_active", "-start_date", "number")
+    )
+
+
 # --- the error report --------------------------------------------------------------------------
-
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(value) -> str:
-    """A cell as text that a spreadsheet will not run as a formula (OWASP CSV injection)."""
-    text = "" if value is None else str(value)
-    if text.startswith(_FORMULA_PREFIXES):
-        return "'" + text
-    return text
 
 
 def batch_error_report_csv(*, batch: EndorsementBatch) -> Iterator[str]:

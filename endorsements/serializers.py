@@ -5,7 +5,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from ems.pagination import NoBlankQuerySerializer
-from endorsements.models import EndorsementBatch, EndorsementState, EndorsementType
+from endorsements.models import EndorsementBatch, EndorsementState, EndorsementType, SlaStatus
 
 
 class EndorsementInputSerializer(serializers.Serializer):
@@ -103,6 +103,12 @@ class EndorsementSerializer(serializers.Serializer):
         help_text="where the insurer's answer differs from ours: premium, effective_date, sum_insured "
         "({ours, insurer} each), difference_parked (minor units waiting for funds)"
     )
+    sla_deadline = serializers.DateTimeField(
+        allow_null=True, help_text="the insurer must confirm by then (set when validated)"
+    )
+    sla_status = serializers.ChoiceField(
+        choices=SlaStatus.choices, help_text='"" within SLA, NEAR (most of the allowance used) or BREACHED'
+    )
 
     def get_employee_code(self, obj) -> str:
         return obj.member_data.get("employee_code", "")
@@ -159,3 +165,11 @@ class BatchSerializer(serializers.Serializer):
             "errors": reverse("endorsements:batch-errors", args=[obj.pk]),
             "endorsements": reverse("endorsements:endorsement-list") + f"?batch={obj.pk}",
         }
+
+
+class EndorsementCancelSerializer(serializers.Serializer):
+    """`POST endorsements/{tracking_id}/cancel`: the body is optional."""
+
+    reason = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, help_text="recorded in the history"
+    )

@@ -119,3 +119,15 @@ def activate_due_task() -> int:
     from endorsements.pipeline.activation import endorsements_activate_all_due
 
     return endorsements_activate_all_due()
+
+
+# --- the pipeline's SLA clocks (endorsements/pipeline/sla.py) ---
+
+
+@shared_task(name="endorsements.pipeline.sla_sweep", acks_late=True, reject_on_worker_lost=True)
+def sla_sweep_task() -> dict:
+    """Beat sweep (housekeeping): mark SLA breaches and near-breaches, one event each."""
+    from endorsements.pipeline.sla import sla_sweep
+
+    result = sla_sweep()
+    return {"deadlines_set": result.deadlines_set, "breached": result.breached, "near": result.near}

@@ -50,6 +50,7 @@ from endorsements.models import (
     EndorsementTransition,
     rejection_codes,
 )
+from endorsements.pipeline import sla
 
 S = EndorsementState
 
@@ -301,6 +302,7 @@ _CREATE_COLUMNS = (
     "validated_at",
     "closed_at",
     "updated_at",
+    "sla_deadline",
 )
 
 
@@ -339,7 +341,9 @@ def endorsements_create_decided(
         raise RuntimeError("decided endorsements must be stored inside the caller's transaction")
     # Timestamps go to COPY as ISO text: psycopg's datetime dumper cost three times the
     # rest of a row's formatting (0.9 s against 0.3 s for 100,000 requests).
-    now = timezone.now().isoformat()
+    moment = timezone.now()
+    now = moment.isoformat()
+    deadline = sla.deadline_text_of(moment)  # a validated row's SLA deadline, as COPY text
     encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
     by_state: dict[str, list[int]] = {}
     for r in rows:
@@ -380,6 +384,7 @@ def endorsements_create_decided(
                 validated,
                 None if validated else now,
                 now,
+                deadline(decision.sla_days) if validated else None,
             )
 
     bulk_writes.rows_insert(EndorsementRequest, _CREATE_COLUMNS, request_rows())

@@ -10,4 +10,5 @@ urlpatterns = [
     path("batch/<int:batch_id>", api.BatchDetailView.as_view(), name="batch-detail"),
     path("batch/<int:batch_id>/errors", api.BatchErrorsView.as_view(), name="batch-errors"),
     path("<str:tracking_id>", api.EndorsementDetailView.as_view(), name="endorsement-detail"),
+    path("<str:tracking_id>/cancel", api.EndorsementCancelView.as_view(), name="endorsement-cancel"),
 ]

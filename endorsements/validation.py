@@ -28,6 +28,7 @@ from endorsements.columns import (
     EVENT_RELATIONS,
     REQUIRED,
     SELF_ONLY,
+    is_example_code,
 )
 from endorsements.models import EndorsementType, Gender, Relation
 
@@ -89,6 +90,12 @@ def _employee_code(column: str, text: str):
             column,
             "employee_code_invalid",
             "Use 1 to 64 letters, digits or . _ / - (starting with a letter or digit).",
+        )
+    if is_example_code(text):
+        return None, ErrorDetail(
+            column,
+            "example_row",
+            f"{text} is one of the template's example rows: replace it with a real change or delete the row.",
         )
     return text, None
 

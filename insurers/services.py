@@ -319,14 +319,51 @@ def confirmations_poll(*, insurer_id: int) -> list[ItemResult]:
     return item_results_record(insurer=insurer, results=results, source="poll")
 
 
+def polled_insurer_ids() -> list[int]:
+    """The active insurers that answer only when asked (response files, a status call)."""
+    return list(
+        Insurer.objects.filter(is_active=True, protocol__in=POLLED_PROTOCOLS)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def confirmations_poll_logged(*, insurer_id: int) -> int:
+    """Poll one insurer; a failure is logged (the next beat tries again). Returns results recorded."""
+    try:
+        return len(confirmations_poll(insurer_id=insurer_id))
+    except GatewayError as error:
+        log.warning(
+            "insurers.confirmations_poll_failed", insurer_id=insurer_id, code=error.code, error=str(error)
+        )
+        return 0
+
+
 def confirmations_poll_due() -> int:
-    """Poll every active polled insurer; one that fails is logged and tried at the next beat."""
-    recorded = 0
-    for insurer_id in Insurer.objects.filter(is_active=True, protocol__in=POLLED_PROTOCOLS).values_list(
-        "pk", flat=True
-    ):
-        try:
-            recorded += len(confirmations_poll(insurer_id=insurer_id))
-        except GatewayError as error:
-            log.warning("insurers.confirmations_poll_failed", insurer_id=insurer_id, code=error.code)
-    return recorded
+    """Poll every active polled insurer in turn (the beat fans out one task per insurer instead)."""
+    return sum(confirmations_poll_logged(insurer_id=insurer_id) for insurer_id in polled_insurer_ids())
+
+
+# --- asking the insurer what it has (ops' cancel of a dead letter) ---------------------------
+
+
+def references_status(*, insurer_id: int, references: Sequence[str]) -> list[ItemResult]:
+    """What the insurer says it has for these references (those it never got are absent).
+
+    Raises TransientError when the insurer cannot be reached (the breaker applies as for a send)."""
+    insurer = Insurer.objects.get(pk=insurer_id)
+    breaker.call_admit(insurer)
+    try:
+        results = adapter_for(insurer).status_fetch(insurer, list(references))
+    except TransientError as error:
+        breaker.call_failed(insurer, error)
+        raise
+    breaker.call_succeeded(insurer)
+    return results
+
+
+def status_results_record(*, insurer: Insurer, results: Sequence[ItemResult]) -> list[ItemResult]:
+    """Record what a status call found, through `item_results_record` (which lands an answer on
+    a failed dispatch's unanswered item too: the insurer has it after all)."""
+    answered = [result for result in results if result.outcome != PENDING]
+    return item_results_record(insurer=insurer, results=answered, source="status")

@@ -214,7 +214,7 @@ def _form_amount(value, *, signed: bool = False) -> int:
 class TopUpForm(forms.ModelForm):
     class Meta:
         model = TopUp
-        fields = ["account", "amount", "payment_reference"]
+        fields = ["account", "amount", "payment_reference", "payment_date", "proof_note"]
 
     def clean_amount(self) -> int:
         return _form_amount(self.cleaned_data["amount"])
@@ -296,7 +296,11 @@ class TopUpAdmin(DecisionAdmin):
 
     def create_through_service(self, request, obj, common: dict):
         return approvals.account_topup(
-            **common, payment_reference=obj.payment_reference, requested_by=actor_of(request)
+            **common,
+            payment_reference=obj.payment_reference,
+            payment_date=obj.payment_date,
+            proof_note=obj.proof_note,
+            requested_by=actor_of(request),
         )
 
     def decide_through_service(self, row, **decision):

@@ -7,6 +7,7 @@ a 404, exactly like a missing one.
 
 import re
 import uuid
+from datetime import date
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -29,6 +30,7 @@ from ledger.serializers import (
 )
 
 _DIGITS = re.compile(r"^[0-9]{1,19}$")
+_ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 
 class LedgerView(APIView):
@@ -40,6 +42,16 @@ def _integer(value):
     """Form posts send strings: accept plain digits; anything else goes to the service as is."""
     if isinstance(value, str) and _DIGITS.match(value):
         return int(value)
+    return value
+
+
+def _date(value):
+    """JSON has no dates: an ISO `YYYY-MM-DD` string becomes one; anything else goes to the service as is."""
+    if isinstance(value, str) and _ISO_DATE.match(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            return value
     return value
 
 
@@ -78,6 +90,8 @@ class TopUpView(LedgerView):
             account_id=account.pk,
             amount=_integer(data.get("amount")),
             payment_reference=data.get("payment_reference"),
+            payment_date=_date(data.get("payment_date")),
+            proof_note=data.get("proof_note", ""),
             idempotency_key=getattr(request, "idempotency_key", None) or f"api:{uuid.uuid4()}",
             requested_by=request.caller.principal,
         )

@@ -17,6 +17,7 @@ How it works
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 
 from django.db import models
 from django.utils import timezone
@@ -39,7 +40,15 @@ from ledger.errors import (
 from ledger.locks import account_lock
 from ledger.models import Adjustment, Entry, TopUp
 from ledger.postings import change_record, entry_post, transaction_run
-from ledger.validation import amount_valid, key_valid, note_valid, reference_valid, text_valid
+from ledger.validation import (
+    amount_valid,
+    key_valid,
+    note_valid,
+    payment_date_valid,
+    proof_note_valid,
+    reference_valid,
+    text_valid,
+)
 
 
 @dataclass(frozen=True)
@@ -107,14 +116,31 @@ def _requester_valid(requested_by) -> str:
 
 
 def account_topup(
-    *, account_id: int, amount: int, payment_reference: str, idempotency_key: str, requested_by: str
+    *,
+    account_id: int,
+    amount: int,
+    payment_reference: str,
+    idempotency_key: str,
+    requested_by: str,
+    payment_date: date | None = None,
+    proof_note: str = "",
 ) -> TopUp:
-    """Record money the employer says it paid: a PENDING top-up awaiting a finance approver."""
+    """Record money the employer says it paid: a PENDING top-up awaiting a finance approver.
+
+    `payment_date` (not after today) and `proof_note` are what the employer says for the
+    approver; both optional. A repeat under the same key must say the same.
+    """
     amount_valid(amount)
     reference_valid(payment_reference, "payment_reference")
     key_valid(idempotency_key)
     _requester_valid(requested_by)
-    fields = {"amount": amount, "payment_reference": payment_reference, "requested_by": requested_by}
+    fields = {
+        "amount": amount,
+        "payment_reference": payment_reference,
+        "requested_by": requested_by,
+        "payment_date": payment_date_valid(payment_date),
+        "proof_note": proof_note_valid(proof_note),
+    }
     return _request(_TOPUP, account_id=account_id, idempotency_key=idempotency_key, fields=fields)
 
 

@@ -108,6 +108,18 @@ class PaymentReferenceDeclared(LedgerError):
     message = "This payment reference was already declared on the account (see details: topup_id)."
 
 
+class PaymentDateInvalid(LedgerError):
+    code = "payment_date_invalid"
+    status = 422
+    message = "The payment date must be a date (YYYY-MM-DD), not after today."
+
+
+class ProofNoteInvalid(LedgerError):
+    code = "proof_note_invalid"
+    status = 422
+    message = "The proof note must be text of at most 500 characters."
+
+
 class AdjustmentAlreadyDecided(LedgerError):
     code = "adjustment_already_decided"
     status = 409

@@ -67,6 +67,8 @@ def topup_data(topup: TopUp) -> dict:
         "topup_id": topup.pk,
         "amount": topup.amount,
         "payment_reference": topup.payment_reference,
+        "payment_date": topup.payment_date.isoformat() if topup.payment_date else None,
+        "proof_note": topup.proof_note,
         "state": topup.state,
         "requested_by": topup.requested_by,
         "entry_id": topup.entry_id,

@@ -175,6 +175,15 @@ class TopUp(models.Model):
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="topups")
     amount = models.BigIntegerField()
     payment_reference = models.CharField(max_length=100)
+    # What the employer says about the payment, for the approver: optional, never money.
+    payment_date = models.DateField(null=True, blank=True, help_text="the day the employer says it paid")
+    proof_note = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="where the proof is (a bank advice, a UTR)",
+    )
     idempotency_key = models.CharField(max_length=255)
     state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING)
     requested_by = models.CharField(max_length=100, help_text="user:<id> or client:<client_id>")

@@ -31,7 +31,7 @@ from django.utils import timezone
 from ems.errors import ErrorDetail, ValidationFailed
 from ems.tenancy import Caller, scoped
 from ledger.errors import AccountNotFound, AccountRequired
-from ledger.models import Account, Entry, Hold, ParkedRequest
+from ledger.models import Account, Entry, Hold, ParkedRequest, TopUp
 
 HOLD_KIND = "HOLD"
 HISTORY_KINDS = [*Entry.Kind.values, HOLD_KIND]
@@ -213,6 +213,18 @@ def history_row(row: dict) -> dict:
 
 def _day_start(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min))
+
+
+def topups(*, caller: Caller, account_id: int | None = None, state: str | None = None) -> QuerySet[TopUp]:
+    """The payments the caller's employer declared (top-ups), newest first, each with its
+    account and insurer: pending until a finance approver decides, then approved or
+    rejected with the approver's note."""
+    rows = scoped(TopUp.objects.all(), caller, employer_field="account__employer_id")
+    if account_id is not None:
+        rows = rows.filter(account_id=account_id)
+    if state is not None:
+        rows = rows.filter(state=state)
+    return rows.select_related("account__insurer").order_by("-created_at", "-id")
 
 
 def accounts_with_parked() -> list[int]:

@@ -36,6 +36,15 @@ class TopUpRequestSerializer(serializers.Serializer):
     )
     amount = serializers.IntegerField(min_value=1, help_text="minor units (paise), an integer")
     payment_reference = serializers.CharField(max_length=100, help_text="the bank transfer's reference (UTR)")
+    payment_date = serializers.DateField(
+        required=False, allow_null=True, help_text="optional: the day the payment was made (not after today)"
+    )
+    proof_note = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=500,
+        help_text="optional: where the proof is, for the approver",
+    )
 
 
 class TopUpSerializer(serializers.Serializer):
@@ -44,7 +53,10 @@ class TopUpSerializer(serializers.Serializer):
     currency = serializers.CharField(source="account.currency")
     amount = serializers.IntegerField()
     payment_reference = serializers.CharField()
+    payment_date = serializers.DateField(allow_null=True)
+    proof_note = serializers.CharField()
     state = serializers.CharField()
+    decision_note = serializers.CharField(help_text="the approver's note; a rejection's reason")
     created_at = serializers.DateTimeField()
 
 

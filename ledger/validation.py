@@ -4,7 +4,7 @@ Each check returns the value it accepted or raises the `LedgerError` whose code 
 the problem, with one `ErrorDetail` naming the field.
 """
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from django.conf import settings
@@ -16,6 +16,8 @@ from ledger.errors import (
     HoldExpiryInvalid,
     IdempotencyKeyInvalid,
     NoteRequired,
+    PaymentDateInvalid,
+    ProofNoteInvalid,
     ReferenceInvalid,
 )
 
@@ -64,6 +66,38 @@ def key_valid(key: Any, field: str = "idempotency_key") -> str:
 
 def note_valid(note: Any, field: str = "note") -> str:
     return text_valid(note, field=field, max_length=500, error=NoteRequired)
+
+
+def payment_date_valid(value: Any, field: str = "payment_date") -> date | None:
+    """None (not given), or a day that has come: a payment cannot be made tomorrow."""
+    if value is None:
+        return None
+    if isinstance(value, datetime) or not isinstance(value, date):
+        reason = "must be a date (YYYY-MM-DD)"
+    elif value > timezone.localdate():
+        reason = "must not be after today"
+    else:
+        return value
+    raise PaymentDateInvalid(
+        details=[ErrorDetail(field=field, code=PaymentDateInvalid.code, message=f"{field} {reason}.")]
+    )
+
+
+def proof_note_valid(value: Any, field: str = "proof_note") -> str:
+    """Optional text (empty when not given) of at most 500 characters."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > 500:
+        raise ProofNoteInvalid(
+            details=[
+                ErrorDetail(
+                    field=field,
+                    code=ProofNoteInvalid.code,
+                    message=f"{field} must be at most 500 characters of text.",
+                )
+            ]
+        )
+    return value.strip()
 
 
 def expiry_valid(expires_at: datetime | None, now: datetime) -> datetime | None:

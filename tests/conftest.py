@@ -24,6 +24,21 @@ def _clean_redis():
     client.close()
 
 
+@pytest.fixture(autouse=True)
+def _validation_queue_empty():
+    """Each test starts with no single requests queued for validation and no drain "running":
+    a test that leaves the queue's kick set would leave every later request RECEIVED."""
+    from endorsements.validation_queue import KICK_KEY, PENDING_KEY
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        client.delete(KICK_KEY, PENDING_KEY)
+    except redis.RedisError:
+        pass  # a test that points REDIS_URL nowhere; its own code handles that
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="session")
 def mongo_server(tmp_path_factory):
     server = start_mongo_wire(data_path=str(tmp_path_factory.mktemp("mongo") / "audit.db"))

@@ -113,6 +113,19 @@ class AccountFactory(factory.django.DjangoModelFactory):
     insurer = factory.SubFactory(InsurerFactory)
 
 
+class BatchFactory(factory.django.DjangoModelFactory):
+    """An uploaded CSV file's batch, PROCESSING unless told otherwise."""
+
+    class Meta:
+        model = "endorsements.EndorsementBatch"
+
+    employer = factory.SubFactory(EmployerFactory)
+    source = "CSV"
+    file_format = "CSV"
+    file_name = "people.csv"
+    state = "PROCESSING"
+
+
 class UserFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = get_user_model()

@@ -1,12 +1,12 @@
 """Helpers for tests that run EMS's servers as subprocesses on this session's test database."""
 
-import os
-import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from urllib.parse import quote
+
+from bench.setup import process_group_stop as stop  # noqa: F401 - the tests' name for it
 
 
 def database_url() -> str:
@@ -47,17 +47,6 @@ def wait_until_answers(url: str, process: subprocess.Popen, log_path, timeout: f
             stop(process)
             raise RuntimeError(f"the server did not answer within {timeout} s:\n{log_path.read_text()}")
         time.sleep(0.2)
-
-
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the process group (started with start_new_session), SIGKILL after 10 s."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
 
 
 def wait_for_other_sessions_to_end(timeout: float = 10) -> None:

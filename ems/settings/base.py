@@ -427,6 +427,26 @@ CELERY_BEAT_SCHEDULE["endorsements-pipeline-activate-due"] = {
     "options": {"expires": ACTIVATION_SWEEP_SECONDS * 2},
 }
 
+# --- the pipeline: SLA clocks (endorsements/pipeline/sla.py) -----------------------------
+# How often beat marks requests whose SLA deadline passed (BREACHED) or is near (NEAR: this
+# fraction of the allowance used, e.g. 12 of 15 days), and how many rows one chunk marks.
+SLA_SWEEP_SECONDS = env.float("SLA_SWEEP_SECONDS", default=60.0)
+PIPELINE_SLA_NEAR_FRACTION = env.float("PIPELINE_SLA_NEAR_FRACTION", default=0.8)
+if not 0 < PIPELINE_SLA_NEAR_FRACTION < 1:
+    raise ImproperlyConfigured("PIPELINE_SLA_NEAR_FRACTION must be between 0 and 1.")
+SLA_SWEEP_CHUNK = env.int("SLA_SWEEP_CHUNK", default=5000)
+CELERY_TASK_ROUTES["endorsements.pipeline.sla_sweep"] = {"queue": "housekeeping"}
+CELERY_BEAT_SCHEDULE["endorsements-pipeline-sla-sweep"] = {
+    "task": "endorsements.pipeline.sla_sweep",
+    "schedule": SLA_SWEEP_SECONDS,
+    "options": {"expires": SLA_SWEEP_SECONDS * 2},
+}
+# --- dead letters: when a request counts as stuck (endorsements/pipeline/dead_letters.py) ---
+PIPELINE_STUCK_GRACE_SECONDS = env.float("PIPELINE_STUCK_GRACE_SECONDS", default=60.0)
+PIPELINE_STUCK_RECEIVED_SECONDS = env.float("PIPELINE_STUCK_RECEIVED_SECONDS", default=600.0)
+# after the insurer's whole retry budget: its time to answer a request it took
+PIPELINE_STUCK_SENT_SECONDS = env.float("PIPELINE_STUCK_SENT_SECONDS", default=3600.0)
+
 # --- API docs served by the app itself (no CDN: they work on a closed network); the schema ---
 INSTALLED_APPS += ["drf_spectacular_sidecar"]
 SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [

@@ -11,7 +11,8 @@ How it works
 - One closer per insurer at a time (a Redis lock, `ems.redis_lock`); the database is the
   real guard: the state machine refuses a second move and an item is in at most one live
   dispatch.
-- At close: the review gates (`gates.gates_consult`) hold some requests (-> ON_HOLD_REVIEW);
+- At close: the review gates (`gates.gates_consult`) hold some requests (-> ON_HOLD_REVIEW,
+  through `review.reviews_hold`; an approved request is not gated again and goes on);
   then the credits (DELETE, negative CORRECTION, zero-premium changes) go first, FIFO, in
   one dispatch (VALIDATED -> SENT). Where the insurer answers inline (REST) that dispatch is
   sent right here, so the confirmation handler posts the refunds before the debits lock
@@ -37,7 +38,7 @@ from django.utils import timezone
 
 from ems.redis_lock import LockBackendUnavailable, LockNotAcquired, redis_lock
 from endorsements.models import EndorsementRequest, EndorsementState
-from endorsements.pipeline import confirmation, funds, gates, sending
+from endorsements.pipeline import confirmation, funds, gates, review, sending
 from endorsements.pipeline.funds import is_credit
 from endorsements.transitions import endorsement_transition
 from insurers import services as gateway
@@ -142,10 +143,17 @@ def validated_follow_up(endorsement_ids: list[int]) -> None:
     windows_full_close_task.delay(list(endorsement_ids))
 
 
+def closer_lock(insurer_id: int, *, blocking_timeout: float):
+    """The insurer's closer lock: held while a window closes (and while a cancel decides)."""
+    return redis_lock(
+        f"scheduler:insurer:{insurer_id}", timeout=CLOSER_LOCK_SECONDS, blocking_timeout=blocking_timeout
+    )
+
+
 def window_close(*, insurer_id: int) -> WindowClose | None:
     """Close the insurer's window now. None if another closer holds the insurer's lock."""
     try:
-        with redis_lock(f"scheduler:insurer:{insurer_id}", timeout=CLOSER_LOCK_SECONDS, blocking_timeout=0):
+        with closer_lock(insurer_id, blocking_timeout=0):
             return _window_close(Insurer.objects.get(pk=insurer_id))
     except LockNotAcquired:
         log.info("endorsements.window_close_busy", insurer_id=insurer_id)
@@ -163,19 +171,13 @@ def _window_close(insurer: Insurer) -> WindowClose:
         .select_related("policy")
         .order_by("validated_at", "id")[: insurer.dispatch_batch_size]
     )
-    validated = [e for e in window if e.state == S.VALIDATED]
-    held = gates.gates_consult(validated) if validated else {}
+    # Requests an operator approved once are not offered to the gates again (review.gated).
+    candidates = review.gated(window)
+    answered = gates.gates_consult(candidates) if candidates else {}
+    held = {e.pk: answered[e.pk] for e in candidates if e.pk in answered}
     if held:
-        moved = [e for e in validated if e.pk in held]
-        # Reasons differ per request: one call per reason group keeps it set-based.
-        for reason in sorted(set(held.values())):
-            endorsement_transition(
-                to_state=S.ON_HOLD_REVIEW,
-                actor=ACTOR,
-                endorsements=[e for e in moved if held[e.pk] == reason],
-                reason=reason[:500],
-            )
-        result.held = [e.pk for e in moved]
+        review.gates_hold(held=held, actor=ACTOR)
+        result.held = list(held)
         window = [e for e in window if e.pk not in held]
     credits = [e for e in window if e.state == S.VALIDATED and is_credit(e)]
     if credits:

@@ -2,7 +2,10 @@
 
 Batch counts: `accepted` (validated, including rows later replaced by a newer row),
 `rejected` (invalid rows) and `duplicates` (rejected as a duplicate) add up to
-`rows_total` when the batch is COMPLETED.
+`rows_total` when the batch is COMPLETED. `progress` is the share of rows decided out of
+the file's rows (an upper bound on them until the file is read whole); `progress_message`
+gives the portal that figure, the rows behind it and the sentence saying so, so the bar
+and the words beside it never disagree.
 """
 
 import json
@@ -60,6 +63,7 @@ def _printable(raw: dict) -> dict:
 
 
 def progress_data(batch: EndorsementBatch) -> dict:
+    """The batch's counts, as its events and audit records carry them."""
     return {
         "batch_id": batch.pk,
         "progress": batch.progress,
@@ -68,6 +72,49 @@ def progress_data(batch: EndorsementBatch) -> dict:
         "accepted_count": batch.accepted_count,
         "rejected_count": batch.rejected_count,
         "duplicate_count": batch.duplicate_count,
+    }
+
+
+def _rows_done(batch: EndorsementBatch) -> int:
+    return batch.accepted_count + batch.rejected_count + batch.duplicate_count
+
+
+def _progress_denominator(batch: EndorsementBatch) -> int:
+    """The rows `progress` is a share of: the file's rows once read whole, else the bound."""
+    if batch.parsed_at:
+        return batch.rows_total
+    return max(batch.rows_expected, batch.rows_parsed, _rows_done(batch), 1)
+
+
+def progress_text(batch: EndorsementBatch) -> str:
+    """The sentence beside the progress bar, from the same figures as the bar."""
+    if batch.state == EndorsementBatch.State.COMPLETED:
+        return (
+            f"Finished: {batch.accepted_count:,} accepted, {batch.rejected_count:,} rejected, "
+            f"{batch.duplicate_count:,} duplicate{'' if batch.duplicate_count == 1 else 's'}."
+        )
+    if batch.state == EndorsementBatch.State.FAILED:
+        reason = f": {batch.failure_reason}" if batch.failure_reason else "."
+        return f"The file could not be processed{reason}"
+    return f"Processing: {batch.progress}% done, {rows_checked_text(batch)} rows checked."
+
+
+def rows_checked_text(batch: EndorsementBatch) -> str:
+    """'4,800 of about 20,000': rows decided, of the rows the bar measures."""
+    about = "" if batch.parsed_at else "about "
+    return f"{_rows_done(batch):,} of {about}{_progress_denominator(batch):,}"
+
+
+def progress_message(batch: EndorsementBatch) -> dict:
+    """What the portal shows of a batch (websocket push and status URL alike): the counts,
+    the rows checked out of the rows the bar measures, and the sentence saying so."""
+    return {
+        **progress_data(batch),
+        "rows_done": _rows_done(batch),
+        "rows_expected": _progress_denominator(batch),
+        "rows_checked_text": rows_checked_text(batch),
+        "status_text": progress_text(batch),
+        "failure_reason": batch.failure_reason,
     }
 
 
@@ -84,7 +131,7 @@ def batch_advance(
     batch.accepted_count += accepted
     batch.rejected_count += rejected
     batch.duplicate_count += duplicates
-    done = batch.accepted_count + batch.rejected_count + batch.duplicate_count
+    done = _rows_done(batch)
     fields = ["accepted_count", "rejected_count", "duplicate_count", "progress"]
     completed = False
     if batch.state == EndorsementBatch.State.PROCESSING and batch.parsed_at and done >= batch.rows_total:
@@ -94,12 +141,9 @@ def batch_advance(
         fields += ["state", "completed_at"]
         completed = True
     elif batch.state != EndorsementBatch.State.COMPLETED:
-        denominator = (
-            batch.rows_total if batch.parsed_at else max(batch.rows_expected, batch.rows_parsed, done, 1)
-        )
-        batch.progress = min(99, done * 100 // max(denominator, 1))
+        batch.progress = min(99, done * 100 // max(_progress_denominator(batch), 1))
     batch.save(update_fields=fields)
-    notify_employer(batch.employer_id, "batch.progress", progress_data(batch))
+    notify_employer(batch.employer_id, "batch.progress", progress_message(batch))
     if completed:
         data = progress_data(batch)
         events_queue([batch_event(batch=batch, event_type="batch.completed", data=data)])
@@ -111,7 +155,7 @@ def batch_advance(
             employer_id=batch.employer_id,
             after=data,
         )
-        notify_employer(batch.employer_id, "batch.completed", data)
+        notify_employer(batch.employer_id, "batch.completed", progress_message(batch))
     return batch
 
 
@@ -137,4 +181,4 @@ def batch_fail(*, batch_id: int, code: str, reason: str) -> None:
             after={"state": batch.state, "failure_code": code},
             note=reason,
         )
-        notify_employer(batch.employer_id, "batch.completed", progress_data(batch))
+        notify_employer(batch.employer_id, "batch.completed", progress_message(batch))

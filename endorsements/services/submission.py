@@ -37,6 +37,7 @@ from endorsements.models import (
     Policy,
     Source,
 )
+from endorsements.pipeline import sla
 from endorsements.services.batch_progress import batch_advance, row_errors_write
 from endorsements.transitions import (
     UNSENT_STATES,
@@ -187,6 +188,11 @@ def _decisions_apply(
     for pk, decision in assessment.decisions.items():
         groups[decision.state].append(by_id[pk])
     changes = {pk: decision.changes for pk, decision in assessment.decisions.items()}
+    for pk, decision in assessment.decisions.items():
+        if decision.state == EndorsementState.VALIDATED and decision.sla_days is not None:
+            # The SLA clock, in the same per-row update as the premium (no write of its own).
+            deadline = sla.deadline_of(received_at=by_id[pk].received_at, days=decision.sla_days)
+            changes[pk] = {**decision.changes, "sla_deadline": deadline}
     for state in _DECIDED:
         if groups[state]:
             endorsement_transition(
@@ -230,7 +236,8 @@ def linked_deletes_store(*, linked: list, actor: str) -> list[EndorsementRequest
             endorsements=requests,
             to_state=state,
             actor=actor,
-            reason="the employee is deleted",
+            # a rejection carries its reasons on the row and its event, like any request's
+            reason="with the employee's deletion" if state == EndorsementState.VALIDATED else "",
             changes={r.pk: changes[r.pk] for r in requests},
         )
     return [r for requests in created.values() for r in requests]

@@ -10,9 +10,17 @@ import datetime
 import io
 
 import pytest
+from django.utils import timezone
 
 from endorsements.models import EndorsementBatch
-from tests.factories import EmployerFactory, PlanFactory, PlanRateFactory, PolicyFactory, hr_user_create
+from tests.factories import (
+    BatchFactory,
+    EmployerFactory,
+    PlanFactory,
+    PlanRateFactory,
+    PolicyFactory,
+    hr_user_create,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -52,7 +60,6 @@ def download_template_header(page) -> list[str]:
 
 def people_csv(header: list[str]) -> bytes:
     """One good row and two bad ones: an impossible date; an unknown gender (with a formula for a name)."""
-    today = datetime.date.today().isoformat()
     rows = [
         {"first_name": "Asha", "employee_code": "E100", "date_of_birth": "1990-01-15"},
         {"first_name": "Ravi", "employee_code": "E101", "date_of_birth": "1988-02-30"},
@@ -63,6 +70,12 @@ def people_csv(header: list[str]) -> bytes:
             "gender": "Q",
         },
     ]
+    return joiners_csv(header, rows)
+
+
+def joiners_csv(header: list[str], rows: list[dict]) -> bytes:
+    """ADDs of new joiners on POL-ACME's GOLD plan today: each row's cells over the defaults."""
+    today = datetime.date.today().isoformat()
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\r\n")
     writer.writeheader()
@@ -72,7 +85,7 @@ def people_csv(header: list[str]) -> bytes:
                 "action": "ADD",
                 "relation": "SELF",
                 "last_name": "Rao",
-                "gender": row.pop("gender", "F"),
+                "gender": "F",
                 "date_of_joining": today,
                 "effective_date": today,
                 "policy_number": "POL-ACME",
@@ -157,3 +170,38 @@ def test_with_the_websocket_blocked_polling_completes_the_progress(page, hr_user
     assert root.get_attribute("data-transport") == "polling"
     assert root.get_attribute("data-last-source") == "poll"
     assert_finished_page(page)
+
+
+def test_the_words_beside_the_bar_follow_it_as_the_batch_moves(page, hr_user):
+    # given a large file part-way through (4,800 of about 20,000 rows decided), watched by polling
+    employer = hr_user.employer_membership.employer
+    batch = BatchFactory(
+        employer=employer,
+        file_name="big.csv",
+        rows_expected=20_000,
+        rows_parsed=6_000,
+        accepted_count=4_700,
+        rejected_count=100,
+        progress=24,
+    )
+    page.route_web_socket("**/ws/notifications/", lambda socket: socket.close(code=1011, reason="blocked"))
+    log_in(page)
+    page.goto(f"/portal/batches/{batch.pk}/")
+    page.wait_for_selector('#batch-progress[data-transport="polling"]')
+    # then the bar, the sentence and the rows say the same
+    assert page.locator("#batch-progress-bar").evaluate("bar => bar.value") == 24
+    assert page.locator("#batch-status-text").text_content() == (
+        "Processing: 24% done, 4,800 of about 20,000 rows checked."
+    )
+    assert page.locator('[data-field="rows_checked_text"]').text_content() == "4,800 of about 20,000"
+    # when the file has been read whole and more rows are decided
+    EndorsementBatch.objects.filter(pk=batch.pk).update(
+        rows_total=19_800, parsed_at=timezone.now(), accepted_count=11_780, progress=60
+    )
+    page.wait_for_function("document.getElementById('batch-progress-bar').value === 60")
+    # then the words moved with the bar
+    assert page.locator("#batch-status-text").text_content() == (
+        "Processing: 60% done, 11,880 of 19,800 rows checked."
+    )
+    assert page.locator('[data-field="rows_checked_text"]').text_content() == "11,880 of 19,800"
+    assert page.locator('[data-field="progress"]').text_content() == "60"

@@ -104,3 +104,13 @@ def book_create(employer, today: datetime.date) -> Book:
     )
     rate_card(plan)
     return Book(employer=employer, policy=policy, plan=plan, today=today)
+
+
+@pytest.fixture
+def portal_hr(client, book):
+    """A test client signed in to the portal as an HR user of `book`'s employer (on `.book`)."""
+    from tests.factories import hr_user_create
+
+    client.force_login(hr_user_create(employer=book.employer))
+    client.book = book
+    return client

@@ -411,8 +411,17 @@ def test_progress_is_pushed_after_each_chunk_and_at_completion(
             "accepted_count": 4,
             "rejected_count": 0,
             "duplicate_count": 1,
+            "rows_done": 5,
+            "rows_expected": 5,
+            "rows_checked_text": "5 of 5",
+            "status_text": "Finished: 4 accepted, 0 rejected, 1 duplicate.",
+            "failure_reason": "",
         },
     )
+    assert [d["status_text"] for d in progress[:2]] == [
+        "Processing: 40% done, 2 of about 5 rows checked.",
+        "Processing: 80% done, 4 of about 5 rows checked.",
+    ]
     async_to_sync(layer.group_discard)(employer_group(book.employer.pk), channel)
 
 

@@ -11,7 +11,7 @@ import datetime
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from endorsements.models import Coverage, EndorsementBatch, EndorsementRequest
+from endorsements.models import Coverage, EndorsementBatch, EndorsementRequest, PlanRate
 from tests.endorsements.test_batch_submit import csv_text
 from tests.pipeline.activation_helpers import submitted
 
@@ -197,3 +197,57 @@ def test_linked_deletions_go_with_the_employees_when_it_is_superseded(book, fami
         ("Ravi", "VALIDATED", earlier, -911_672, -139_069, second.tracking_id),
         ("Mira", "VALIDATED", earlier, -455_835, -69_534, second.tracking_id),
     ]
+
+
+def test_a_dependant_whose_cover_begins_later_is_deleted_from_its_start(book, family, submit):
+    later = book.today + datetime.timedelta(days=40)
+    Coverage.objects.filter(member=family[2]).update(start_date=later)
+    employee = submit(deletion(book))
+    child = EndorsementRequest.objects.get(member=family[2])
+    # Effective on its cover's start (a cover never in force: voided on activation), the
+    # whole charge back: 600,000 × 205/365 = 336,986 and tax 60,657.
+    assert (child.linked_to_id, child.effective_date, child.premium_amount, child.tax_amount) == (
+        employee.pk,
+        later,
+        -397_643,
+        -60_657,
+    )
+
+
+def test_a_later_chunk_that_deletes_the_dependant_itself_replaces_the_linked_deletion(
+    book, family, api, django_capture_on_commit_callbacks, monkeypatch
+):
+    monkeypatch.setattr("endorsements.services.batches.CHUNK_ROWS", 1)
+    content = csv_text([deletion(book), deletion(book, relation="SPOUSE", first_name="Ravi")]).encode()
+    upload = SimpleUploadedFile("leavers.csv", content, content_type="text/csv")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api.post("/api/v1/endorsements/batch", {"file": upload}, format="multipart").status_code == 202
+
+    spouse = list(
+        EndorsementRequest.objects.filter(member=family[1])
+        .order_by("pk")
+        .values_list("state", "row_number", "linked_to__member__first_name", "superseded_by__row_number")
+    )
+    # the linked one (chunk 1, the employee's row 2) replaced by the file's own row 3
+    assert spouse == [("SUPERSEDED", 2, "Asha", 3), ("VALIDATED", 3, None, None)]
+    assert EndorsementBatch.objects.get().accepted_count == 2
+
+
+def test_a_dependant_the_rate_card_no_longer_prices_is_rejected_with_its_reason(book, family, submit):
+    PlanRate.objects.filter(plan=book.plan, relation="CHILD").delete()
+    employee = submit(deletion(book))
+    child = EndorsementRequest.objects.get(member=family[2])
+    assert (child.state, child.linked_to_id, child.premium_amount) == ("REJECTED", employee.pk, None)
+    assert child.rejection_reasons == [
+        {
+            "field": "sum_insured",
+            "code": "rate_not_found",
+            "message": "The cover's plan has no rate for this member.",
+        }
+    ]
+    assert [(s.to_state, s.reason) for s in child.history()] == [
+        ("RECEIVED", ""),
+        ("REJECTED", ""),
+    ]
+    # the employee and the spouse go on
+    assert [state for _name, state, *_rest in deletions()] == ["VALIDATED", "VALIDATED", "REJECTED"]

@@ -97,8 +97,62 @@ def test_the_status_endpoint_gives_the_counts_the_websocket_sends(hr):
         "accepted_count": 3,
         "rejected_count": 1,
         "duplicate_count": 2,
+        "rows_done": 6,
+        "rows_expected": 6,
+        "rows_checked_text": "6 of about 6",
+        "status_text": "Processing: 40% done, 6 of about 6 rows checked.",
         "failure_reason": "",
     }
+
+
+def test_the_words_beside_the_bar_say_the_bars_figure_and_the_rows_behind_it(hr):
+    # given a 20,000-row file being read: 4,800 rows decided, the file not yet read whole
+    batch = batch_create(
+        hr.employer,
+        rows_expected=20_000,
+        rows_parsed=6_000,
+        accepted_count=4_700,
+        rejected_count=100,
+        progress=24,
+    )
+    # when the page and the status URL are read
+    html = hr.get(f"/portal/batches/{batch.pk}/").content.decode()
+    status = hr.get(f"/portal/batches/{batch.pk}/status").json()
+    # then the bar, the sentence and the rows agree
+    sentence = "Processing: 24% done, 4,800 of about 20,000 rows checked."
+    assert '<progress id="batch-progress-bar" max="100" value="24">24%</progress>' in html
+    assert f'<p id="batch-status-text" class="status-text" data-field="status_text">{sentence}</p>' in html
+    assert '<dd data-field="rows_checked_text">4,800 of about 20,000</dd>' in html
+    assert (status["progress"], status["status_text"], status["rows_done"], status["rows_expected"]) == (
+        24,
+        sentence,
+        4_800,
+        20_000,
+    )
+
+
+def test_once_the_file_is_read_whole_its_rows_are_no_longer_an_estimate(hr):
+    from django.utils import timezone
+
+    batch = batch_create(
+        hr.employer, rows_total=8, rows_expected=10, parsed_at=timezone.now(), accepted_count=2, progress=25
+    )
+    status = hr.get(f"/portal/batches/{batch.pk}/status").json()
+    assert status["status_text"] == "Processing: 25% done, 2 of 8 rows checked."
+    assert status["rows_checked_text"] == "2 of 8"
+
+
+def test_a_finished_and_a_failed_batch_say_so_in_the_same_place(hr):
+    done = completed_batch(hr.employer, errors=2)
+    failed = batch_create(
+        hr.employer, state=EndorsementBatch.State.FAILED, failure_reason="The file vanished."
+    )
+    assert hr.get(f"/portal/batches/{done.pk}/status").json()["status_text"] == (
+        "Finished: 1 accepted, 2 rejected, 0 duplicates."
+    )
+    assert hr.get(f"/portal/batches/{failed.pk}/status").json()["status_text"] == (
+        "The file could not be processed: The file vanished."
+    )
 
 
 def test_a_completed_batch_lists_its_row_errors_with_the_report_link(hr):

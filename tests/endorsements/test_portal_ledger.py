@@ -113,8 +113,8 @@ def test_the_history_is_paginated_with_bounded_queries(
     settings.PORTAL_PAGE_SIZE = 3
     for number in range(6):
         fund(account, 1_000 + number, approver, f"more{number}")
-    # session, user, membership+employer, accounts, count, page
-    with django_assert_max_num_queries(6):
+    # session, user, membership+employer, accounts, count, page, the latest declared payments
+    with django_assert_max_num_queries(7):
         response = hr.get("/portal/history/", {"page": 2})
     html = response.content.decode()
     assert "10 lines, newest first, page 2 of 4" in html

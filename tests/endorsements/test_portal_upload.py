@@ -6,7 +6,7 @@ import io
 import pytest
 
 from endorsements.models import EndorsementBatch
-from tests.factories import EmployerFactory, hr_user_create
+from tests.factories import BatchFactory, EmployerFactory, PlanFactory, PolicyFactory, hr_user_create
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +24,7 @@ def hr(client):
     return client
 
 
-def test_the_template_is_the_header_row_of_every_column(hr):
+def test_without_a_policy_the_template_is_the_header_row_of_every_column(hr):
     response = hr.get("/portal/template.csv")
     assert response.status_code == 200
     assert response["Content-Type"] == "text/csv; charset=utf-8"
@@ -45,13 +45,22 @@ def test_the_upload_page_has_the_form_the_template_link_and_the_guide(hr):
         assert f"<code>{column}</code>" in html, column
 
 
-def test_the_guides_example_rows_have_every_column(hr):
+def test_the_guides_example_rows_have_every_column_in_the_employers_own_codes(hr):
+    # given an employer with a policy and a plan
+    policy = PolicyFactory(employer=hr.employer, number="GHP-ACME-7")
+    PlanFactory(policy=policy, code="SILVER", sum_insured_options=[300000, 500000])
+    # then the guide's example rows name them, and example employees
     html = hr.get("/portal/").content.decode()
     example = html.split('aria-label="Example CSV">', 1)[1].split("</pre>", 1)[0]
     rows = list(csv.reader(io.StringIO(example)))
     assert [len(row) for row in rows] == [15, 15, 15, 15]
     assert ",".join(rows[0]) + "\r\n" == TEMPLATE_HEADER
-    assert [row[0] for row in rows[1:]] == ["ADD", "DELETE", "CORRECTION"]
+    assert [(row[0], row[1], row[12], row[13], row[14]) for row in rows[1:]] == [
+        ("ADD", "EXAMPLE-1001", "GHP-ACME-7", "SILVER", "300000"),
+        ("DELETE", "EXAMPLE-0042", "GHP-ACME-7", "", ""),
+        ("CORRECTION", "EXAMPLE-1001", "GHP-ACME-7", "", ""),
+    ]
+    assert "POL-00001" not in html
 
 
 def test_a_file_that_is_not_csv_is_refused_before_anything_is_stored(hr):
@@ -98,3 +107,9 @@ def test_the_upload_page_lists_only_this_employers_recent_uploads_newest_first(
 
 def test_the_upload_page_says_when_there_are_no_uploads(hr):
     assert "No uploads yet." in hr.get("/portal/").content.decode()
+
+
+def test_an_upload_in_progress_lists_its_rows_checked_as_the_batch_page_does(hr):
+    BatchFactory(employer=hr.employer, rows_expected=20_000, accepted_count=4_800, progress=24)
+    html = hr.get("/portal/").content.decode()
+    assert "<td>4,800 of about 20,000 checked</td>" in html

@@ -199,3 +199,38 @@ def test_a_payment_reference_is_declared_once_unless_rejected(api, account, appr
     approvals.topup_decide(topup_id=first.json()["id"], approver=approver, approve=False, note="no")
     third = api.post("/api/v1/ledger/topup", body, format="json", HTTP_IDEMPOTENCY_KEY="k-3")
     assert third.status_code == 202
+
+
+def test_topup_takes_an_optional_payment_date_and_proof_note(api, account):
+    body = {
+        "amount": 100,
+        "payment_reference": "UTR-D",
+        "payment_date": "2026-01-05",
+        "proof_note": "advice #5",
+    }
+    response = api.post("/api/v1/ledger/topup", body, format="json", HTTP_IDEMPOTENCY_KEY="key-d")
+    assert response.status_code == 202, response.content
+    data = response.json()
+    assert (data["payment_date"], data["proof_note"], data["decision_note"]) == (
+        "2026-01-05",
+        "advice #5",
+        "",
+    )
+    topup = TopUp.objects.get()
+    assert (str(topup.payment_date), topup.proof_note) == ("2026-01-05", "advice #5")
+
+
+def test_topup_without_them_answers_as_before_with_null_and_empty(api, account):
+    response = api.post("/api/v1/ledger/topup", {"amount": 100, "payment_reference": "UTR-E"}, format="json")
+    assert response.status_code == 202
+    assert (response.json()["payment_date"], response.json()["proof_note"]) == (None, "")
+
+
+@pytest.mark.parametrize("payment_date", ["2026-02-30", "05/01/2026", 20260105, "2999-01-01"])
+def test_topup_with_a_bad_payment_date_is_422_and_writes_nothing(api, account, payment_date):
+    body = {"amount": 100, "payment_reference": "UTR-F", "payment_date": payment_date}
+    response = api.post("/api/v1/ledger/topup", body, format="json")
+    assert error_of(response, 422) == "payment_date_invalid"
+    assert response.json()["error"]["details"][0]["field"] == "payment_date"
+    assert TopUp.objects.count() == 0
+    assert OutboxEvent.objects.count() == 0

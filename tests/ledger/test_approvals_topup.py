@@ -1,6 +1,9 @@
 """ledger.approvals.account_topup and topup_decide (maker-checker)."""
 
+import datetime
+
 import pytest
+from django.utils import timezone
 
 from ems.models import OutboxEvent
 from ledger import approvals
@@ -12,6 +15,8 @@ from ledger.errors import (
     IdempotencyKeyInvalid,
     MakerCannotApprove,
     NoteRequired,
+    PaymentDateInvalid,
+    ProofNoteInvalid,
     ReferenceInvalid,
     TopUpAlreadyDecided,
     TopUpNotFound,
@@ -176,3 +181,63 @@ def test_an_approvers_note_over_500_characters_is_refused(account, approver):
     with pytest.raises(NoteRequired):
         approvals.topup_decide(topup_id=created.pk, approver=approver, approve=True, note="x" * 501)
     assert snapshot(account) == before
+
+
+# --- what the employer says about the payment: its date and a proof note ---------------------
+
+
+def test_the_payment_date_and_proof_note_are_kept_for_the_approver(account):
+    paid = timezone.localdate() - datetime.timedelta(days=2)
+    created = topup(account, payment_date=paid, proof_note="  bank advice emailed to finance  ")
+    created.refresh_from_db()
+    assert (created.state, created.payment_date, created.proof_note) == (
+        "PENDING",
+        paid,
+        "bank advice emailed to finance",
+    )
+    audit = OutboxEvent.objects.get(destination="audit_logs")
+    assert (audit.payload["after"]["payment_date"], audit.payload["after"]["proof_note"]) == (
+        paid.isoformat(),
+        "bank advice emailed to finance",
+    )
+
+
+def test_without_them_a_topup_has_no_date_and_an_empty_note(account):
+    created = topup(account)
+    created.refresh_from_db()
+    assert (created.payment_date, created.proof_note) == (None, "")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error_class", "field"),
+    [
+        ({"payment_date": "2026-01-01"}, PaymentDateInvalid, "payment_date"),
+        ({"payment_date": timezone.now()}, PaymentDateInvalid, "payment_date"),
+        ({"payment_date": "tomorrow"}, PaymentDateInvalid, "payment_date"),
+        ({"proof_note": "x" * 501}, ProofNoteInvalid, "proof_note"),
+        ({"proof_note": 5}, ProofNoteInvalid, "proof_note"),
+    ],
+)
+def test_a_bad_date_or_note_is_refused_and_nothing_is_written(account, overrides, error_class, field):
+    before = snapshot(account)
+    with pytest.raises(error_class) as error:
+        topup(account, **overrides)
+    assert (error.value.status, error.value.details[0].field) == (422, field)
+    assert snapshot(account) == before
+    assert TopUp.objects.count() == 0
+
+
+def test_a_payment_dated_tomorrow_is_refused(account):
+    with pytest.raises(PaymentDateInvalid) as error:
+        topup(account, payment_date=timezone.localdate() + datetime.timedelta(days=1))
+    assert error.value.details[0].message == "payment_date must not be after today."
+    assert TopUp.objects.count() == 0
+
+
+def test_the_same_key_with_another_note_is_refused(account):
+    topup(account, proof_note="advice 1")
+    before = snapshot(account)
+    with pytest.raises(IdempotencyConflict):
+        topup(account, proof_note="advice 2")
+    assert snapshot(account) == before
+    assert list(TopUp.objects.values_list("proof_note", flat=True)) == ["advice 1"]

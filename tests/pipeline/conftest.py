@@ -11,6 +11,7 @@ import uuid
 import pytest
 from django.conf import settings
 
+from bench.stack import RedisServer, Stack
 from endorsements.models import EndorsementRequest, EndorsementState
 from endorsements.transitions import endorsement_transition
 from ledger import approvals
@@ -20,7 +21,7 @@ from tests.factories import InsurerFactory, PolicyFactory
 from tests.insurers.conftest import sandbox, sandbox_server  # noqa: F401 - the session's sandbox
 from tests.insurers.gateway_items import sftp_insurer_at
 from tests.ledger.conftest import APPROVER_CODENAMES, user_with_ledger_permissions
-from tests.pipeline.stack import RedisServer, Stack
+from tests.servers import database_url
 
 S = EndorsementState
 
@@ -115,7 +116,7 @@ def states(*requests) -> list[str]:
     return [by_id[r.pk] for r in requests]
 
 
-# --- the deployed stack (tests/pipeline/stack.py) for end-to-end and fault tests --------------
+# --- the deployed stack (bench/stack.py) for end-to-end and fault tests --------------
 
 
 @pytest.fixture
@@ -130,6 +131,6 @@ def private_redis(tmp_path):
 @pytest.fixture
 def stack(tmp_path, private_redis, mongo_server, kafka_server):
     """The web server and a Celery worker on the test database and the private Redis."""
-    running = Stack(tmp_path, private_redis).start()
+    running = Stack(tmp_path, private_redis, database_url=database_url()).start()
     yield running
     running.stop()

@@ -6,6 +6,12 @@ runs from T-120 to T+244 (365 days, T = today); the employee is 30 (₹12,000 a 
 5 lakh, 18% tax).
 """
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import psycopg
 import pytest
 from celery import current_app
@@ -29,6 +35,7 @@ from tests.pipeline.activation_helpers import (
     spouse_row,
     submitted,
 )
+from tests.servers import database_url, stop, wait_for_other_sessions_to_end
 
 
 @pytest.fixture
@@ -238,6 +245,22 @@ def test_an_employees_deletion_ends_the_dependants_cover_through_its_linked_dele
     ]
 
 
+def test_of_two_confirmed_additions_for_one_employee_the_later_one_holds_the_cover(book, submit):
+    T = book.today
+    # Given a first addition already sent (so not superseded) and a second one validated after it
+    first = submit(employee_row(book))
+    confirmed(first, insurer_member_id="M-FIRST")
+    second = confirmed(
+        submit(employee_row(book, effective_date=(T + days(2)).isoformat())), insurer_member_id="M-SECOND"
+    )
+
+    assert [r.pk for r in endorsements_activate_due(today=T + days(2))] == [first.pk, second.pk]
+    assert covers("E1001") == [
+        ("SELF", "GOLD", 500000, T, T + days(1), "ENDED", "M-FIRST"),
+        ("SELF", "GOLD", 500000, T + days(2), book.policy.end_date, "ACTIVE", "M-SECOND"),
+    ]
+
+
 def test_a_dependant_waits_for_its_employee_to_become_a_member(book, submit):
     T = book.today
     # Given the spouse's addition takes effect before the employee's ...
@@ -284,3 +307,40 @@ def test_the_sweep_is_a_pipeline_task_on_a_beat_schedule_of_30_seconds_or_less()
     assert entry["task"] == activate_due_task.name == "endorsements.pipeline.activate_due"
     assert entry["schedule"] == settings.ACTIVATION_SWEEP_SECONDS <= 30
     assert current_app.amqp.router.route({}, activate_due_task.name)["queue"].name == "pipeline"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.filterwarnings("ignore:task_always_eager has no effect on send_task")  # it goes to the broker
+def test_a_worker_on_the_pipeline_queue_runs_the_sweep(employer, tmp_path):
+    book = book_create(employer, timezone.localdate())
+    add = confirmed(submitted(book, employee_row(book)), insurer_member_id="W-1")
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "ems.settings.test",
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "CELERY_TASK_ALWAYS_EAGER": "false",
+    }
+    with open(tmp_path / "worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            [str(Path(sys.executable).parent / "celery"), "-A", "ems", "worker", "-Q", "pipeline"]
+            + ["--pool", "solo", "--without-heartbeat", "--without-gossip", "--without-mingle"],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            current_app.send_task(activate_due_task.name)  # through the broker, as beat sends it
+            deadline = time.monotonic() + 60
+            while EndorsementRequest.objects.get(pk=add.pk).state != S.ACTIVE:
+                assert worker.poll() is None and time.monotonic() < deadline, (
+                    tmp_path / "worker.log"
+                ).read_text()
+                time.sleep(0.2)
+        finally:
+            stop(worker)
+    wait_for_other_sessions_to_end()
+    assert covers("E1001") == [("SELF", "GOLD", 500000, book.today, book.policy.end_date, "ACTIVE", "W-1")]

@@ -1,6 +1,6 @@
 """Faults on the whole pipeline: nothing lost, nothing done twice.
 
-The deployed stack (tests/pipeline/stack.py) runs while the sandbox insurer answers 500s,
+The deployed stack (bench/stack.py) runs while the sandbox insurer answers 500s,
 times out, throttles with Retry-After and loses responses after acting; the whole worker
 is SIGKILLed (parent and children) twice mid-run and its private Redis restarted (every
 queued message lost). Afterwards every request must be ACTIVE (confirmed, effective

@@ -22,11 +22,15 @@
   var SAFETY_MS = 20000;
   var OPEN_TIMEOUT_MS = 5000;
   var FINAL_STATES = { COMPLETED: true, FAILED: true };
-  var COUNT_FIELDS = ["state", "rows_total", "accepted_count", "rejected_count", "duplicate_count"];
+  // Every figure and sentence comes from the server's message (progress_message), so the
+  // bar, the counts and the words beside them are one source and cannot disagree.
+  var TEXT_FIELDS = [
+    "state", "rows_checked_text", "accepted_count", "rejected_count", "duplicate_count", "status_text",
+  ];
 
   var batchId = String(root.dataset.batchId);
   var bar = document.getElementById("batch-progress-bar");
-  var statusText = document.getElementById("batch-status-text");
+  var announcement = document.getElementById("batch-announcement");
   var finished = false;
   var polling = false;
   var pollDelay = POLL_MS;
@@ -42,7 +46,7 @@
   }
 
   function announce(text) {
-    statusText.textContent = text;
+    announcement.textContent = text;
   }
 
   function render(batch, source) {
@@ -56,7 +60,7 @@
     bar.value = progress;
     bar.textContent = progress + "%";
     setField("progress", progress);
-    COUNT_FIELDS.forEach(function (name) {
+    TEXT_FIELDS.forEach(function (name) {
       if (batch[name] !== undefined && batch[name] !== null) {
         setField(name, batch[name]);
       }
@@ -71,7 +75,7 @@
     var quarter = Math.floor(progress / 25);
     if (quarter !== lastAnnounced) {
       lastAnnounced = quarter;
-      announce("Processing: " + progress + "% done.");
+      announce(batch.status_text);
     }
   }
 
@@ -84,14 +88,7 @@
       socket.close();
       socket = null;
     }
-    if (batch.state === "FAILED") {
-      announce("The file could not be processed" + (batch.failure_reason ? ": " + batch.failure_reason : "."));
-    } else {
-      announce(
-        "Finished: " + batch.accepted_count + " accepted, " + batch.rejected_count + " rejected, " +
-        batch.duplicate_count + " duplicates."
-      );
-    }
+    announce(batch.status_text);
     reloadErrors();
   }
 

@@ -1,4 +1,5 @@
-"""The deployed pipeline for end-to-end tests: a private Redis, the web server and a Celery worker.
+"""The deployed pipeline for end-to-end tests and the pipeline benchmark: a private Redis, the
+web server and a Celery worker.
 
 - `RedisServer`: a `redis-server` of the test's own on a free loopback port (nothing on
   disk), so a test may stop and restart it without touching the machine's shared Redis.
@@ -10,6 +11,7 @@
   and `worker_start()` starts a new one: the fault tests' dead worker.
 
 Tests using these must be `transaction=True`, so the subprocesses see their data.
+`database_url` names the database the processes use (the test database, or the bench's).
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from pathlib import Path
 
 import redis
 from django.conf import settings
+from kombu.exceptions import OperationalError
 
-from bench.setup import free_port, web_server_start
-from tests.servers import database_url, stop
+from bench.setup import free_port, process_group_stop, web_server_start
 
 BIN = Path(sys.executable).parent
 SWEEPS = {
@@ -77,23 +79,25 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.process is not None:
-            stop(self.process)
+            process_group_stop(self.process)
             self.process = None
 
 
 class Stack:
-    def __init__(self, directory: Path, redis_server: RedisServer, extra_env: dict | None = None):
+    def __init__(
+        self, directory: Path, redis_server: RedisServer, *, database_url: str, extra_env: dict | None = None
+    ):
         self.directory = directory
         self.redis = redis_server
         self.env = {
             **os.environ,
             **SWEEPS,
             "DJANGO_SETTINGS_MODULE": "ems.settings.test",
-            "DATABASE_URL": database_url(),
+            "DATABASE_URL": database_url,
             "REDIS_URL": redis_server.url,
             "CELERY_TASK_ALWAYS_EAGER": "false",
             "MONGO_URL": settings.MONGO_URL,
-            "KAFKA_BOOTSTRAP_SERVERS": ",".join(settings.KAFKA_BOOTSTRAP_SERVERS),
+            "KAFKA_BOOTSTRAP_SERVERS": ",".join(settings.KAFKA_BOOTSTRAP_SERVERS or []),
             "LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
@@ -117,7 +121,25 @@ class Stack:
             start_new_session=True,
         )
         self.worker_start()
+        self.worker_ready_wait()
         return self
+
+    def worker_ready_wait(self, timeout: float = 60) -> None:
+        """Until the worker answers a ping on its broker (its boot is not counted in any timing)."""
+        from celery import Celery
+
+        deadline = time.monotonic() + timeout
+        while True:
+            probe = Celery(broker=self.redis.url)
+            try:
+                if probe.control.ping(timeout=0.5):
+                    return
+            except (redis.ConnectionError, OSError, OperationalError):
+                time.sleep(0.2)  # a pidbox reply read cut short while the worker boots: ask again
+            finally:
+                probe.close()
+            if self.worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not start:\n{self.logs()}")
 
     def worker_start(self) -> subprocess.Popen:
         self.workers_started += 1
@@ -159,9 +181,9 @@ class Stack:
 
     def stop(self) -> None:
         if self.worker is not None:
-            stop(self.worker)
+            process_group_stop(self.worker)
         if self.relay is not None:
-            stop(self.relay)
+            process_group_stop(self.relay)
         if self.web is not None:
             self.web.send_signal(signal.SIGTERM)
             try:
