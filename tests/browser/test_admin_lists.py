@@ -95,6 +95,7 @@ def columns_outside_the_viewport(page, wanted: list[str]) -> list[str]:
                 "state",
                 "employee_code",
                 "premium_display",
+                "sla_status",
                 "source",
                 "received",
             ],
