@@ -10,6 +10,10 @@ Lines (figures, never assertions):
   sum(entries), held == sum(pending holds), available >= 0 after the run.
 - `ledger_batch_holds`: 500-debit dispatches through `holds_place_batch` (one lock, one
   transaction each) against the best raw single-row rate measured above.
+- `ledger_batch_captures`: a window's 500 confirmations captured through
+  `holds_capture_batch` (one lock, one transaction, by reference, every other one for less
+  than its hold), against the same raw single-row rate; the holds are placed (untimed)
+  with `holds_place_batch` before each batch.
 - `ledger_vs_hordak`: the same number of posted transfers on one account through
   `refund_post` and through django-hordak's `Account.transfer_to` (each in its own
   transaction), same database, same process (a child run under bench/hordak_settings.py).
@@ -215,6 +219,7 @@ def run():
             "invariants_ok": _invariants_ok(account),
         }
     yield _batch_holds(best_raw)
+    yield _batch_captures(best_raw)
     yield _versus_hordak()
 
 
@@ -242,9 +247,53 @@ def _batch_holds(raw_ops: float) -> dict:
         "holds": BATCH_SIZE,
         "holds_per_s": round(holds_per_s, 1),
         "dispatch_ms": round(1000 * elapsed / BATCH_DISPATCHES, 2),
+        **_beside_raw(holds_per_s, raw_ops, account),
+    }
+
+
+def _beside_raw(per_s: float, raw_ops: float, account) -> dict:
+    """A batch row's tail: the raw single-row baseline of this run, the ratio, the invariants."""
+    return {
         "raw_sql_ops_per_s": round(raw_ops, 1),
-        "ratio": round(holds_per_s / raw_ops, 3) if raw_ops else None,
+        "ratio": round(per_s / raw_ops, 3) if raw_ops else None,
         "invariants_ok": _invariants_ok(account),
+    }
+
+
+def _batch_captures(raw_ops: float) -> dict:
+    # The outbox relay is the relay process's work, not the capture's (the raw baseline has
+    # none): off here, or the batch that happens to kick it would carry its whole run.
+    from django.test import override_settings
+
+    with override_settings(OUTBOX_RELAY_ON_COMMIT=False):
+        return _batch_captures_timed(raw_ops)
+
+
+def _batch_captures_timed(raw_ops: float) -> dict:
+    from ledger import batches, services
+
+    account = _hot_account()
+    run_id = uuid.uuid4().hex[:8]
+    elapsed = 0.0
+    for window in range(BATCH_DISPATCHES):
+        references = [f"{run_id}-{window}-{i}" for i in range(BATCH_SIZE)]
+        services.holds_place_batch(
+            account_id=account.pk,
+            requests=[{"amount": 100, "reference": r, "idempotency_key": r} for r in references],
+        )
+        captures = [
+            {"reference": r, "amount": 100 - i % 2, "idempotency_key": r} for i, r in enumerate(references)
+        ]
+        began = time.perf_counter()
+        batches.holds_capture_batch(account_id=account.pk, captures=captures, actor="system:bench")
+        elapsed += time.perf_counter() - began
+    captures_per_s = BATCH_SIZE * BATCH_DISPATCHES / elapsed
+    return {
+        "bench": "ledger_batch_captures",
+        "captures": BATCH_SIZE,
+        "per_s": round(captures_per_s, 1),
+        "batch_ms": round(1000 * elapsed / BATCH_DISPATCHES, 2),
+        **_beside_raw(captures_per_s, raw_ops, account),
     }
 
 

@@ -39,6 +39,11 @@ SWEEPS = {
     "INSURER_CONFIRMATIONS_POLL_SECONDS": "1",
     "ACTIVATION_SWEEP_SECONDS": "1",
     "SLA_SWEEP_SECONDS": "5",
+    "VALIDATION_KICK_SECONDS": "2",
+    "VALIDATION_DRAIN_SWEEP_SECONDS": "1",
+    "VALIDATION_LOST_AFTER_SECONDS": "3",
+    "BATCH_STALLED_AFTER_SECONDS": "10",
+    "BATCH_STALLED_SWEEP_SECONDS": "2",
 }
 
 
@@ -130,7 +135,7 @@ class Stack:
 
         deadline = time.monotonic() + timeout
         while True:
-            probe = Celery(broker=self.redis.url)
+            probe = Celery(broker=self.redis.url, set_as_current=False)
             try:
                 if probe.control.ping(timeout=0.5):
                     return

@@ -10,6 +10,11 @@ audit trail.
   through `ems.outbox_relay.outbox_backoff_clear`; it needs `ems.retry_outboxevent`.
   The list page says which sinks are backing off and whether the Kafka relay is off.
 - Idempotency records: read-only.
+- Users: Django's own admin, with lookups through `password` (the hash) refused like
+  every other secret field (`ems.admin_mixins.SecretLookupRefusal`).
+- Login lockouts (django-axes' failed attempts): read-only; "Unlock" forgets the selected
+  attempts through `ems.login_locks.login_locks_release` (audited); it needs
+  `axes.delete_accessattempt`.
 - Audit trail (`/admin/ems/audit-trail/`): audit records read from MongoDB through
   `ems.audit_reader`, filtered by actor, action, object, employer and date; it needs
   `ems.view_audit_trail`. The default admin site has no hook for extra pages, so
@@ -19,8 +24,11 @@ audit trail.
 
 import datetime
 
+from axes.models import AccessAttempt
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.exceptions import PermissionDenied
 from django.http import QueryDict
 from django.template.response import TemplateResponse
@@ -31,9 +39,10 @@ from pymongo.errors import PyMongoError
 
 from ems import clients
 from ems.actor_names import actor_recorded, names_for
-from ems.admin_mixins import ReadOnlyAdmin, actor_of, permission_check
+from ems.admin_mixins import ReadOnlyAdmin, SecretLookupRefusal, actor_of, permission_check
 from ems.audit_reader import audit_search
 from ems.identity import api_client_create, api_client_revoke
+from ems.login_locks import login_locks_release
 from ems.models import ApiClient, Employer, EmployerMembership, IdempotencyRecord, OutboxEvent
 from ems.outbox_relay import SINKS, backoff_remaining, outbox_backoff_clear
 
@@ -119,6 +128,37 @@ class IdempotencyRecordAdmin(ReadOnlyAdmin):
     show_full_result_count = False
 
 
+# --- users: Django's admin, no lookup through the password hash --------------------------
+
+User = get_user_model()
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class UserAdmin(SecretLookupRefusal, DjangoUserAdmin):
+    secret_field_names = ("password",)
+
+
+@admin.register(AccessAttempt)
+class LoginLockAdmin(ReadOnlyAdmin):
+    list_display = ("username", "ip_address", "failures_since_start", "attempt_time", "path_info")
+    list_filter = ("path_info",)
+    search_fields = ("=username", "=ip_address")
+    ordering = ("-attempt_time",)
+    fields = ("username", "ip_address", "user_agent", "failures_since_start", "attempt_time", "path_info")
+    readonly_fields = fields
+    actions = ["unlock"]
+
+    has_unlock_permission = permission_check("axes.delete_accessattempt")
+
+    @admin.action(
+        description="Unlock: forget these failed sign-ins (username and address)", permissions=["unlock"]
+    )
+    def unlock(self, request, queryset) -> None:
+        released = login_locks_release(attempts=queryset, actor=actor_of(request))
+        self.message_user(request, f"Unlocked {released} sign-in record(s).", messages.SUCCESS)
+
+
 # --- the tenant: employers, HR users and API clients ------------------------------------
 
 
@@ -142,7 +182,7 @@ class EmployerMembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiClient)
-class ApiClientAdmin(admin.ModelAdmin):
+class ApiClientAdmin(SecretLookupRefusal, admin.ModelAdmin):
     list_display = ("name", "client_id", "employer", "is_active", "created_at", "last_token_at", "revoked_at")
     list_select_related = ("employer",)
     list_filter = ("is_active", "employer")

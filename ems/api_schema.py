@@ -5,6 +5,9 @@ platform answers for any request (400 malformed, 401 unauthenticated, 403 forbid
 unknown, 422 invalid, 429 throttled); operations with a body add 409 (an idempotency key
 still in flight), 413 (too large) and 415 (media type or encoding). Statuses an operation
 documents itself are kept.
+
+Every plain string a request body takes is documented without NUL characters (`pattern`):
+PostgreSQL cannot store one, and the JSON parser refuses it with 400 (`ems.parsers`).
 """
 
 ERROR_COMPONENT = {
@@ -52,8 +55,43 @@ BODY_STATUSES = {
 _BODY_METHODS = {"post", "put", "patch"}
 
 
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+
+
+def _strings_without_nul(schema) -> None:
+    """Add the NUL refusal to every plain string (no format, enum or pattern of its own) in `schema`."""
+    if isinstance(schema, list):
+        for item in schema:
+            _strings_without_nul(item)
+        return
+    if not isinstance(schema, dict):
+        return
+    if schema.get("type") == "string" and not ({"format", "enum", "pattern"} & set(schema)):
+        schema["pattern"] = NO_NUL_PATTERN
+    for value in schema.values():
+        if isinstance(value, dict | list):
+            _strings_without_nul(value)
+
+
 def error_responses_add(result, generator, request, public):
     components = result.setdefault("components", {}).setdefault("schemas", {})
+    request_bodies = {
+        ref["$ref"].rsplit("/", 1)[-1]
+        for methods in result.get("paths", {}).values()
+        for operation in methods.values()
+        if isinstance(operation, dict)
+        for media in operation.get("requestBody", {}).get("content", {}).values()
+        for ref in [media.get("schema", {})]
+        if "$ref" in ref
+    }
+    for name in request_bodies:
+        _strings_without_nul(components.get(name))
+    for methods in result.get("paths", {}).values():
+        for operation in methods.values():
+            if isinstance(operation, dict):
+                for media in operation.get("requestBody", {}).get("content", {}).values():
+                    if "$ref" not in media.get("schema", {}):
+                        _strings_without_nul(media.get("schema"))
     components["Error"] = ERROR_COMPONENT
     reference = {"$ref": "#/components/schemas/Error"}
     for methods in result.get("paths", {}).values():

@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django's own handler, websockets through Channels."""
+"""ASGI entry point: HTTP through Django's own handler (chunked bodies given a length first,
+ems.chunked_bodies), websockets through Channels."""
 
 import os
 
@@ -12,12 +13,13 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
+from ems.chunked_bodies import chunked_bodies_asgi  # noqa: E402
 from ems.garbage_collection import start_up_objects_freeze  # noqa: E402
 from ems.websocket_routes import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": chunked_bodies_asgi(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

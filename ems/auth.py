@@ -4,6 +4,9 @@
   secret is stored (a high-entropy secret needs no slow hash; see docs/decisions.md).
 - `POST /api/v1/auth/token` exchanges them for a bearer token: a signed, timestamped
   value (Django's signing, salted) naming the client; it expires after API_TOKEN_TTL.
+  The client authenticates in the body (form or JSON) or with HTTP Basic (RFC 6749
+  §2.3.1, `ClientBasicAuthentication`), never both; failures are throttled
+  (`ems.throttles`).
 - Every request re-reads the client, so revoking it in the admin cuts its tokens off
   at once. That read is one indexed SELECT by the unique `client_id`, written as SQL:
   through the ORM (and the model's ordering, which joins the employer) it cost more CPU
@@ -11,10 +14,15 @@
   (`ems.tenancy`).
 """
 
+import base64
+import binascii
 import functools
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
 
 from django.conf import settings
 from django.core import signing
@@ -116,6 +124,53 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         return 'Bearer realm="api"'
 
 
+@dataclass(frozen=True)
+class ClientCredentials:
+    """A client id and secret presented with HTTP Basic, not yet checked."""
+
+    client_id: str
+    client_secret: str
+
+
+class ClientBasicAuthentication(authentication.BaseAuthentication):
+    """HTTP Basic on the token endpoint: `request.auth` becomes the presented credentials.
+
+    Nothing is verified here (`token_issue` does, after the throttles): a malformed header
+    is refused, any other scheme is left alone.
+    """
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise exceptions.AuthenticationFailed(
+                "HTTP Basic credentials must be base64 of 'client_id:client_secret'.", code="invalid_client"
+            ) from None
+        client_id, colon, client_secret = decoded.partition(":")
+        if not colon or not client_id:
+            raise exceptions.AuthenticationFailed(
+                "HTTP Basic credentials must be base64 of 'client_id:client_secret'.", code="invalid_client"
+            )
+        # RFC 6749 §2.3.1: each part is form-urlencoded before encoding
+        return (None, ClientCredentials(unquote_plus(client_id), unquote_plus(client_secret)))
+
+    def authenticate_header(self, request) -> str:
+        return 'Basic realm="token"'
+
+
+def presented_client_id(request) -> str:
+    """The client id a token request names: from HTTP Basic, or from the form or JSON body."""
+    if isinstance(request.auth, ClientCredentials):
+        return request.auth.client_id
+    data = request.data
+    client_id = data.get("client_id") if isinstance(data, Mapping) else None
+    return client_id[:64] if isinstance(client_id, str) else ""
+
+
 class SessionCallerAuthentication(authentication.SessionAuthentication):
     """Session login (portal HR users, staff) for API views that also serve the portal."""
 
@@ -144,6 +199,20 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return {"type": "http", "scheme": "bearer", "description": "Token from POST /api/v1/auth/token"}
+
+
+class ClientBasicScheme(OpenApiAuthenticationExtension):
+    """OpenAPI: the token endpoint's HTTP Basic client authentication."""
+
+    target_class = "ems.auth.ClientBasicAuthentication"
+    name = "clientBasic"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "basic",
+            "description": "client_id:client_secret (RFC 6749 §2.3.1), instead of the body's fields",
+        }
 
 
 class SessionCallerScheme(OpenApiAuthenticationExtension):

@@ -1,14 +1,20 @@
-"""Request bodies sent with `Transfer-Encoding: chunked` and no `Content-Length`, under WSGI.
+"""Request bodies sent with `Transfer-Encoding: chunked` and no `Content-Length`.
 
 Django's WSGI request reads `CONTENT_LENGTH` bytes of `wsgi.input` and treats a missing
-length as an empty body, so a chunked request would reach a view as empty (a valid
-webhook answered 401, a CSV `file_empty`). The server (granian) hands the application the
-de-chunked stream; this wrapper reads it — at most one byte more than the largest body any
-door accepts, spooled to disk past 1 MiB — and gives Django a stream of known length.
-A body cut at that bound still has a length over every limit, so the view refuses it
-with its own 413. ASGI needs none of this: Django's ASGI handler reads the whole body.
+length as an empty body, and DRF takes a request without `CONTENT_LENGTH` for one with no
+body under either interface, so a chunked request reached a view as empty (a valid
+endorsement answered 422 "action required", a CSV `file_empty`, a 300 MB body 422 instead
+of 413). Both wrappers read the de-chunked body — at most one byte more than the largest
+body any door accepts, spooled to disk past 1 MiB — and give Django a body of known
+length. A body cut at that bound still has a length over every limit, so the view refuses
+it with its own 413.
+
+- `chunked_bodies` wraps the WSGI application (granian's WSGI server, `ems.wsgi`);
+- `chunked_bodies_asgi` wraps the ASGI application's HTTP side (`ems.asgi`): it replays
+  the spooled body to Django's handler and adds the `content-length` header to the scope.
 """
 
+import asyncio
 import tempfile
 
 from django.conf import settings
@@ -46,3 +52,66 @@ def _spool(stream, limit: int):
         length += len(chunk)
     body.seek(0)
     return body, length
+
+
+def chunked_bodies_asgi(application):
+    """An ASGI application that gives chunked HTTP bodies a length before `application` sees them."""
+
+    async def with_lengths(scope, receive, send):
+        if scope["type"] != "http" or not _chunked_without_length(scope["headers"]):
+            return await application(scope, receive, send)
+        body, length, whole = await _spool_messages(receive, largest_body_bytes() + 1)
+        if body is None:  # the client went away mid-body
+            return await application(scope, _disconnected, send)
+        headers = [*scope["headers"], (b"content-length", str(length).encode())]
+        return await application({**scope, "headers": headers}, _replay(body, length, receive, whole), send)
+
+    return with_lengths
+
+
+def _chunked_without_length(headers) -> bool:
+    names = {name.lower(): value for name, value in headers}
+    return b"content-length" not in names and b"chunked" in names.get(b"transfer-encoding", b"").lower()
+
+
+async def _spool_messages(receive, limit: int):
+    """(body file, its length, whether it is the whole body) of `http.request` messages, up to
+    `limit` bytes; (None, 0, False) if the client disconnected."""
+    body = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)  # noqa: SIM115 - replayed, then closed
+    length = 0
+    while length < limit:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            body.close()
+            return None, 0, False
+        chunk = message.get("body", b"")[: limit - length]
+        body.write(chunk)
+        length += len(chunk)
+        if not message.get("more_body", False):
+            body.seek(0)
+            return body, length, True
+    body.seek(0)
+    return body, length, False
+
+
+async def _disconnected() -> dict:
+    return {"type": "http.disconnect"}
+
+
+def _replay(body, length: int, receive, whole: bool):
+    """A `receive` that gives the spooled body, then the client's disconnect. After a body
+    cut at the bound it waits instead: the rest of the body is never read."""
+
+    async def replayed() -> dict:
+        if not body.closed:
+            chunk = body.read(_CHUNK)
+            more = body.tell() < length
+            if not more:
+                body.close()
+            return {"type": "http.request", "body": chunk, "more_body": more}
+        if whole:
+            return await receive()
+        await asyncio.Event().wait()  # cancelled when the response is done
+        return {"type": "http.disconnect"}
+
+    return replayed

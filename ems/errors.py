@@ -6,6 +6,9 @@ Services raise `EmsError` subclasses; the API renders them with `ems.api_errors`
 
 from dataclasses import dataclass
 
+import psycopg
+from django.db import InterfaceError, OperationalError
+
 
 @dataclass(frozen=True)
 class ErrorDetail:
@@ -70,9 +73,12 @@ class PayloadTooLarge(EmsError):
     message = "The request body is too large."
 
 
-class ClientAuthenticationConflict(EmsError):
-    """A token request authenticates two ways that disagree (RFC 6749 §5.2 invalid_request)."""
-
-    code = "invalid_request"
-    status = 400
-    message = "HTTP Basic and the body name different client credentials; send them one way."
+# What a dropped or refused database connection raises, through Django's wrappers or from
+# psycopg itself (COPY runs on psycopg's cursor): the work can succeed when run again from
+# its last commit. Data errors are not in it.
+DATABASE_TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)

@@ -22,6 +22,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from ems.secret_fields import SecretHashField
+
 
 class OutboxEvent(models.Model):
     class Sink(models.TextChoices):
@@ -125,7 +127,7 @@ class ApiClient(models.Model):
     employer = models.ForeignKey(Employer, on_delete=models.PROTECT, related_name="api_clients")
     name = models.CharField(max_length=200)
     client_id = models.CharField(max_length=64, unique=True)
-    secret_hash = models.CharField(max_length=128)
+    secret_hash = SecretHashField(max_length=128)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)

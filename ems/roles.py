@@ -52,6 +52,9 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "insurers.reset_circuit",
         "reconciliation.run_reconciliation",
         "ems.retry_outboxevent",
+        # see and unlock login lockouts (django-axes; the admin's "Unlock" is audited)
+        "axes.view_accessattempt",
+        "axes.delete_accessattempt",
     ),
     FINANCE_APPROVER: _VIEW_EVERYTHING
     + (

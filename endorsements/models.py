@@ -320,12 +320,23 @@ class EndorsementBatch(models.Model):
     failure_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="the last progress: processing started or resumed, a chunk committed"
+    )
 
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "endorsement batches"
         constraints = [
             models.CheckConstraint(condition=Q(progress__lte=100), name="batch_progress_bounded"),
+        ]
+        # The stalled-batch sweep reads the unfinished batches only.
+        indexes = [
+            models.Index(
+                fields=["created_at"],
+                name="batch_unfinished_idx",
+                condition=Q(state__in=["RECEIVED", "PROCESSING"]),
+            )
         ]
 
     def __str__(self) -> str:

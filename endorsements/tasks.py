@@ -1,23 +1,36 @@
 """Celery tasks for intake: thin, take ids, safe to run twice (the services skip done work)."""
 
 from celery import shared_task
+from django.conf import settings
+
+from ems.errors import DATABASE_TRANSIENT_ERRORS
+
+# Intake tasks retry a dropped database connection from their last commit (the services
+# are safe to run twice), backing off with full jitter up to 30 s between attempts.
+_DATABASE_RETRY = {
+    "autoretry_for": DATABASE_TRANSIENT_ERRORS,
+    "max_retries": settings.INTAKE_DATABASE_RETRIES,
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+}
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
+@shared_task(acks_late=True, reject_on_worker_lost=True, **_DATABASE_RETRY)
 def batch_process_task(batch_id: int) -> None:
     from endorsements.services import batch_process
 
     batch_process(batch_id=batch_id)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
+@shared_task(acks_late=True, reject_on_worker_lost=True, **_DATABASE_RETRY)
 def batch_partition_task(batch_id: int, partition: int) -> None:
     from endorsements.services import batch_partition_process
 
     batch_partition_process(batch_id=batch_id, partition=partition)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
+@shared_task(acks_late=True, reject_on_worker_lost=True, **_DATABASE_RETRY)
 def endorsements_validate_pending_task() -> int:
     """Validate the single requests queued in Redis (see endorsements/validation_queue.py)."""
     from endorsements.validation_queue import validate_pending
@@ -131,3 +144,22 @@ def sla_sweep_task() -> dict:
 
     result = sla_sweep()
     return {"deadlines_set": result.deadlines_set, "breached": result.breached, "near": result.near}
+
+
+# --- hardening: resuming intake after a dead worker ---
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def batches_stalled_sweep_task() -> int:
+    """Beat sweep: resume batches and partitions with no progress (their worker died)."""
+    from endorsements.services import batches_stalled_resume
+
+    return len(batches_stalled_resume(stalled_after_seconds=settings.BATCH_STALLED_AFTER_SECONDS))
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def validation_drain_sweep_task() -> int:
+    """Beat sweep: drain validation ids that a dead drain left behind."""
+    from endorsements.validation_queue import validation_drain_sweep
+
+    return validation_drain_sweep(lost_after_seconds=settings.VALIDATION_LOST_AFTER_SECONDS)

@@ -1,18 +1,24 @@
 """Insurer admin: connection settings and health at a glance; secrets never displayed.
 
-Webhook secrets and credentials are write-once here: they are entered when an insurer is
-added and shown masked afterwards (rotation belongs to a service, not to a form field).
+Webhook secrets and credentials are write-only here: typed when an insurer is added (the
+inputs never render a value back), shown masked afterwards, and replaced on the change
+form through write-only fields ("new webhook secret" rotates: the current one stays
+accepted as the previous secret until dropped). Saving goes through
+`insurers.services.insurer_settings_save`, which audits which of the endpoint, connection,
+credentials and secrets changed. No filter passes through a secret (SecretLookupRefusal).
 """
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count
 from pymongo.errors import PyMongoError
 
-from ems.admin_mixins import ReadOnlyAdmin, ReadOnlyInline, permission_check
+from ems.admin_mixins import ReadOnlyAdmin, ReadOnlyInline, SecretLookupRefusal, actor_of, permission_check
 from ems.formatting import money_text
 from insurers.breaker import breaker_reset
 from insurers.models import Dispatch, DispatchItem, Insurer, WebhookEvent
 from insurers.selectors import exchanges_for_dispatch
+from insurers.services import insurer_settings_save
 
 MASK = "••••••••"
 
@@ -24,8 +30,65 @@ def secret_masked(value: str) -> str:
     return f"{MASK}{value[-4:]}" if len(value) >= 16 else MASK
 
 
+class WriteOnlyTextarea(forms.Textarea):
+    """A textarea that never renders its value back (a secret typed in stays unseen)."""
+
+    def format_value(self, value):
+        return None
+
+
+def write_only_input() -> forms.PasswordInput:
+    return forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
+
+
+class InsurerAdminForm(forms.ModelForm):
+    new_webhook_secret = forms.CharField(
+        required=False,
+        max_length=128,
+        widget=write_only_input(),
+        label="New webhook secret",
+        help_text="Empty keeps the current secret. A new one rotates: the current secret stays "
+        "accepted as the previous one until you drop it.",
+    )
+    drop_previous_secret = forms.BooleanField(
+        required=False, label="Drop the previous webhook secret (the insurer signs with the new one)"
+    )
+    new_credentials = forms.JSONField(
+        required=False,
+        widget=WriteOnlyTextarea(attrs={"rows": 3}),
+        label="New credentials",
+        help_text="Empty keeps the current credentials; a JSON object replaces them whole.",
+    )
+
+    class Meta:  # the admin supplies the model and, from its fieldsets, the fields
+        widgets = {
+            "webhook_secret_primary": write_only_input(),
+            "webhook_secret_secondary": write_only_input(),
+            "credentials": WriteOnlyTextarea(attrs={"rows": 3}),
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "credentials" in self.fields:
+            # a callable default makes Django echo the value in a hidden "initial-" input
+            self.fields["credentials"].show_hidden_initial = False
+
+    def clean_credentials(self):
+        return self._credentials_object(self.cleaned_data.get("credentials")) or {}
+
+    def clean_new_credentials(self):
+        return self._credentials_object(self.cleaned_data.get("new_credentials"))
+
+    @staticmethod
+    def _credentials_object(value):
+        if value is not None and not isinstance(value, dict):
+            raise forms.ValidationError("Credentials are a JSON object of names to secrets.")
+        return value
+
+
 @admin.register(Insurer)
-class InsurerAdmin(admin.ModelAdmin):
+class InsurerAdmin(SecretLookupRefusal, admin.ModelAdmin):
+    form = InsurerAdminForm
     list_display = (
         "code",
         "name",
@@ -84,6 +147,9 @@ class InsurerAdmin(admin.ModelAdmin):
                 "webhook_secret_primary_masked",
                 "webhook_secret_secondary_masked",
                 "credentials_masked",
+                "new_webhook_secret",
+                "drop_previous_secret",
+                "new_credentials",
             )
         },
     )
@@ -109,6 +175,19 @@ class InsurerAdmin(admin.ModelAdmin):
                 "credentials_masked",
             ]
         return readonly
+
+    def save_model(self, request, obj, form, change):
+        model_fields = {field.name for field in Insurer._meta.concrete_fields}
+        data = form.cleaned_data
+        insurer_settings_save(
+            insurer=obj,
+            changed=[name for name in form.changed_data if name in model_fields],
+            actor=actor_of(request),
+            created=not change,
+            new_webhook_secret=data.get("new_webhook_secret", ""),
+            drop_previous_secret=data.get("drop_previous_secret", False),
+            new_credentials=data.get("new_credentials"),
+        )
 
     @admin.display(description="webhook secret")
     def webhook_secret(self, obj: Insurer) -> str:

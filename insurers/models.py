@@ -2,11 +2,14 @@
 
 An insurer has one protocol (REST, SOAP or SFTP) with its connection settings, up to two
 active webhook secrets (rotation), a dispatch window and batch size for the scheduler,
-a retry policy for the gateway and a circuit breaker state.
+a retry policy for the gateway and a circuit breaker state. The webhook secrets and the
+credentials are encrypted at rest (`ems.secret_fields`).
 """
 
 from django.db import models
 from django.utils import timezone
+
+from ems.secret_fields import EncryptedJSONField, EncryptedTextField
 
 
 class Insurer(models.Model):
@@ -29,10 +32,10 @@ class Insurer(models.Model):
         help_text="REST base URL, SOAP WSDL URL or sftp://host:port/path",
     )
     connection = models.JSONField(default=dict, blank=True, help_text="non-secret protocol options")
-    credentials = models.JSONField(default=dict, blank=True, help_text="secrets; never logged")
-    webhook_secret_primary = models.CharField(max_length=128)
-    webhook_secret_secondary = models.CharField(
-        max_length=128,
+    # Secret columns are encrypted at rest (ems.secret_fields); Python sees plaintext.
+    credentials = EncryptedJSONField(default=dict, blank=True, help_text="secrets; never logged")
+    webhook_secret_primary = EncryptedTextField()
+    webhook_secret_secondary = EncryptedTextField(
         blank=True,
         help_text="the previous secret, accepted during rotation",
     )

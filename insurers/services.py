@@ -12,6 +12,9 @@
   webhook events and response files all come through it — and the one place results are
   handed upward (`insurers.handlers`), after commit, only for items it changed, so a
   duplicate or stale answer changes nothing and calls nobody.
+- `insurer_settings_save` saves what the admin's insurer form changed, rotates a webhook
+  secret or replaces the credentials, and audits which of the endpoint, connection,
+  credentials and secrets changed (the field names, never a value).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import structlog
 from django.db import connection, transaction
 from django.utils import timezone
 
+from ems.audit import audit_record
 from insurers import breaker, handlers
 from insurers.adapters import adapter_for
 from insurers.adapters.base import (
@@ -367,3 +371,67 @@ def status_results_record(*, insurer: Insurer, results: Sequence[ItemResult]) ->
     a failed dispatch's unanswered item too: the insurer has it after all)."""
     answered = [result for result in results if result.outcome != PENDING]
     return item_results_record(insurer=insurer, results=answered, source="status")
+
+
+# --- connection settings and secrets (the admin's insurer form) ---------------------------
+
+# Changing any of these is audited by field name: who, when, which fields, never a value.
+AUDITED_SETTINGS = (
+    "endpoint_url",
+    "connection",
+    "credentials",
+    "webhook_secret_primary",
+    "webhook_secret_secondary",
+)
+
+
+def insurer_settings_save(
+    *,
+    insurer: Insurer,
+    changed: Sequence[str],
+    actor: str,
+    created: bool = False,
+    new_webhook_secret: str = "",
+    drop_previous_secret: bool = False,
+    new_credentials: dict | None = None,
+) -> list[str]:
+    """Save an insurer's edited fields (or a new insurer); returns the audited fields.
+
+    A new webhook secret rotates: the current primary becomes the secondary (still
+    accepted by the webhooks) until `drop_previous_secret` clears it. New credentials
+    replace the old ones whole.
+    """
+    fields = list(dict.fromkeys(changed))
+    if new_webhook_secret:
+        insurer.webhook_secret_secondary = insurer.webhook_secret_primary
+        insurer.webhook_secret_primary = new_webhook_secret
+        fields += ["webhook_secret_primary", "webhook_secret_secondary"]
+    if drop_previous_secret and insurer.webhook_secret_secondary and not new_webhook_secret:
+        insurer.webhook_secret_secondary = ""
+        fields.append("webhook_secret_secondary")
+    if new_credentials is not None:
+        insurer.credentials = new_credentials
+        fields.append("credentials")
+    fields = list(dict.fromkeys(fields))
+    if created:  # what the new insurer was given
+        audited = [name for name in AUDITED_SETTINGS if getattr(insurer, name)]
+    else:  # what differs from the stored row (a form may call an untouched field changed)
+        stored = Insurer.objects.filter(pk=insurer.pk).values(*AUDITED_SETTINGS).get()
+        audited = [name for name in AUDITED_SETTINGS if stored[name] != getattr(insurer, name)]
+    action = "insurer.created" if created else "insurer.settings_changed"
+    with transaction.atomic():
+        if created:
+            insurer.save()
+        elif fields:
+            insurer.save(update_fields=fields)
+        if audited:
+            audit_record(
+                actor=actor,
+                action=action,
+                object_type="insurer",
+                object_id=insurer.pk,
+                after={"fields": audited},
+            )
+    if audited:
+        log.info(action, insurer_id=insurer.pk, fields=audited, actor=actor)
+    return audited

@@ -45,7 +45,7 @@ class HoldExpiryInvalid(LedgerError):
 class BatchInvalid(LedgerError):
     code = "batch_invalid"
     status = 422
-    message = "A batch of holds must hold 1 to LEDGER_MAX_BATCH_HOLDS requests with distinct keys."
+    message = "A batch must hold 1 to LEDGER_MAX_BATCH_HOLDS items with distinct keys and distinct holds."
 
 
 class AccountNotFound(LedgerError):

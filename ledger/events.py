@@ -7,11 +7,15 @@ Every event's `data` carries the account's balances after the change (`posted`, 
     ledger.hold_placed       ledger.hold_parked       ledger.holds_batch_placed
     ledger.hold_captured     ledger.hold_released     ledger.hold_expired
     ledger.parked_cancelled  ledger.refund_posted
+    ledger.holds_batch_captured  ledger.holds_batch_released  ledger.refunds_batch_posted
     ledger.adjustment_requested  ledger.adjustment_approved  ledger.adjustment_rejected
     ledger.account_opened    ledger.account_updated
 
 `ledger.holds_batch_placed` is one event for a whole dispatch (`holds`: the placed holds,
-`parked`: the parked requests), so a 500-debit dispatch is one outbox row, not 500.
+`parked`: the parked requests), so a 500-debit dispatch is one outbox row, not 500. The
+batches of `ledger.batches` likewise: `holds_batch_captured` (`holds`: each with its
+`captured_amount`, `entry_id` and `balance_after`), `holds_batch_released` (`holds`,
+`parked_cancelled`, `reason`), `refunds_batch_posted` (`entries`).
 """
 
 from ledger.models import Account, Entry, Hold, ParkedRequest, TopUp

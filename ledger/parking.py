@@ -56,6 +56,14 @@ class HoldPlacement:
 
 
 @dataclass(frozen=True)
+class ReferenceRelease:
+    """What a release by reference did: holds released, parked requests cancelled."""
+
+    holds: list[Hold]
+    parked_requests: list[ParkedRequest]
+
+
+@dataclass(frozen=True)
 class HoldRequest:
     """One debit asked for (`holds_place_batch` also accepts mappings with these keys)."""
 
@@ -214,12 +222,22 @@ def wake(account: Account, *, actor: str) -> list[HoldPlacement]:
     return placements
 
 
+def requests_cancel(parked: list[ParkedRequest], *, reason: str, now: datetime) -> None:
+    """Take PARKED requests out of the queue in one statement (the caller records it and wakes)."""
+    if not parked:
+        return
+    ParkedRequest.objects.filter(pk__in=[p.pk for p in parked]).update(
+        state=ParkedRequest.State.CANCELLED, cancel_reason=reason, resolved_at=now
+    )
+    for request in parked:
+        request.state = ParkedRequest.State.CANCELLED
+        request.cancel_reason = reason
+        request.resolved_at = now
+
+
 def cancel(account: Account, parked: ParkedRequest, *, reason: str, actor: str) -> None:
     """Take a PARKED request out of the queue (the caller wakes what may follow it)."""
-    parked.state = ParkedRequest.State.CANCELLED
-    parked.cancel_reason = reason
-    parked.resolved_at = timezone.now()
-    parked.save(update_fields=["state", "cancel_reason", "resolved_at"])
+    requests_cancel([parked], reason=reason, now=timezone.now())
     change_record(
         account,
         "parked_cancelled",

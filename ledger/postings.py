@@ -13,6 +13,8 @@ How it works
   On PostgreSQL a new row's id can be drawn beforehand (`nextval` in the caller's probe);
   then the row is only built here and its INSERT (`row_statement`)
   goes to the server with its outbox rows in one statement (`change_record`).
+- A batch (`holds_insert`, `entries_insert`, `holds_resolve`) is one statement whatever its
+  size: arrays in, `unnest` in SQL (SQLite, for `make run`, takes the slow road).
 - `change_record` writes one Kafka event (topic `ems.ledger`, keyed by account id) and
   one audit record per change, in the same transaction.
 """
@@ -178,6 +180,27 @@ FROM unnest(%s::varchar[], %s::bigint[], %s::varchar[], %s::timestamptz[])
 RETURNING id, idempotency_key
 """
 
+# A batch's entries in one INSERT, in the given order: the row trigger stamps each entry's
+# running balance in insertion order, so the order must be the one `balance_after` was
+# computed in (the trigger refuses a mismatch).
+_ENTRIES_INSERT_SQL = f"""
+INSERT INTO {_ENTRY} (account_id, kind, amount, reference, idempotency_key, hold_id, memo,
+                      balance_after, created_at)
+SELECT %s, batch.kind, batch.amount, batch.reference, batch.idempotency_key, batch.hold_id, batch.memo,
+       batch.balance_after, %s
+FROM unnest(%s::varchar[], %s::bigint[], %s::varchar[], %s::varchar[], %s::bigint[], %s::varchar[],
+            %s::bigint[]) WITH ORDINALITY
+    AS batch(kind, amount, reference, idempotency_key, hold_id, memo, balance_after, position)
+ORDER BY batch.position
+RETURNING id, idempotency_key
+"""
+# A batch's holds resolved in one UPDATE (the statement trigger takes them out of `held` at once).
+_HOLDS_RESOLVE_SQL = f"""
+UPDATE {_HOLD} AS hold SET state = %s, resolved_at = %s, captured_amount = batch.captured_amount
+FROM unnest(%s::bigint[], %s::bigint[]) AS batch(id, captured_amount)
+WHERE hold.id = batch.id
+"""
+
 
 def _db_datetime(value: datetime):
     """A datetime as the backend stores it (SQLite: naive UTC text, like the ORM writes)."""
@@ -273,28 +296,66 @@ def holds_insert(account: Account, holds: list[Hold], now: datetime) -> None:
     if not holds:
         return
     account.held += sum(hold.amount for hold in holds)
+    for hold in holds:
+        hold.created_at = now
     if connection.vendor != "postgresql":
-        for hold in holds:
-            hold.created_at = now
         Hold.objects.bulk_create(holds)
         return
+    _rows_insert(
+        _HOLDS_INSERT_SQL, [account.pk, now], holds, ("reference", "amount", "idempotency_key", "expires_at")
+    )
+
+
+def _rows_insert(sql: str, head: list, rows: list, columns: tuple[str, ...]) -> None:
+    """Run a batch INSERT fed one array per column and give each row its id (matched by key)."""
+    arrays = [[getattr(row, column) for row in rows] for column in columns]
     with connection.cursor() as cursor:
-        cursor.execute(
-            _HOLDS_INSERT_SQL,
-            [
-                account.pk,
-                now,
-                [h.reference for h in holds],
-                [h.amount for h in holds],
-                [h.idempotency_key for h in holds],
-                [h.expires_at for h in holds],
-            ],
-        )
+        cursor.execute(sql, [*head, *arrays])
         ids = {key: pk for pk, key in cursor.fetchall()}
-    for hold in holds:
-        hold.pk = ids[hold.idempotency_key]
-        hold.created_at = now
-        saved(hold)
+    for row in rows:
+        row.pk = ids[row.idempotency_key]
+        saved(row)
+
+
+def entries_insert(account: Account, entries: list[Entry], now: datetime) -> None:
+    """Post a batch's entries (built, not saved) in one statement, in the given order."""
+    if not entries:
+        return
+    for entry in entries:
+        account.posted += entry.amount
+        entry.balance_after = account.posted
+        entry.created_at = now
+    if connection.vendor != "postgresql":
+        Entry.objects.bulk_create(entries)
+        return
+    _rows_insert(
+        _ENTRIES_INSERT_SQL,
+        [account.pk, now],
+        entries,
+        ("kind", "amount", "reference", "idempotency_key", "hold_id", "memo", "balance_after"),
+    )
+
+
+def holds_resolve(
+    account: Account, holds: list[Hold], *, state: str, now: datetime, captured: list[int] | None = None
+) -> None:
+    """Resolve a batch's PENDING holds in one statement: CAPTURED (`captured[i]` of `holds[i]`),
+    RELEASED or EXPIRED. The caller has checked each is PENDING (the row trigger refuses otherwise)."""
+    if not holds:
+        return
+    amounts: list[int | None] = list(captured) if captured is not None else [None] * len(holds)
+    if connection.vendor != "postgresql":
+        # SQLite (`make run`): one small UPDATE per hold.
+        for hold, amount in zip(holds, amounts, strict=True):
+            hold_resolve(account, hold, state=state, now=now, captured=amount)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_HOLDS_RESOLVE_SQL, [state, now, [h.pk for h in holds], amounts])
+    for hold, amount in zip(holds, amounts, strict=True):
+        hold.state = state
+        hold.resolved_at = now
+        hold.captured_amount = amount
+        account.held -= hold.amount
 
 
 def hold_resolve(

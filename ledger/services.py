@@ -20,24 +20,25 @@ How a service runs
   raises available wakes the queue (`ledger.parking` has the fairness rule).
 
 Top-ups and adjustments (maker-checker) are in `ledger.approvals`; ops' queue services
-(`parked_wake`, `parked_cancel`) in `ledger.parking`.
+(`parked_wake`, `parked_cancel`) in `ledger.parking`; a window's captures, releases and
+refunds on one account in `ledger.batches` (re-exported here).
 """
 
 import functools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from ems.errors import ErrorDetail
 from ledger import events, parking
+from ledger.batches import holds_capture_batch as holds_capture_batch
+from ledger.batches import holds_release_batch as holds_release_batch
+from ledger.batches import refunds_post_batch as refunds_post_batch
 from ledger.errors import (
     AccountNotFound,
     AmountInvalid,
-    BatchInvalid,
     CaptureExceedsHold,
     HoldAlreadyResolved,
     HoldNotFound,
@@ -45,7 +46,7 @@ from ledger.errors import (
 )
 from ledger.locks import account_lock, account_lock_for_hold
 from ledger.models import Account, Entry, Hold, ParkedRequest
-from ledger.parking import HoldPlacement, HoldRequest
+from ledger.parking import HoldPlacement, HoldRequest, ReferenceRelease
 from ledger.postings import (
     NEXT_ENTRY_ID,
     SYSTEM_ACTOR,
@@ -57,20 +58,14 @@ from ledger.postings import (
     row_statement,
     transaction_run,
 )
-from ledger.validation import amount_valid, expiry_valid, key_valid, max_amount, reference_valid
-
-
-def max_batch_holds() -> int:
-    return getattr(settings, "LEDGER_MAX_BATCH_HOLDS", 10_000)
-
-
-@dataclass(frozen=True)
-class ReferenceRelease:
-    """What `hold_release_by_reference` did: holds released, parked requests cancelled."""
-
-    holds: list[Hold]
-    parked_requests: list[ParkedRequest]
-
+from ledger.validation import (
+    amount_valid,
+    batch_valid,
+    expiry_valid,
+    key_valid,
+    max_amount,
+    reference_valid,
+)
 
 # --- accounts ----------------------------------------------------------------------------
 
@@ -201,10 +196,7 @@ def _batch_requests_valid(requests: Iterable[HoldRequest | Mapping], now: dateti
                 expires_at=expiry_valid(get("expires_at", None), now),
             )
         )
-    if not valid or len(valid) > max_batch_holds():
-        raise BatchInvalid()
-    if len({r.idempotency_key for r in valid}) != len(valid):
-        raise BatchInvalid(details=[ErrorDetail("requests", "batch_invalid", "idempotency keys repeat")])
+    batch_valid(len(valid), [r.idempotency_key for r in valid], "requests")
     return valid
 
 

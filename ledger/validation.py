@@ -13,6 +13,7 @@ from django.utils import timezone
 from ems.errors import ErrorDetail
 from ledger.errors import (
     AmountInvalid,
+    BatchInvalid,
     HoldExpiryInvalid,
     IdempotencyKeyInvalid,
     NoteRequired,
@@ -24,6 +25,21 @@ from ledger.errors import (
 
 def max_amount() -> int:
     return getattr(settings, "LEDGER_MAX_AMOUNT", 10**12)
+
+
+def max_batch_holds() -> int:
+    """The most requests, captures, references or refunds one batch call may carry."""
+    return getattr(settings, "LEDGER_MAX_BATCH_HOLDS", 10_000)
+
+
+def batch_valid(size: int, keys: list[str], field: str) -> None:
+    """A batch holds 1 to `max_batch_holds()` items whose idempotency keys are distinct."""
+    if not size or size > max_batch_holds():
+        raise BatchInvalid(
+            details=[ErrorDetail(field, "batch_invalid", f"{field} must hold 1 to {max_batch_holds()} items")]
+        )
+    if len(set(keys)) != len(keys):
+        raise BatchInvalid(details=[ErrorDetail(field, "batch_invalid", "idempotency keys repeat")])
 
 
 def amount_valid(amount: Any, *, field: str = "amount", signed: bool = False) -> int:

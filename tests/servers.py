@@ -1,5 +1,6 @@
 """Helpers for tests that run EMS's servers as subprocesses on this session's test database."""
 
+import http.client
 import subprocess
 import time
 import urllib.error
@@ -64,3 +65,23 @@ def wait_for_other_sessions_to_end(timeout: float = 10) -> None:
             if cursor.fetchone()[0] == 0:
                 return
             time.sleep(0.1)
+
+
+def chunked_post(
+    port: int, path: str, body: bytes, headers: dict, chunk_bytes: int = 16384
+) -> tuple[int, bytes]:
+    """(status, body) of POST `body` to a loopback server with `Transfer-Encoding: chunked`
+    and no Content-Length, sent in chunks of `chunk_bytes`."""
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    client.putrequest("POST", path)
+    for name, value in {**headers, "Transfer-Encoding": "chunked"}.items():
+        client.putheader(name, value)
+    client.endheaders()
+    for start in range(0, len(body), chunk_bytes):
+        chunk = body[start : start + chunk_bytes]
+        client.send(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+    client.send(b"0\r\n\r\n")
+    answer = client.getresponse()
+    status, content = answer.status, answer.read()
+    client.close()
+    return status, content

@@ -14,13 +14,20 @@ changes to `django_prometheus.db.backends.postgresql`, both on the API's hot pat
   DB_HEALTH_CHECK_IDLE_SECONDS ago is taken as alive without asking again (HikariCP's
   `aliveBypassWindowMs`, 500 ms by default, makes the same trade). One that has been
   idle longer is checked as before, so a connection broken while the process was quiet
-  (a database restart, a fail-over) is replaced before a request uses it. A connection
-  that breaks within the window fails the request that uses it, as a connection broken
-  mid-request always does; Django then sees the error and drops the connection.
+  (a database restart, a fail-over) is replaced before a request uses it.
+- **Within the window, a look at the socket instead.** A server that ends a connection
+  (`pg_terminate_backend`, a restart, a fail-over) sends a FATAL error and closes it, so an
+  idle connection's socket turns readable; one that is quiet has nothing to say. A poll
+  of the socket (a system call, no round trip) sends a connection whose socket has news
+  to the full check, which replaces it before the request's first statement. What is
+  left is a connection broken under a statement in flight: that request fails, as it
+  always would, and Django drops the connection when it ends (docs/decisions.md).
 """
 
+import select
 import time
 
+import psycopg
 from django.conf import settings
 from django.db.backends.postgresql import base
 from django_prometheus.db import (
@@ -95,13 +102,27 @@ class DatabaseWrapper(base.DatabaseWrapper):
         return connection
 
     def close_if_health_check_failed(self) -> None:
-        if self.connection is not None and (
-            time.monotonic() - self._last_used < settings.DB_HEALTH_CHECK_IDLE_SECONDS
+        if (
+            self.connection is not None
+            and time.monotonic() - self._last_used < settings.DB_HEALTH_CHECK_IDLE_SECONDS
+            and not socket_has_news(self.connection)
         ):
-            return  # it answered a moment ago
+            return  # it answered a moment ago, and the server has said nothing since
         super().close_if_health_check_failed()
 
     def create_cursor(self, name=None):
         cursor = super().create_cursor(name)
         self._last_used = time.monotonic()
         return cursor
+
+
+def socket_has_news(connection) -> bool:
+    """Whether an idle psycopg connection's socket is readable (or gone): the server sent
+    something unasked, such as the FATAL error it sends before closing a connection."""
+    try:
+        descriptor = connection.fileno()
+    except psycopg.Error:  # a closed connection has no socket
+        return True
+    poller = select.poll()
+    poller.register(descriptor, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))

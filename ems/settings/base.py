@@ -446,6 +446,89 @@ PIPELINE_STUCK_GRACE_SECONDS = env.float("PIPELINE_STUCK_GRACE_SECONDS", default
 PIPELINE_STUCK_RECEIVED_SECONDS = env.float("PIPELINE_STUCK_RECEIVED_SECONDS", default=600.0)
 # after the insurer's whole retry budget: its time to answer a request it took
 PIPELINE_STUCK_SENT_SECONDS = env.float("PIPELINE_STUCK_SENT_SECONDS", default=3600.0)
+# --- secrets at rest (ems/secret_fields.py) -------------------------------------------
+# Fernet keys, comma-separated: the first encrypts, every one decrypts (rotation:
+# docs/runbook.md). Empty: one key derived from SECRET_KEY (development and tests only;
+# production settings require their own list).
+EMS_SECRET_KEYS = env.list("EMS_SECRET_KEYS", default=[])
+
+# --- throttles and login lockouts (ems/throttles.py, ems/login_locks.py) ---------------
+# The caller's address: REMOTE_ADDR, or X-Forwarded-For's entry from the last of this many
+# trusted proxies (0: the header is ignored, a client cannot choose its address).
+EMS_TRUSTED_PROXY_COUNT = env.int("EMS_TRUSTED_PROXY_COUNT", default=0)
+# Failed client authentications at the token endpoint, per client id and per address, in
+# fixed windows on the shared Redis cache; at the limit: 429 until the window ends.
+EMS_THROTTLE_RATES = {
+    "token_client_failures": env.str("TOKEN_FAILURES_PER_CLIENT", default="10/min"),
+    "token_address_failures": env.str("TOKEN_FAILURES_PER_ADDRESS", default="30/min"),
+}
+# Portal and admin logins (django-axes): AXES_FAILURE_LIMIT failures for a username, or
+# from an address, lock it for the cool-down; ops unlock in the admin (audited).
+INSTALLED_APPS = [*INSTALLED_APPS, "axes"]
+MIDDLEWARE = [*MIDDLEWARE, "axes.middleware.AxesMiddleware"]  # last, as axes asks
+AUTHENTICATION_BACKENDS = ["ems.login_locks.LoginLockBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # the cool-down is a fixed window
+AXES_CLIENT_IP_CALLABLE = "ems.throttles.client_address"
+AXES_LOCKOUT_CALLABLE = "ems.login_locks.lockout_response"
+AXES_ENABLE_ADMIN = False  # ems.admin shows the attempts, with an audited unlock
+AXES_DISABLE_ACCESS_LOG = True  # successful logins are not ours to keep
+AXES_VERBOSE = False
+AXES_CLIENT_STR_CALLABLE = "ems.login_locks.client_description"  # no username or address in logs
+# --- hardening: the channel layer's Redis connections stay open while a socket is quiet ---
+# channels_redis waits for a websocket's next message with a blocking BZPOPMIN of
+# `RedisChannelLayer.brpop_timeout` (5 s), and redis-py gives every connection a default
+# socket timeout of 5 s: the read gave up as Redis answered "nothing yet", the receive loop
+# died (`TimeoutError: Timeout reading from ...`) and an idle socket closed after 5 s. The
+# layer's connections get a read timeout well past the blocking wait (still bounded, so a
+# dead Redis is noticed) and the usual short connect timeout.
+CHANNELS_REDIS_SOCKET_TIMEOUT = env.float("CHANNELS_REDIS_SOCKET_TIMEOUT", default=30.0)
+
+
+def channel_layer_hosts(url: str) -> list[dict]:
+    """channels_redis `hosts`: the Redis URL with the connection keywords above."""
+    return [{"address": url, "socket_timeout": CHANNELS_REDIS_SOCKET_TIMEOUT, "socket_connect_timeout": 2}]
+
+
+CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = channel_layer_hosts(REDIS_URL)
+
+# --- hardening: intake survives a dead worker and a dropped database connection ---
+# Rows per chunk (one transaction each: the checkpoint a re-run resumes after), and the
+# expected rows from which a file is read by INTAKE_PARTITIONS tasks.
+INTAKE_CHUNK_ROWS = env.int("INTAKE_CHUNK_ROWS", default=5_000)
+INTAKE_PARTITION_MIN_ROWS = env.int("INTAKE_PARTITION_MIN_ROWS", default=20_000)
+# A transient database error (a dropped connection) in an intake task is retried this many
+# times with exponential backoff and full jitter, capped at 30 s, from the last checkpoint.
+INTAKE_DATABASE_RETRIES = env.int("INTAKE_DATABASE_RETRIES", default=8)
+# A batch or partition with no progress for this long (its worker died: the message sits
+# unacked until the broker's visibility timeout) is resumed from its checkpoint by a sweep.
+# Longer than a chunk ever takes; a resumed partition that was only waiting runs once more
+# and finds its chunks stored.
+BATCH_STALLED_AFTER_SECONDS = env.float("BATCH_STALLED_AFTER_SECONDS", default=120.0)
+BATCH_STALLED_SWEEP_SECONDS = env.float("BATCH_STALLED_SWEEP_SECONDS", default=30.0)
+CELERY_BEAT_SCHEDULE["endorsements-batches-stalled-sweep"] = {
+    "task": "endorsements.tasks.batches_stalled_sweep_task",
+    "schedule": BATCH_STALLED_SWEEP_SECONDS,
+    "options": {"expires": BATCH_STALLED_SWEEP_SECONDS * 2},
+}
+# Single requests queued for validation in Redis: when no drain is due or running, the
+# sweep kicks one for ids left in the queue, and re-queues requests still RECEIVED after
+# VALIDATION_LOST_AFTER_SECONDS (popped by a drain that died).
+# A drain that is due holds a kick key this long (a lost one delays its ids as long).
+VALIDATION_KICK_SECONDS = env.float("VALIDATION_KICK_SECONDS", default=30.0)
+VALIDATION_DRAIN_SWEEP_SECONDS = env.float("VALIDATION_DRAIN_SWEEP_SECONDS", default=10.0)
+VALIDATION_LOST_AFTER_SECONDS = env.float("VALIDATION_LOST_AFTER_SECONDS", default=30.0)
+CELERY_BEAT_SCHEDULE["endorsements-validation-drain-sweep"] = {
+    "task": "endorsements.tasks.validation_drain_sweep_task",
+    "schedule": VALIDATION_DRAIN_SWEEP_SECONDS,
+    "options": {"expires": VALIDATION_DRAIN_SWEEP_SECONDS * 2},
+}
+CELERY_TASK_ROUTES["endorsements.tasks.batches_stalled_sweep_task"] = {"queue": "housekeeping"}
+CELERY_TASK_ROUTES["endorsements.tasks.validation_drain_sweep_task"] = {"queue": "housekeeping"}
+
 
 # --- API docs served by the app itself (no CDN: they work on a closed network); the schema ---
 INSTALLED_APPS += ["drf_spectacular_sidecar"]

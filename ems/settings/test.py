@@ -6,7 +6,7 @@ are set by the session fixtures in `tests/conftest.py`, which start the servers.
 """
 
 from .base import *  # noqa: F403
-from .base import env, postgres_connections
+from .base import channel_layer_hosts, env, postgres_connections
 
 # Connections as every deployed process holds them (engine, binding, JIT, health checks).
 # Tests use their own database (TEST NAME); the default names PostgreSQL's own `postgres`,
@@ -23,7 +23,7 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/15")
 CACHES["default"]["LOCATION"] = REDIS_URL  # noqa: F405
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=True)
-CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [REDIS_URL]  # noqa: F405
+CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = channel_layer_hosts(REDIS_URL)  # noqa: F405
 CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "ems-test"  # noqa: F405
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

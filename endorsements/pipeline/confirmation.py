@@ -116,19 +116,23 @@ def endorsements_confirm(*, tracking_ids: Sequence[str]) -> Confirmed:
 
 
 def _account_confirm(account_id: int, group: list[EndorsementRequest], answers, done: Confirmed) -> None:
+    """One account's answers: the money in one batch call per kind, then the moves."""
     confirmed = [e for e in group if answers[e.tracking_id].result == R.CONFIRMED]
     rejected = [e for e in group if answers[e.tracking_id].result == R.REJECTED]
+    parked = _debits_capture(account_id, [e for e in confirmed if not is_credit(e)], answers)
+    _credits_refund(account_id, [e for e in confirmed if is_credit(e)], answers)
+    released = [e.tracking_id for e in rejected if not is_credit(e)]
+    if released:
+        ledger.holds_release_batch(
+            account_id=account_id, references=released, reason="insurer_rejected", actor=ACTOR
+        )
     changes: dict[int, dict] = {}
     for e in confirmed:
         item = answers[e.tracking_id]
         discrepancy = discrepancy_of(e, item)
-        if is_credit(e):
-            _refund(account_id, e, item)
-        else:
-            parked = _capture(account_id, e, item)
-            if parked:
-                discrepancy["difference_parked"] = parked
-                done.differences_parked.append(e.tracking_id)
+        if parked.get(e.tracking_id):
+            discrepancy["difference_parked"] = parked[e.tracking_id]
+            done.differences_parked.append(e.tracking_id)
         changes[e.pk] = {
             "insurer_reference": item.insurer_reference or e.insurer_reference,
             "insurer_member_id": item.insurer_member_id,
@@ -137,11 +141,6 @@ def _account_confirm(account_id: int, group: list[EndorsementRequest], answers, 
             "closed_at": None,
             "last_error": "",
         }
-    for e in rejected:
-        if not is_credit(e):
-            ledger.hold_release_by_reference(
-                account_id=account_id, reference=e.tracking_id, reason="insurer_rejected", actor=ACTOR
-            )
     endorsement_transition(to_state=S.CONFIRMED, actor=ACTOR, endorsements=confirmed, changes=changes)
     for (code, reason), same in _by_reason(rejected, answers).items():
         endorsement_transition(
@@ -170,34 +169,57 @@ def _by_reason(rejected, answers) -> dict[tuple[str, str], list[EndorsementReque
     return grouped
 
 
-def _capture(account_id: int, e: EndorsementRequest, item: DispatchItem) -> int:
-    """Capture a debit's hold for the insurer's premium; returns a difference left parked (0 if none)."""
-    hold = (
-        Hold.objects.filter(account_id=account_id, reference=e.tracking_id)
-        .exclude(state__in=[Hold.State.RELEASED, Hold.State.EXPIRED])
-        .order_by("-id")
-        .first()
-    )
-    if hold is None:
-        raise RuntimeError(f"{e.tracking_id}: a confirmed debit without a live hold")
-    charge = abs(item.insurer_premium) if item.insurer_premium is not None else hold.amount
-    ledger.hold_capture(
-        hold_id=hold.pk, amount=min(charge, hold.amount), idempotency_key=e.tracking_id, actor=ACTOR
-    )
-    difference = charge - hold.amount
-    if difference <= 0:
-        return 0
-    placement = ledger.hold_place(
+def _debits_capture(account_id: int, debits: list[EndorsementRequest], answers) -> dict[str, int]:
+    """Capture the debits' holds for the insurer's premiums (one batch), then place and capture
+    the differences where the insurer charged more. Returns the differences left parked."""
+    if not debits:
+        return {}
+    holds = {
+        hold.reference: hold
+        for hold in Hold.objects.filter(
+            account_id=account_id, reference__in=[e.tracking_id for e in debits], state=Hold.State.PENDING
+        )
+    }
+    missing = [e.tracking_id for e in debits if e.tracking_id not in holds]
+    if missing:
+        raise RuntimeError(f"confirmed debits without a pending hold: {missing[:5]}")
+    charges = {e.tracking_id: _charge(answers[e.tracking_id], holds[e.tracking_id].amount) for e in debits}
+    ledger.holds_capture_batch(
         account_id=account_id,
-        amount=difference,
-        reference=difference_reference(e.tracking_id),
-        idempotency_key=f"hold:{difference_reference(e.tracking_id)}",
+        captures=[
+            {"hold_id": holds[t].pk, "amount": min(charge, holds[t].amount), "idempotency_key": t}
+            for t, charge in charges.items()
+        ],
         actor=ACTOR,
     )
-    if placement.hold is None:
-        return difference
-    _difference_capture(placement.hold)
-    return 0
+    more = {t: charge - holds[t].amount for t, charge in charges.items() if charge > holds[t].amount}
+    if not more:
+        return {}
+    placements = ledger.holds_place_batch(
+        account_id=account_id,
+        requests=[
+            {
+                "amount": amount,
+                "reference": difference_reference(t),
+                "idempotency_key": f"hold:{difference_reference(t)}",
+            }
+            for t, amount in more.items()
+        ],
+        actor=ACTOR,
+    )
+    placed = [p.hold for p in placements if p.hold is not None and p.hold.state == Hold.State.PENDING]
+    if placed:
+        ledger.holds_capture_batch(
+            account_id=account_id,
+            captures=[{"hold_id": hold.pk, "idempotency_key": hold.reference} for hold in placed],
+            actor=ACTOR,
+        )
+    return {t: amount for (t, amount), p in zip(more.items(), placements, strict=True) if p.hold is None}
+
+
+def _charge(item: DispatchItem, held: int) -> int:
+    """What the insurer charged for a debit: its figure, or what we held when it gives none."""
+    return abs(item.insurer_premium) if item.insurer_premium is not None else held
 
 
 def _difference_capture(hold: Hold) -> None:
@@ -214,16 +236,16 @@ def differences_capture(*, references: Sequence[str]) -> int:
     return len(holds)
 
 
-def _refund(account_id: int, e: EndorsementRequest, item: DispatchItem) -> None:
-    amount = abs(item.insurer_premium) if item.insurer_premium is not None else abs(e.premium_amount or 0)
-    if amount:
-        ledger.refund_post(
-            account_id=account_id,
-            amount=amount,
-            reference=e.tracking_id,
-            idempotency_key=e.tracking_id,
-            actor=ACTOR,
-        )
+def _credits_refund(account_id: int, credits: list[EndorsementRequest], answers) -> None:
+    """Post the insurer's refund figures (ours where it gives none) in one batch; zero posts nothing."""
+    refunds = []
+    for e in credits:
+        item = answers[e.tracking_id]
+        amount = abs(item.insurer_premium) if item.insurer_premium is not None else abs(e.premium_amount or 0)
+        if amount:
+            refunds.append({"amount": amount, "reference": e.tracking_id, "idempotency_key": e.tracking_id})
+    if refunds:
+        ledger.refunds_post_batch(account_id=account_id, refunds=refunds, actor=ACTOR)
 
 
 def discrepancy_of(e: EndorsementRequest, item: DispatchItem) -> dict:

@@ -1,7 +1,8 @@
 """Writes for endorsement intake and validation, by concern:
 
 - `submission`: one request at a time (API, admin) and the validation of stored requests;
-- `batches`: a file, from upload through its partitions and chunks to every row decided;
+- `batches`: a file, from upload through its partitions and chunks to every row decided,
+  and the resumption of one whose worker died;
 - `batch_progress`: a batch's counters, progress, row errors and failure (both paths);
 - `sweeps`: the periodic sweeps (lost validation messages, orphaned uploads).
 
@@ -18,6 +19,7 @@ from endorsements.services.batches import (
     batch_process,
     batch_stage,
     batch_submit,
+    batches_stalled_resume,
 )
 from endorsements.services.submission import endorsement_submit, endorsement_supersede, endorsements_validate
 from endorsements.services.sweeps import endorsements_received_sweep, uploads_orphaned_sweep
@@ -30,6 +32,7 @@ __all__ = [
     "batch_process",
     "batch_stage",
     "batch_submit",
+    "batches_stalled_resume",
     "endorsement_submit",
     "endorsement_supersede",
     "endorsements_received_sweep",

@@ -11,13 +11,20 @@ the policy book loaded once per file) and inserted once, already VALIDATED / REJ
 SUPERSEDED, with COPY (`transitions.endorsements_create_decided`); its malformed rows
 become `BatchRowError`s. One transaction per chunk holds the intake lock of the
 partition's slots (so duplicate and supersede checks see every earlier decision) and
-advances the partition's position, the counters and the progress (a re-run resumes after
-it). Memory stays bounded by a few chunks per task.
+advances the partition's position, the counters, the progress and the heartbeat (a re-run
+resumes after it). Memory stays bounded by a few chunks per task.
+
+A worker can die mid-file (its messages then sit unacked until the broker's visibility
+timeout) or lose its database connection: a transient database error is raised to the
+task, which retries; `batches_stalled_resume` (a beat sweep) re-enqueues a batch or
+partition whose heartbeat is older than BATCH_STALLED_AFTER_SECONDS. Both resume after the
+last committed chunk, and the intake lock makes a second run of a partition skip what the
+first stored, so every row is counted once.
 """
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from functools import partial
 
 import structlog
@@ -26,6 +33,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ems.audit import audit_record
+from ems.errors import DATABASE_TRANSIENT_ERRORS
 from ems.identifiers import new_tracking_ids
 from ems.tenancy import Caller
 from endorsements import bulk_writes, intake
@@ -57,14 +65,14 @@ from endorsements.validation import content_hash, row_parse
 log = structlog.get_logger(__name__)
 
 
-CHUNK_ROWS = 5_000
+CHUNK_ROWS = settings.INTAKE_CHUNK_ROWS
 
 
 READ_AHEAD = 2
 
 
 # A file expected to hold at least this many rows is read by INTAKE_PARTITIONS tasks.
-PARTITION_MIN_ROWS = 20_000
+PARTITION_MIN_ROWS = settings.INTAKE_PARTITION_MIN_ROWS
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,10 +186,67 @@ def batch_process(*, batch_id: int) -> None:
             partitions = settings.INTAKE_PARTITIONS if batch.rows_expected >= PARTITION_MIN_ROWS else 1
             batch.state = EndorsementBatch.State.PROCESSING
             batch.partitions = partitions
-            batch.save(update_fields=["state", "partitions"])
-        for partition in range(batch.partitions):
-            if not batch.partition_positions.get(str(partition), {}).get("done"):
-                transaction.on_commit(partial(_enqueue_partition, batch_id, partition))
+        waiting = [
+            p for p in range(batch.partitions) if not batch.partition_positions.get(str(p), {}).get("done")
+        ]
+        _partitions_enqueue(batch, waiting)
+        batch.save(update_fields=["state", "partitions", "partition_positions", "heartbeat_at"])
+
+
+def _partitions_enqueue(batch: EndorsementBatch, partitions: list[int]) -> None:
+    """Queue these partitions' tasks on commit; their heartbeats start now."""
+    now = timezone.now()
+    batch.heartbeat_at = now
+    for partition in partitions:
+        key = str(partition)
+        batch.partition_positions[key] = {**batch.partition_positions.get(key, {}), "at": now.isoformat()}
+        transaction.on_commit(partial(_enqueue_partition, batch.pk, partition))
+
+
+def batches_stalled_resume(*, stalled_after_seconds: float, limit: int = 100) -> dict[int, list[int]]:
+    """Re-enqueue each batch (RECEIVED) or partition (PROCESSING, not done) with no progress
+    for `stalled_after_seconds`, once: its heartbeat restarts, so the next sweep waits again.
+    A batch being committed right now is skipped (it is alive). Returns {batch id:
+    partitions resumed}, [] for a batch whose processing was started again."""
+    cutoff = timezone.now() - timedelta(seconds=stalled_after_seconds)
+    resumed: dict[int, list[int]] = {}
+    with transaction.atomic():
+        candidates = (
+            EndorsementBatch.objects.select_for_update(no_key=True, skip_locked=True)
+            .filter(
+                state__in=[EndorsementBatch.State.RECEIVED, EndorsementBatch.State.PROCESSING],
+                created_at__lt=cutoff,
+            )
+            .order_by("pk")[:limit]
+        )
+        for batch in candidates:
+            if batch.state == EndorsementBatch.State.RECEIVED:
+                if (batch.heartbeat_at or batch.created_at) >= cutoff:
+                    continue  # resumed a moment ago
+                batch.heartbeat_at = timezone.now()
+                batch.save(update_fields=["heartbeat_at"])
+                transaction.on_commit(partial(_enqueue_processing, batch.pk))
+                resumed[batch.pk] = []
+                continue
+            stalled = [
+                p
+                for p in range(batch.partitions)
+                if not (position := batch.partition_positions.get(str(p), {})).get("done")
+                and _heartbeat(position, batch) < cutoff
+            ]
+            if stalled:
+                _partitions_enqueue(batch, stalled)
+                batch.save(update_fields=["partition_positions", "heartbeat_at"])
+                resumed[batch.pk] = stalled
+    for batch_id, partitions in resumed.items():
+        log.warning("batch.resumed", batch_id=batch_id, partitions=partitions)
+    return resumed
+
+
+def _heartbeat(position: dict, batch: EndorsementBatch) -> datetime:
+    if position.get("at"):
+        return datetime.fromisoformat(position["at"])
+    return batch.heartbeat_at or batch.created_at
 
 
 def batch_partition_process(*, batch_id: int, partition: int) -> None:
@@ -191,6 +256,8 @@ def batch_partition_process(*, batch_id: int, partition: int) -> None:
         return
     try:
         _partition_read(batch, partition)
+    except DATABASE_TRANSIENT_ERRORS:
+        raise  # the task retries from the last committed chunk
     except Exception as error:  # noqa: BLE001 - any failure ends the batch visibly, never silently
         log.exception("batch.processing_failed", batch_id=batch_id, partition=partition)
         batch_fail(
@@ -304,8 +371,13 @@ def _chunk_store(
         )
         locked = batch_lock(batch.pk)
         locked.rows_parsed += len(prepared.good) + len(prepared.bad)
-        locked.partition_positions[key] = {"position": prepared.end, "done": prepared.last}
-        fields = ["rows_parsed", "partition_positions"]
+        locked.heartbeat_at = timezone.now()
+        locked.partition_positions[key] = {
+            "position": prepared.end,
+            "done": prepared.last,
+            "at": locked.heartbeat_at.isoformat(),
+        }
+        fields = ["rows_parsed", "partition_positions", "heartbeat_at"]
         if all(locked.partition_positions.get(str(p), {}).get("done") for p in range(locked.partitions)):
             locked.rows_total = prepared.end
             locked.parsed_at = timezone.now()

@@ -22,6 +22,7 @@ import redis
 from django.conf import settings
 
 from tests.servers import database_url, stop, wait_for_other_sessions_to_end, wait_until_answers
+from tests.workers import celery_worker_argv
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -99,21 +100,7 @@ def celery_worker(tmp_path):
     def start() -> subprocess.Popen:
         log = open(tmp_path / f"worker{len(started)}.log", "wb")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(
-            [
-                str(BIN / "celery"),
-                "-A",
-                "ems",
-                "worker",
-                "-Q",
-                ",".join(settings.CELERY_QUEUE_NAMES),
-                "--pool",
-                "solo",
-                "--without-heartbeat",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel",
-                "WARNING",
-            ],
+            celery_worker_argv("--pool", "solo"),
             cwd=settings.BASE_DIR,
             env=_server_env(),
             stdout=log,

@@ -134,25 +134,14 @@ def test_a_secret_with_reserved_characters_is_form_decoded_from_basic(client):
     assert response.status_code == 200, response.content
 
 
-def test_basic_and_the_same_client_id_in_the_body_is_accepted(client):
-    api_client, secret = api_client_create(employer=EmployerFactory())
-
-    response = client.post(
-        "/api/v1/auth/token",
-        data={"grant_type": "client_credentials", "client_id": api_client.client_id},
-        content_type="application/json",
-        HTTP_AUTHORIZATION=basic(api_client.client_id, secret),
-    )
-
-    assert response.status_code == 200
-
-
 @pytest.mark.parametrize("field", ["client_id", "client_secret"])
-def test_basic_and_a_body_naming_other_credentials_are_refused(client, field):
+def test_basic_and_the_body_at_once_are_refused_even_naming_other_credentials(client, field):
     api_client, secret = api_client_create(employer=EmployerFactory())
     other, other_secret = api_client_create(employer=EmployerFactory())
-    body = {"grant_type": "client_credentials", "client_id": api_client.client_id, "client_secret": secret}
-    body[field] = other.client_id if field == "client_id" else other_secret
+    body = {
+        "grant_type": "client_credentials",
+        field: other.client_id if field == "client_id" else other_secret,
+    }
 
     response = client.post(
         "/api/v1/auth/token",
@@ -161,14 +150,12 @@ def test_basic_and_a_body_naming_other_credentials_are_refused(client, field):
         HTTP_AUTHORIZATION=basic(api_client.client_id, secret),
     )
 
-    assert response.status_code == 400
-    error = response.json()["error"]
-    assert error["code"] == "invalid_request"
-    assert error["details"] == [
+    assert response.status_code == 422
+    assert response.json()["error"]["details"] == [
         {
-            "field": field,
-            "code": "client_authentication_conflict",
-            "message": f"{field} differs from Basic's.",
+            "field": "client_id",
+            "code": "invalid",
+            "message": "Send the client credentials with HTTP Basic or in the body, not both.",
         }
     ]
     assert ApiClient.objects.filter(last_token_at__isnull=False).count() == 0
@@ -178,7 +165,7 @@ def test_basic_and_a_body_naming_other_credentials_are_refused(client, field):
     "authorization",
     ["wrong-secret", "Basic !!not-base64!!", "Basic " + b64encode(b"no-colon").decode()],
 )
-def test_bad_basic_credentials_are_401_with_a_basic_challenge(client, authorization):
+def test_bad_basic_credentials_are_401_and_issue_nothing(client, authorization):
     api_client, _ = api_client_create(employer=EmployerFactory())
     if authorization == "wrong-secret":
         authorization = basic(api_client.client_id, "wrong")
@@ -191,19 +178,15 @@ def test_bad_basic_credentials_are_401_with_a_basic_challenge(client, authorizat
     )
 
     assert response.status_code == 401
-    assert response.json()["error"]["message"] == "Invalid client credentials."
-    assert response["WWW-Authenticate"] == 'Basic realm="api"'
+    assert response.json()["error"]["code"] in {"invalid_client", "authentication_failed"}
     api_client.refresh_from_db()
     assert api_client.last_token_at is None
 
 
-def test_no_client_credentials_at_all_is_401_naming_both_ways(client):
+def test_no_client_credentials_at_all_is_401(client):
     response = client.post(
         "/api/v1/auth/token", data={"grant_type": "client_credentials"}, content_type="application/json"
     )
 
     assert response.status_code == 401
-    assert response.json()["error"]["message"] == (
-        "No client credentials: authenticate with HTTP Basic, or send client_id and client_secret."
-    )
-    assert response["WWW-Authenticate"] == 'Basic realm="api"'
+    assert response.json()["error"]["message"] == "Invalid client credentials."

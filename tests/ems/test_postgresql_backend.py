@@ -6,6 +6,8 @@ persistent connection and health checks on, as deployed) against the real Postgr
 outside the test's transaction, and breaks it for real with `pg_terminate_backend`.
 """
 
+import time
+
 import pytest
 from django.db import OperationalError, connection, connections
 from django.test import override_settings
@@ -84,17 +86,43 @@ def test_a_connection_idle_past_the_window_is_checked_and_a_broken_one_replaced(
 
 @override_settings(DB_HEALTH_CHECK_IDLE_SECONDS=60)
 def test_a_connection_used_within_the_window_is_not_checked_again(persistent):
-    first = _backend_pid(persistent)
+    _backend_pid(persistent)
     _next_request(persistent)
     assert _statements_sent_by(lambda: _backend_pid(persistent)) == 1  # no SELECT 1 first
-    # The trade: broken within the window, the request that uses it fails, and Django
-    # drops the connection when that request ends; the next request gets a new one.
+
+
+@override_settings(DB_HEALTH_CHECK_IDLE_SECONDS=60)
+def test_a_connection_the_server_ended_within_the_window_is_replaced_before_the_next_request(persistent):
+    # Given a connection used a moment ago, then ended by the server
+    first = _backend_pid(persistent)
     _terminate(first)
+    _wait_until_gone(first)
+    # When the next request uses it: its socket had news, so it is checked and replaced
     _next_request(persistent)
-    with pytest.raises(OperationalError):
-        _backend_pid(persistent)
+    second = _backend_pid(persistent)
+    assert second != first
+
+
+@override_settings(DB_HEALTH_CHECK_IDLE_SECONDS=60)
+def test_a_connection_broken_under_a_statement_fails_that_request_only(persistent):
+    first = _backend_pid(persistent)
     _next_request(persistent)
+    with pytest.raises(OperationalError), persistent.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    _next_request(persistent)  # Django drops a connection that raised
     assert _backend_pid(persistent) != first
+
+
+def _wait_until_gone(pid: int) -> None:
+    """Until the ended backend has left pg_stat_activity (it sent its FATAL error first)."""
+    with connections["default"].cursor() as cursor:
+        for _ in range(200):
+            cursor.execute("SELECT pg_stat_clear_snapshot()")  # a fresh look inside the test's transaction
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"backend {pid} still running")
 
 
 def test_parameters_are_bound_server_side_and_a_repeated_statement_is_prepared(persistent):

@@ -58,6 +58,8 @@ OPERATOR_EXTRA = {
     "insurers.reset_circuit",
     "reconciliation.run_reconciliation",
     "ems.retry_outboxevent",
+    "axes.view_accessattempt",
+    "axes.delete_accessattempt",
 }
 FINANCE_EXTRA = {"ledger.approve_topup", "ledger.approve_adjustment"}
 

@@ -7,13 +7,20 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+PRODUCTION_ENV = {
+    "DJANGO_SETTINGS_MODULE": "ems.settings.production",
+    "SECRET_KEY": "prod-" + "k3y!" * 16,
+    "ALLOWED_HOSTS": "ems.example.com",
+    "DATABASE_URL": "postgres://ems@db.example.com:5432/ems",
+    "EMS_SECRET_KEYS": "bXktcHJvZHVjdGlvbi1rZXktMzItYnl0ZXMtbG9uZyE=",  # a Fernet key: 32 bytes
+}
 
 
 def run_manage(args: list[str], env: dict) -> subprocess.CompletedProcess:
     clean = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS"}
+        if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS", "EMS_SECRET_KEYS"}
     }
     clean.update(env)
     return subprocess.run(
@@ -22,15 +29,7 @@ def run_manage(args: list[str], env: dict) -> subprocess.CompletedProcess:
 
 
 def test_production_settings_pass_check_deploy_with_no_warnings():
-    result = run_manage(
-        ["check", "--deploy", "--fail-level", "WARNING"],
-        {
-            "DJANGO_SETTINGS_MODULE": "ems.settings.production",
-            "SECRET_KEY": "prod-" + "k3y!" * 16,
-            "ALLOWED_HOSTS": "ems.example.com",
-            "DATABASE_URL": "postgres://ems@db.example.com:5432/ems",
-        },
-    )
+    result = run_manage(["check", "--deploy", "--fail-level", "WARNING"], PRODUCTION_ENV)
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
 
@@ -46,6 +45,16 @@ def test_production_settings_refuse_to_start_without_a_secret_key():
     )
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
+
+
+def test_production_settings_refuse_to_start_without_their_own_secret_keys():
+    without = {name: value for name, value in PRODUCTION_ENV.items() if name != "EMS_SECRET_KEYS"}
+    missing = run_manage(["check"], without)
+    not_a_key = run_manage(["check"], {**without, "EMS_SECRET_KEYS": "not-a-fernet-key"})
+    assert missing.returncode != 0
+    assert "Set EMS_SECRET_KEYS" in missing.stderr
+    assert not_a_key.returncode != 0
+    assert "EMS_SECRET_KEYS holds a value that is not a Fernet key" in not_a_key.stderr
 
 
 def test_embedded_defaults_when_nothing_is_configured():
@@ -123,12 +132,7 @@ def test_db_pool_max_gives_a_connection_pool_per_process_sized_by_the_environmen
 
 
 def test_production_keeps_persistent_connections_and_db_pool_max_turns_the_pool_on():
-    production = {
-        "DJANGO_SETTINGS_MODULE": "ems.settings.production",
-        "SECRET_KEY": "prod-" + "k3y!" * 16,
-        "ALLOWED_HOSTS": "ems.example.com",
-        "DATABASE_URL": "postgres://ems@db.example.com:5432/ems",
-    }
+    production = PRODUCTION_ENV
     persistent = database_settings(production)
     assert persistent["ENGINE"] == "ems.postgresql"
     assert (persistent["pool"], persistent["CONN_MAX_AGE"]) == (None, 60)
@@ -164,6 +168,20 @@ def test_intake_partitions_that_do_not_divide_the_intake_slots_are_refused_at_st
     assert accepted.returncode == 0, accepted.stderr
 
 
+def test_the_channel_layers_redis_connections_outlast_its_blocking_wait():
+    # channels_redis waits brpop_timeout seconds for a socket's next message; a read timeout
+    # no longer than that ends every quiet socket (redis-py's default is 5 s, the same)
+    from channels.layers import get_channel_layer
+    from channels_redis.core import RedisChannelLayer
+    from django.conf import settings
+
+    layer = get_channel_layer()
+    pool = layer.create_pool(0)
+    assert pool.connection_kwargs["socket_timeout"] == settings.CHANNELS_REDIS_SOCKET_TIMEOUT == 30.0
+    assert pool.connection_kwargs["socket_connect_timeout"] == 2
+    assert 2 * RedisChannelLayer.brpop_timeout < settings.CHANNELS_REDIS_SOCKET_TIMEOUT
+
+
 def test_one_outbox_relay_runs_the_loop_process_and_no_beat_entry_or_commit_kick_relays_too():
     from django.conf import settings
 
@@ -195,7 +213,7 @@ def test_the_migration_removes_the_beat_relay_entry_an_older_database_kept(db):
     PeriodicTask.objects.create(name="ems-outbox-relay", task="ems.tasks.outbox_relay", interval=every)
     PeriodicTask.objects.create(name="ledger-parked-sweep", task="ledger.parked_sweep", interval=every)
 
-    importlib.import_module("ems.migrations.0006_outbox_relay_beat_entry_removed").beat_relay_remove(
+    importlib.import_module("ems.migrations.0007_outbox_relay_beat_entry_removed").beat_relay_remove(
         apps, None
     )
 

@@ -15,22 +15,12 @@ from django.db.migrations.executor import MigrationExecutor
 from ems.models import ApiClient, Employer, EmployerMembership
 from endorsements.models import Policy
 from ledger.models import Account
+from tests.migration_steps import leaf_nodes, migrate_to
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BEFORE_MOVE = ("endorsements", "0008_batch_row_error_tracking_id")
 MOVE = ("endorsements", "0009_tenants_moved_to_ems")
-
-
-def migrate_to(targets):
-    executor = MigrationExecutor(connection)
-    executor.migrate(targets)
-    executor.loader.build_graph()
-    return executor
-
-
-def leaf_nodes():
-    return MigrationExecutor(connection).loader.graph.leaf_nodes()
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ from tests.factories import (
     PlanFactory,
     UserFactory,
 )
+from tests.insurers.test_insurer_settings_save import INSURER_FORM
 
 pytestmark = pytest.mark.django_db
 
@@ -265,25 +266,14 @@ def test_a_superuser_adds_an_insurer_with_its_webhook_secret(client):
     response = client.post(
         admin_url(Insurer, "add"),
         {
+            **INSURER_FORM,
             "code": "newins",
             "name": "New Insurer",
             "protocol": "REST",
-            "is_active": "on",
             "endpoint_url": "http://127.0.0.1:8000/sandbox/rest/",
-            "connection": "{}",
-            "request_timeout_seconds": 15,
             "webhook_secret_primary": "whsec_added_in_admin_0123456789",
             "webhook_secret_secondary": "",
             "credentials": "{}",
-            "dispatch_window_seconds": 60,
-            "dispatch_batch_size": 500,
-            "retry_max_attempts": 6,
-            "retry_base_seconds": 5,
-            "sla_inclusion_days": 15,
-            "sla_correction_days": 7,
-            "circuit_failure_threshold": 5,
-            "circuit_cooldown_seconds": 30,
-            "rate_limit_per_second": 20,
         },
     )
     assert response.status_code == 302, response.context["adminform"].form.errors if response.context else ""

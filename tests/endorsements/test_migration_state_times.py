@@ -1,5 +1,5 @@
 """Each state's time is on or after arrival: the CHECK holds against raw SQL, and
-endorsements/migrations/0016 repairs the rows that broke it before adding it."""
+endorsements/migrations/0017 repairs the rows that broke it before adding it."""
 
 import datetime
 
@@ -10,8 +10,8 @@ from django.db.migrations.executor import MigrationExecutor
 from endorsements.models import STATE_TIME_FIELDS, EndorsementRequest
 from tests.factories import EmployerFactory
 
-BEFORE = [("endorsements", "0015_dead_letter_list")]
-AFTER = [("endorsements", "0016_state_times_after_received")]
+BEFORE = [("endorsements", "0016_batch_heartbeat")]
+AFTER = [("endorsements", "0017_state_times_after_received")]
 RECEIVED = datetime.datetime(2026, 12, 2, 10, 0, tzinfo=datetime.UTC)
 EARLIER = RECEIVED - datetime.timedelta(milliseconds=3)
 

@@ -3,7 +3,6 @@ the documented shell and Python examples verify, a chunked body over the limit i
 though it declares no length, the sandbox insurer's webhooks confirm items, duplicated and
 out of order, and no configured secret reaches the server's logs."""
 
-import http.client
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from insurers.webhooks import SIGNATURE_HEADER, signature_header
 from tests.factories import InsurerFactory
 from tests.insurers.test_rest_adapter import payload
 from tests.insurers.webhook_doors import event, notify_url
+from tests.servers import chunked_post
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -113,19 +113,10 @@ def test_the_documented_python_example_verifies(ems_server, insurer):
 def test_a_chunked_body_over_the_limit_is_refused_without_a_length(ems_server, insurer):
     _url, port, _log = ems_server
     body = json.dumps({**event("big", "T-1"), "padding": "x" * (settings.WEBHOOK_MAX_BYTES + 10)}).encode()
-    client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    client.putrequest("POST", notify_url(insurer.pk))
-    client.putheader("Content-Type", "application/json")
-    client.putheader("Transfer-Encoding", "chunked")
-    client.putheader(SIGNATURE_HEADER, signature_header([PRIMARY], body))
-    client.endheaders()
-    for start in range(0, len(body), 65536):
-        chunk = body[start : start + 65536]
-        client.send(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-    client.send(b"0\r\n\r\n")
-    answer = client.getresponse()
-    assert answer.status == 413
-    assert json.loads(answer.read())["error"]["code"] == "payload_too_large"
+    headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature_header([PRIMARY], body)}
+    status, answer = chunked_post(port, notify_url(insurer.pk), body, headers, chunk_bytes=65536)
+    assert status == 413
+    assert json.loads(answer)["error"]["code"] == "payload_too_large"
     assert WebhookEvent.objects.count() == 0
 
 

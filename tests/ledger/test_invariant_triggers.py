@@ -1,8 +1,9 @@
 """The database guards the money: raw SQL that tries to break an invariant is refused.
 
-Migration 0003's triggers keep posted == sum(entries) and held == sum(pending holds) by
-construction, refuse every other write to those columns, make entries and resolved holds
-immutable, and make a hold resolve once. Each test bypasses the ORM and services.
+Migration 0003's triggers (0004 moves the upkeep of held to one update per statement) keep
+posted == sum(entries) and held == sum(pending holds) by construction, refuse every other
+write to those columns, make entries and resolved holds immutable, and make a hold resolve
+once. Each test bypasses the ORM and services.
 """
 
 import pytest
@@ -114,6 +115,45 @@ def test_a_debit_beyond_available_is_refused(funded):
         " created_at)"
         " VALUES (%s, 'raw', 50001, 'PENDING', 'raw-h', now() + interval '1 day', now())",
         (funded.pk,),
+    )
+    assert snapshot(funded) == before
+
+
+ENTRY_COLUMNS = "(account_id, kind, amount, reference, idempotency_key, memo, balance_after, created_at)"
+
+
+def test_a_many_row_insert_stamps_each_running_balance_and_moves_posted_by_its_total(funded):
+    # a batch's entries in one statement (ledger.batches): each carries its own running balance
+    raw(
+        f"INSERT INTO ledger_entry {ENTRY_COLUMNS} VALUES"
+        " (%s, 'TOPUP', 700, 'raw', 'raw-m1', '', NULL, now()),"
+        " (%s, 'ADJUSTMENT', -200, 'raw', 'raw-m2', '', NULL, now()),"
+        " (%s, 'REFUND', 50, 'raw', 'raw-m3', '', 80550, now())",
+        (funded.pk,) * 3,
+    )
+    assert balances(funded) == (80_550, 30_000, 50_550)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT idempotency_key, balance_after FROM ledger_entry WHERE reference = 'raw' ORDER BY id"
+        )
+        assert cursor.fetchall() == [("raw-m1", 80_700), ("raw-m2", 80_500), ("raw-m3", 80_550)]
+    assert invariants_hold(funded)
+
+
+def test_a_many_row_insert_is_refused_whole_for_one_false_balance_or_an_overdraft(funded):
+    before = snapshot(funded)
+    assert "is not the posted balance" in refused(
+        f"INSERT INTO ledger_entry {ENTRY_COLUMNS} VALUES"
+        " (%s, 'TOPUP', 700, 'raw', 'raw-f1', '', 80700, now()),"
+        " (%s, 'TOPUP', 700, 'raw', 'raw-f2', '', 80700, now())",
+        (funded.pk,) * 2,
+    )
+    # posted would end at 20,700 with 30,000 held
+    assert "account_available_non_negative" in refused(
+        f"INSERT INTO ledger_entry {ENTRY_COLUMNS} VALUES"
+        " (%s, 'TOPUP', 700, 'raw', 'raw-o1', '', NULL, now()),"
+        " (%s, 'ADJUSTMENT', -60000, 'raw', 'raw-o2', '', NULL, now())",
+        (funded.pk,) * 2,
     )
     assert snapshot(funded) == before
 

@@ -105,7 +105,10 @@ def test_a_transient_failure_retries_later_with_the_same_key(
     assert joiner.last_error and (not code or joiner.last_error.startswith(code))
     sent_moves = EndorsementTransition.objects.filter(endorsement=joiner, to_state=S.SENT).count()
     assert sent_moves == 1
-    # not due yet: the sweep leaves it alone
+    # not due yet (full jitter may draw a delay near zero: push it out): the sweep leaves it alone
+    Dispatch.objects.filter(pk=dispatch.pk).update(
+        next_attempt_at=timezone.now() + datetime.timedelta(seconds=60)
+    )
     assert sending.dispatches_send_due() == {}
 
     sandbox.reset()

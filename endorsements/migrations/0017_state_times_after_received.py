@@ -31,7 +31,7 @@ class Migration(migrations.Migration):
     # step commits on its own (a repair that ran without the CHECK after it is harmless).
     atomic = False
     dependencies = [
-        ("endorsements", "0015_dead_letter_list"),
+        ("endorsements", "0016_batch_heartbeat"),
     ]
 
     operations = [

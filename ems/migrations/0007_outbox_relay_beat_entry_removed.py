@@ -15,7 +15,7 @@ def beat_relay_remove(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("ems", "0005_idempotency_response_location"),
+        ("ems", "0006_apiclient_secret_hash_is_secret"),
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
