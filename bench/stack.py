@@ -3,8 +3,9 @@ web server and a Celery worker.
 
 - `RedisServer`: a `redis-server` of the test's own on a free loopback port (nothing on
   disk), so a test may stop and restart it without touching the machine's shared Redis.
-- `Stack`: the web server as deployed (granian, `bench.setup.web_server_start`) and a real
-  Celery worker with its beat embedded (every queue, two prefork children), both on this
+- `Stack`: the web server as deployed (granian, `bench.setup.web_server_start`), the outbox
+  relay process (`relay_outbox --loop`) and a real
+  Celery worker with its beat embedded (every queue, two prefork children), all on this
   session's test database and the private Redis, with the pipeline's sweeps at about a
   second. `worker_kill()` SIGKILLs the worker's whole process group (parent and children)
   and `worker_start()` starts a new one: the fault tests' dead worker.
@@ -109,12 +110,21 @@ class Stack:
         self.web: subprocess.Popen | None = None
         self.web_url = ""
         self.worker: subprocess.Popen | None = None
+        self.relay: subprocess.Popen | None = None
         self.workers_started = 0
 
     def start(self) -> Stack:
         log = open(self.directory / "web.log", "w")  # noqa: SIM115 - lives as long as the server
         self.web, port = web_server_start(env=self.env, stderr=log)
         self.web_url = f"http://127.0.0.1:{port}"
+        self.relay = subprocess.Popen(
+            [sys.executable, "manage.py", "relay_outbox", "--loop", "--interval", "0.2"],
+            cwd=settings.BASE_DIR,
+            env=self.env,
+            stdout=open(self.directory / "relay.log", "wb"),  # noqa: SIM115 - lives as long as the relay
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.worker_start()
         self.worker_ready_wait()
         return self
@@ -177,6 +187,8 @@ class Stack:
     def stop(self) -> None:
         if self.worker is not None:
             process_group_stop(self.worker)
+        if self.relay is not None:
+            process_group_stop(self.relay)
         if self.web is not None:
             self.web.send_signal(signal.SIGTERM)
             try:

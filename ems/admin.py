@@ -38,6 +38,7 @@ from django.utils.html import format_html
 from pymongo.errors import PyMongoError
 
 from ems import clients
+from ems.actor_names import actor_recorded, names_for
 from ems.admin_mixins import ReadOnlyAdmin, SecretLookupRefusal, actor_of, permission_check
 from ems.audit_reader import audit_search
 from ems.identity import api_client_create, api_client_revoke
@@ -244,7 +245,9 @@ class ApiClientAdmin(SecretLookupRefusal, admin.ModelAdmin):
 
 
 class AuditTrailFilterForm(forms.Form):
-    actor = forms.CharField(required=False, max_length=150)
+    actor = forms.CharField(
+        required=False, max_length=150, help_text="a username, or an actor as recorded (client:…, system:…)"
+    )
     action = forms.CharField(required=False, max_length=100)
     object_type = forms.CharField(required=False, max_length=100)
     object_id = forms.CharField(required=False, max_length=100)
@@ -258,7 +261,7 @@ class AuditTrailFilterForm(forms.Form):
     def search_filters(self) -> dict:
         data = self.cleaned_data
         return {
-            "actor": data["actor"] or None,
+            "actor": actor_recorded(data["actor"]) or None,
             "action": data["action"] or None,
             "object_type": data["object_type"] or None,
             "object_id": data["object_id"] or None,
@@ -293,11 +296,19 @@ def audit_trail_view(request):
                 f"({type(exc).__name__})"
             )
     has_next = len(records) > AUDIT_PAGE_SIZE
+    records = records[:AUDIT_PAGE_SIZE]
+    names = names_for(
+        actors=(record.get("actor", "") for record in records),
+        employer_ids=(record.get("employer_id") for record in records),
+    )
+    for record in records:
+        record["actor_name"] = names.actor(record.get("actor", ""))
+        record["employer_name"] = names.employer(record.get("employer_id"))
     context = {
         **admin.site.each_context(request),
         "title": "Audit trail",
         "form": form,
-        "records": records[:AUDIT_PAGE_SIZE],
+        "records": records,
         "error": error,
         "page": page,
         "previous_query": _page_query(request, page - 1) if page > 1 else "",

@@ -5,6 +5,11 @@
   are it on a model admin and on a tabular inline.
 - `money_column(field, description)` is a change-list column of an amount in minor units,
   shown by `ems.formatting.money_text` in the currency its row names.
+- `MoneyFieldsAdmin` shows the amounts of `money_fields` the same way wherever a row's page
+  shows them read-only (a decided top-up's "Amount: ₹100,000.00", not 10000000); an input
+  for an amount (a form that adds or edits one) stays in minor units, as its label says.
+- `time_column(field, description)` and `text_column(path, description, limit)` keep a
+  list narrow (a laptop's 1366 px): a short time or text, the whole in its tooltip.
 - `permission_check(permission)` is the `has_<name>_permission` method an admin action
   with `permissions=["<name>"]` asks: the user holds that permission.
 - `actor_of(request)` names the staff user in the services' audit records ("user:<id>").
@@ -23,8 +28,10 @@ from django.contrib import admin
 from django.core import checks
 from django.core.exceptions import FieldDoesNotExist
 from django.db.models.constants import LOOKUP_SEP
+from django.utils.html import format_html
+from django.utils.text import Truncator
 
-from ems.formatting import money_text
+from ems.formatting import money_text, time_short_text, time_text
 from ems.secret_fields import field_is_secret
 
 
@@ -60,6 +67,72 @@ def money_column(field: str, description: str, *, currency: str = "account.curre
         return money_text(amount_of(obj), currency_of(obj))
 
     return column
+
+
+def time_column(field: str, description: str):
+    """A display method showing `obj.<field>` as a short time, the full one in its tooltip."""
+
+    @admin.display(description=description, ordering=field)
+    def column(self, obj) -> str:
+        moment = getattr(obj, field)
+        if moment is None:
+            return time_short_text(None)
+        return format_html(
+            '<time datetime="{}" title="{}">{}</time>',
+            moment.isoformat(),
+            time_text(moment),
+            time_short_text(moment),
+        )
+
+    return column
+
+
+def text_column(path: str, description: str, *, limit: int, ordering: str = ""):
+    """A display method showing the text at `obj.<path>` cut to `limit` characters, whole in its tooltip."""
+    text_of = operator.attrgetter(path)
+
+    @admin.display(description=description, ordering=ordering or path.replace(".", "__"))
+    def column(self, obj) -> str:
+        text = str(text_of(obj))
+        return format_html('<span title="{}">{}</span>', text, Truncator(text).chars(limit))
+
+    return column
+
+
+class MoneyFieldsAdmin:
+    """`money_fields = {"amount": "account.currency"}`: amount field -> dotted path of its currency.
+
+    On a row's page each such field shown read-only is replaced by its `<field>_money`
+    display (made here for each subclass), so it reads as money in the row's currency."""
+
+    money_fields: dict[str, str] = {}
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        for field, currency in cls.money_fields.items():
+            name = f"{field}_money"
+            if name not in cls.__dict__:
+                setattr(cls, name, money_column(field, field.replace("_", " "), currency=currency))
+
+    def money_shown(self, fields) -> list:
+        """`fields` with each money field as its display (an admin that lists its own
+        read-only fields returns them through this)."""
+        replaced = [f"{field}_money" if field in self.money_fields else field for field in fields]
+        return list(dict.fromkeys(replaced))  # a field read-only and in the form appears once
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        return fields if obj is None else self.money_shown(fields)
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if obj is None:
+            return fields
+        if not self.has_change_permission(request, obj):
+            return self.money_shown(fields)  # the whole page is read-only
+        # an editable amount stays an input; one shown read-only is listed as its display
+        read_only = set(self.get_readonly_fields(request, obj))
+        return [f for f in fields if f not in self.money_fields or f"{f}_money" not in read_only]
 
 
 def permission_check(permission: str):

@@ -107,3 +107,41 @@ def error_responses_add(result, generator, request, public):
                     {"description": description, "content": {"application/json": {"schema": reference}}},
                 )
     return result
+
+
+# What `ems.parsers.StrictJSONParser` refuses in any JSON body (PostgreSQL cannot store it).
+NUL_FREE = "^[^\\u0000]*$"
+
+
+def nul_free_json_bodies(result, generator, request, public):
+    """A JSON request body's strings and keys hold no NUL character: the schema says so.
+
+    Each string property of the schemas JSON bodies reference (without a format, pattern or
+    enum of its own) gets the pattern, so a client (or a fuzzer) reading the schema sends
+    what the API accepts. (OpenAPI 3.0 has no `propertyNames` to say it of extra keys.)"""
+    schemas = result.get("components", {}).get("schemas", {})
+    seen: set[str] = set()
+
+    def constrain(schema: dict) -> None:
+        reference = schema.get("$ref", "")
+        if reference:
+            name = reference.rsplit("/", 1)[-1]
+            if name not in seen and name in schemas:
+                seen.add(name)
+                constrain(schemas[name])
+            return
+        if schema.get("type") == "string" and not {"format", "pattern", "enum"} & set(schema):
+            schema["pattern"] = NUL_FREE
+        if schema.get("type") == "object" or "properties" in schema:
+            for child in schema.get("properties", {}).values():
+                constrain(child)
+        if isinstance(schema.get("items"), dict):
+            constrain(schema["items"])
+
+    for methods in result.get("paths", {}).values():
+        for operation in methods.values():
+            if isinstance(operation, dict):
+                body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+                if body and "schema" in body:
+                    constrain(body["schema"])
+    return result

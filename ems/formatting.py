@@ -9,6 +9,8 @@
   Asia/Kolkata) with the zone named: "2026-12-02 18:05:09 IST". A naive datetime is
   taken as UTC.
 
+  `time_short_text` is the same moment for a list's narrow column: "02 Dec 18:05 IST".
+
 Templates use the same functions as the filters `money` and `local_time`
 (`{% load formatting %}`, `ems/templatetags/formatting.py`).
 """
@@ -33,8 +35,17 @@ def money_text(minor: int | None, currency: str | None = None) -> str:
 
 def time_text(value: datetime.datetime | None) -> str:
     """A moment in the project's time zone, the zone named: "2026-12-02 18:05:09 IST"."""
+    return _local_text(value, "%Y-%m-%d %H:%M:%S %Z")
+
+
+def time_short_text(value: datetime.datetime | None) -> str:
+    """A moment for a narrow column, the zone still named: "02 Dec 18:05 IST"."""
+    return _local_text(value, "%d %b %H:%M %Z")
+
+
+def _local_text(value: datetime.datetime | None, form: str) -> str:
     if value is None:
         return NO_VALUE
     if timezone.is_naive(value):
         value = timezone.make_aware(value, datetime.UTC)
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
+    return timezone.localtime(value).strftime(form)

@@ -32,9 +32,11 @@ How it works
   process, with a TTL); when Redis is unreachable each process keeps its own. Backoff
   only decides when to try again, so a lost or stale backoff never loses or duplicates a
   row. `outbox_backoff_clear()` (the admin's "retry now") ends it.
-- After a commit that wrote outbox rows, `ems.outbox.relay_soon` queues the relay task
-  (`ems.tasks.outbox_relay`, by name). Beat and `manage.py relay_outbox --loop` catch
-  anything a kick missed.
+- One relay runs: the `manage.py relay_outbox --loop` process (make run, docker-compose).
+  A pass logs at INFO only when it moved something (`outbox.delivered`); an idle pass is
+  silent. For a deployment without that process, `OUTBOX_RELAY_ON_COMMIT` makes
+  `ems.outbox.relay_soon` queue the relay task (`ems.tasks.outbox_relay`, by name) after
+  a commit that wrote outbox rows.
 """
 
 from __future__ import annotations

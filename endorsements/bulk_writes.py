@@ -5,7 +5,7 @@ On PostgreSQL, rows go in with psycopg's `COPY ... FROM STDIN` on the Django con
 table and applied with one `UPDATE ... FROM`. Ids for rows that other rows point at are
 taken from the table's sequence up front (`ids_reserve`), so nothing needs to be read
 back. On any other database (SQLite for `make run`) the same calls fall back to
-`bulk_create` / `bulk_update` in batches.
+`executemany` inserts and `bulk_update` in batches.
 
 Callers pass plain tuples in the order of `columns` (database column names), already
 converted to the values the column stores (JSON columns as `str` of JSON).
@@ -52,30 +52,41 @@ def ids_reserve(model: type[models.Model], count: int) -> list[int]:
 
 
 def rows_insert(model: type[models.Model], columns: Sequence[str], rows: Iterable[tuple]) -> None:
-    """Insert rows (tuples in `columns` order) in the current transaction."""
+    """Insert rows (tuples in `columns` order) in the current transaction, each value as given.
+
+    Elsewhere than PostgreSQL the rows go in with one `executemany` per batch, each value
+    prepared by its field: not `bulk_create`, whose `pre_save` replaces the values of
+    `auto_now`/`auto_now_add` columns with its own clock (a file's rows were received
+    after they were decided, the decided insert's `now` being read first)."""
+    table = connection.ops.quote_name(model._meta.db_table)
+    names = ", ".join(connection.ops.quote_name(c) for c in columns)
     if is_postgresql():
-        table = connection.ops.quote_name(model._meta.db_table)
-        names = ", ".join(connection.ops.quote_name(c) for c in columns)
         with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
         return
     by_column = {f.column: f for f in model._meta.concrete_fields}
-    attnames = [by_column[c].attname for c in columns]
-    json_columns = {c for c in columns if isinstance(by_column[c], models.JSONField)}
-    batch: list[models.Model] = []
-    for row in rows:
-        values = {}
-        for column, attname, value in zip(columns, attnames, row, strict=True):
-            if column in json_columns and isinstance(value, str):
-                value = json.loads(value)
-            values[attname] = value
-        batch.append(model(**values))
-        if len(batch) >= _BATCH:
-            model.objects.bulk_create(batch)
-            batch = []
-    if batch:
-        model.objects.bulk_create(batch)
+    fields = [by_column[c] for c in columns]
+    statement = f"INSERT INTO {table} ({names}) VALUES ({', '.join(['%s'] * len(columns))})"  # noqa: S608
+
+    def prepared(row: tuple) -> list:
+        # JSON columns arrive as JSON text, which is what the column stores
+        return [
+            value
+            if isinstance(field, models.JSONField) and isinstance(value, str)
+            else field.get_db_prep_save(value, connection)
+            for field, value in zip(fields, row, strict=True)
+        ]
+
+    with connection.cursor() as cursor:
+        batch: list[list] = []
+        for row in rows:
+            batch.append(prepared(row))
+            if len(batch) >= _BATCH:
+                cursor.executemany(statement, batch)
+                batch = []
+        if batch:
+            cursor.executemany(statement, batch)
 
 
 # Up to this many rows, per-row updates are one UPDATE ... FROM (VALUES ...) statement; above

@@ -27,7 +27,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 from ems.identifiers import new_tracking_id
 
@@ -363,6 +363,26 @@ class BatchRowError(models.Model):
         return f"row {self.row_number}: {self.code}"
 
 
+# The time each state was reached: never before the request was received.
+STATE_TIME_FIELDS = (
+    "validated_at",
+    "on_hold_review_at",
+    "on_hold_funds_at",
+    "fund_locked_at",
+    "sent_at",
+    "confirmed_at",
+    "activated_at",
+    "closed_at",
+)
+
+
+def _reached_after_received() -> Q:
+    condition = Q()
+    for field in STATE_TIME_FIELDS:
+        condition &= Q(**{f"{field}__isnull": True}) | Q(**{f"{field}__gte": F("received_at")})
+    return condition
+
+
 class EndorsementRequest(models.Model):
     # Unique through a constraint below, not `unique=True`: on PostgreSQL that would also
     # build a second, `LIKE`-only index of every id, which nothing queries.
@@ -570,6 +590,9 @@ class EndorsementRequest(models.Model):
         ]
         constraints = [
             models.CheckConstraint(condition=Q(attempts__gte=0), name="endorsement_attempts_non_negative"),
+            models.CheckConstraint(
+                condition=_reached_after_received(), name="endorsement_states_after_received"
+            ),
             models.UniqueConstraint(fields=["tracking_id"], name="endorsement_tracking_id_unique"),
         ]
 

@@ -21,7 +21,6 @@ from functools import wraps
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import F
 from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -230,7 +229,7 @@ def endorsement_list(request):
     column_currency = None
     if filters is not None:
         endorsements = endorsement_selectors.endorsement_list(caller=request.caller, **filters)
-        page = _page(request, endorsements.annotate(policy_currency=F("policy__currency")))
+        page = _page(request, endorsements)
         # One currency on the page goes in the column's heading; several go beside each figure.
         currencies = {row.policy_currency for row in page if row.premium_amount is not None}
         column_currency = currencies.pop() if len(currencies) == 1 else None

@@ -5,7 +5,7 @@ import io
 from collections.abc import Iterator
 from datetime import date, datetime
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import F, Prefetch, QuerySet
 
 from ems.tenancy import Caller, scoped
 from endorsements.columns import COLUMNS
@@ -59,7 +59,7 @@ def endorsement_list(
     created_from: datetime | date | None = None,
     created_to: datetime | date | None = None,
 ) -> QuerySet[EndorsementRequest]:
-    """The caller's endorsements, newest first, filtered."""
+    """The caller's endorsements, newest first, filtered; each with its `policy_currency`."""
     queryset = scoped(EndorsementRequest.objects.all(), caller)
     if state:
         queryset = queryset.filter(state=state)
@@ -82,6 +82,7 @@ def endorsement_list(
     return (
         queryset.select_related("superseded_by", "linked_to")
         .only(*_LIST_FIELDS)
+        .annotate(policy_currency=F("policy__currency"))  # the amounts' currency, in the same query
         .order_by("-received_at", "-id")
     )
 

@@ -68,9 +68,16 @@ class EndorsementSerializer(serializers.Serializer):
     policy_number = serializers.SerializerMethodField()
     effective_date = serializers.DateField()
     premium_amount = serializers.IntegerField(
-        allow_null=True, help_text="signed minor units including tax: debit > 0, refund < 0"
+        allow_null=True,
+        help_text="signed integer minor units of `currency` (paise for INR) including tax: "
+        "debit > 0, refund < 0; null until priced",
     )
-    tax_amount = serializers.IntegerField(allow_null=True, help_text="minor units")
+    tax_amount = serializers.IntegerField(
+        allow_null=True, help_text="integer minor units of `currency`, included in premium_amount"
+    )
+    currency = serializers.SerializerMethodField(
+        help_text="ISO 4217 code of premium_amount and tax_amount (the policy's, e.g. INR); null until priced"
+    )
     rejection_reasons = ReasonSerializer(many=True)
     superseded_by = serializers.SerializerMethodField()
     linked_to = serializers.SerializerMethodField(
@@ -111,6 +118,13 @@ class EndorsementSerializer(serializers.Serializer):
 
     def get_policy_number(self, obj) -> str:
         return obj.member_data.get("policy_number", "")
+
+    def get_currency(self, obj) -> str | None:
+        if obj.premium_amount is None and obj.tax_amount is None:
+            return None
+        # the list annotates it (no query per row); one endorsement has its policy joined
+        currency = getattr(obj, "policy_currency", None)
+        return currency if currency is not None else obj.policy.currency
 
     def get_superseded_by(self, obj) -> str | None:
         return obj.superseded_by.tracking_id if obj.superseded_by_id else None

@@ -22,7 +22,14 @@ from django.contrib.admin.helpers import ActionForm
 from django.urls import reverse
 from django.utils.html import format_html
 
-from ems.admin_mixins import ReadOnlyAdmin, actor_of, money_column, permission_check
+from ems.admin_mixins import (
+    MoneyFieldsAdmin,
+    ReadOnlyAdmin,
+    actor_of,
+    money_column,
+    permission_check,
+    text_column,
+)
 from ems.formatting import money_text
 from ledger import approvals, parking, selectors, services
 from ledger.errors import LedgerError
@@ -73,13 +80,15 @@ class AccountForm(forms.ModelForm):
 
 
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):
+class AccountAdmin(MoneyFieldsAdmin, admin.ModelAdmin):
     form = AccountForm
+    money_fields = {"posted": "currency", "held": "currency", "low_balance_threshold": "currency"}
+    # Narrow enough for a laptop (1366 px) beside the filters: names cut short (whole in the
+    # tooltip), the currency in each figure rather than a column of its own.
     list_display = [
         "id",
-        "employer",
-        "insurer",
-        "currency",
+        "employer_name",
+        "insurer_name",
         "posted_display",
         "held_display",
         "available_display",
@@ -99,17 +108,19 @@ class AccountAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ["posted", "held"]
-        return ["employer", "insurer", "currency", "posted", "held"]
+        return self.money_shown(["employer", "insurer", "currency", "posted", "held"])
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
     has_wake_parked_permission = permission_check("ledger.wake_parked")
 
+    employer_name = text_column("employer.name", "employer", limit=28)
+    insurer_name = text_column("insurer.name", "insurer", limit=20)
     posted_display = money_column("posted", "posted", currency="currency")
     held_display = money_column("held", "held", currency="currency")
     available_display = money_column("available_amount", "available", currency="currency")
-    threshold_display = money_column("low_balance_threshold", "low-balance threshold", currency="currency")
+    threshold_display = money_column("low_balance_threshold", "alert below", currency="currency")
 
     @admin.display(description="parked", ordering="parked_count")
     def parked_display(self, obj):
@@ -151,8 +162,10 @@ class AccountAdmin(admin.ModelAdmin):
 HOLD_LIKE_COLUMNS = ("id", "account", "reference", "amount_display", "state")
 
 
-class AccountRowAdmin(ReadOnlyAdmin):
+class AccountRowAdmin(MoneyFieldsAdmin, ReadOnlyAdmin):
     """Read-only rows of an account (entries, holds, parked requests), found by reference or key."""
+
+    money_fields = {"amount": "account.currency"}
 
     list_select_related = ["account"]
     search_fields = ["reference", "idempotency_key"]
@@ -165,6 +178,7 @@ class EntryAdmin(AccountRowAdmin):
     list_filter = ["kind"]
     raw_id_fields = ["account", "hold"]
     date_hierarchy = "created_at"
+    money_fields = {"amount": "account.currency", "balance_after": "account.currency"}
 
     balance_display = money_column("balance_after", "balance after")
 
@@ -175,6 +189,7 @@ class HoldAdmin(AccountRowAdmin):
     list_filter = ["state"]
     raw_id_fields = ["account"]
     actions = ["release"]
+    money_fields = {"amount": "account.currency", "captured_amount": "account.currency"}
     action_form = NoteActionForm
 
     has_release_hold_permission = permission_check("ledger.release_hold")
@@ -209,7 +224,7 @@ class TopUpForm(forms.ModelForm):
 DECISION_COLUMNS = ("state", "requested_by", "decided_by", "created_at", "decided_at")
 
 
-class DecisionAdmin(admin.ModelAdmin):
+class DecisionAdmin(MoneyFieldsAdmin, admin.ModelAdmin):
     """Maker-checker rows: added through a service, decided by actions, never edited.
 
     A subclass names the permission that decides (`approve_permission`), what its rows are
@@ -222,6 +237,7 @@ class DecisionAdmin(admin.ModelAdmin):
     list_filter = ["state"]
     approve_permission: str
     rows_noun: str
+    money_fields = {"amount": "account.currency"}
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
@@ -233,7 +249,7 @@ class DecisionAdmin(admin.ModelAdmin):
         return request.user.has_perm(self.approve_permission)
 
     def get_readonly_fields(self, request, obj=None):
-        return [] if obj is None else [f.name for f in self.model._meta.fields]
+        return [] if obj is None else self.money_shown(f.name for f in self.model._meta.fields)
 
     def save_model(self, request, obj, form, change) -> None:
         # What every maker's service takes; each admin adds its own fields.

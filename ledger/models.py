@@ -25,6 +25,8 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Cast, Concat
 
+from ems.formatting import money_text
+
 
 def _maker_is_not_checker(name: str) -> models.CheckConstraint:
     """A request's decider is never its maker (`requested_by` is the maker's principal)."""
@@ -108,7 +110,7 @@ class Entry(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.amount} ({self.reference})"
+        return f"{self.kind} {money_text(self.amount)} ({self.reference})"
 
 
 class Hold(models.Model):
@@ -161,7 +163,7 @@ class Hold(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"hold {self.amount} {self.state} ({self.reference})"
+        return f"hold {money_text(self.amount)} {self.state} ({self.reference})"
 
 
 class TopUp(models.Model):
@@ -218,7 +220,7 @@ class TopUp(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"top-up {self.amount} {self.state}"
+        return f"top-up {money_text(self.amount)} {self.state}"
 
 
 class Adjustment(models.Model):
@@ -264,7 +266,7 @@ class Adjustment(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"adjustment {self.amount} {self.state}"
+        return f"adjustment {money_text(self.amount)} {self.state}"
 
 
 class ParkedRequest(models.Model):
@@ -316,4 +318,4 @@ class ParkedRequest(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"parked {self.amount} ({self.reference})"
+        return f"parked {money_text(self.amount)} ({self.reference})"

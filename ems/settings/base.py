@@ -254,8 +254,10 @@ KAFKA_BOOTSTRAP_SERVERS = env.list("KAFKA_BOOTSTRAP_SERVERS", default=[])
 OUTBOX_RELAY_BATCH = env.int("OUTBOX_RELAY_BATCH", default=200)
 OUTBOX_MAX_BACKOFF_SECONDS = env.int("OUTBOX_MAX_BACKOFF_SECONDS", default=300)
 OUTBOX_BACKOFF_BASE_SECONDS = env.float("OUTBOX_BACKOFF_BASE_SECONDS", default=1.0)
-# After a commit that wrote outbox rows, queue at most one relay task per window.
-OUTBOX_RELAY_ON_COMMIT = env.bool("OUTBOX_RELAY_ON_COMMIT", default=True)
+# The relay is one process, `manage.py relay_outbox --loop` (make run, docker-compose): no
+# beat entry relays too. OUTBOX_RELAY_ON_COMMIT=true is for a deployment without that
+# process: after a commit that wrote outbox rows, queue at most one relay task per window.
+OUTBOX_RELAY_ON_COMMIT = env.bool("OUTBOX_RELAY_ON_COMMIT", default=False)
 OUTBOX_RELAY_KICK_SECONDS = env.float("OUTBOX_RELAY_KICK_SECONDS", default=1.0)
 
 # --- API ---------------------------------------------------------------------------
@@ -320,7 +322,6 @@ LEDGER_MAX_AMOUNT = env.int("LEDGER_MAX_AMOUNT", default=10**12)  # minor units 
 LEDGER_HOLD_TTL = timedelta(hours=env.int("LEDGER_HOLD_TTL_HOURS", default=15 * 24))
 LEDGER_MAX_BATCH_HOLDS = env.int("LEDGER_MAX_BATCH_HOLDS", default=10_000)
 CELERY_BEAT_SCHEDULE = {
-    "ems-outbox-relay": {"task": "ems.tasks.outbox_relay", "schedule": 5.0, "options": {"expires": 5}},
     "ledger-hold-expiry-sweep": {"task": "ledger.hold_expiry_sweep", "schedule": 60.0},
     "ledger-parked-sweep": {"task": "ledger.parked_sweep", "schedule": 300.0},
     # re-enqueues validation for requests still RECEIVED after a lost message or a dead worker
@@ -527,3 +528,23 @@ CELERY_BEAT_SCHEDULE["endorsements-validation-drain-sweep"] = {
 }
 CELERY_TASK_ROUTES["endorsements.tasks.batches_stalled_sweep_task"] = {"queue": "housekeeping"}
 CELERY_TASK_ROUTES["endorsements.tasks.validation_drain_sweep_task"] = {"queue": "housekeeping"}
+
+
+# --- API docs served by the app itself (no CDN: they work on a closed network); the schema ---
+INSTALLED_APPS += ["drf_spectacular_sidecar"]
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
+    *SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"],
+    "ems.api_schema.nul_free_json_bodies",  # what StrictJSONParser refuses, stated
+]
+SPECTACULAR_SETTINGS.update(
+    {
+        "SWAGGER_UI_DIST": "SIDECAR",
+        "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+        "REDOC_DIST": "SIDECAR",
+        # no badge fetched from the public validator
+        "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    }
+)
+
+# --- how pages show time: the project's zone, named (ems/formats/) ----------------------
+FORMAT_MODULE_PATH = ["ems.formats"]

@@ -9,9 +9,12 @@ from .base import *  # noqa: F403
 from .base import channel_layer_hosts, env, postgres_connections
 
 # Connections as every deployed process holds them (engine, binding, JIT, health checks).
+# Tests use their own database (TEST NAME); the default names PostgreSQL's own `postgres`,
+# which every server has, so a command run with these settings outside pytest (`makemigrations
+# --check` in `make test`) reaches a database rather than warning about a missing `ems`.
 DATABASES = {
     "default": postgres_connections(
-        env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/ems"), env
+        env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/postgres"), env
     )
 }
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_ems")}

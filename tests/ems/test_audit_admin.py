@@ -167,3 +167,71 @@ def test_mongo_unreachable_says_so_clearly(auditor, settings):
         "The audit store (MongoDB) is unreachable, so the audit trail cannot be shown right now."
     )
     assert b'id="audit-trail-error"' in response.content
+
+
+def test_records_name_the_people_clients_and_employers_behind_the_ids(auditor, mongo_db):
+    # given records by a staff user, an API client and the system, about two employers
+    from tests.factories import EmployerFactory, api_client_create
+
+    acme = EmployerFactory(name="Acme Textiles")
+    bluepeak = EmployerFactory(name="Bluepeak Foods")
+    asha = UserFactory(username="asha.ops")
+    hris, _ = api_client_create(employer=acme, name="Workday sync")
+    base = {"action": "x", "object_type": "member", "object_id": "1", "before": {}, "after": {}}
+    at = datetime.datetime(2026, 5, 1, 10, tzinfo=UTC)
+    mongo_db[AUDIT_COLLECTION].insert_many(
+        [
+            {
+                **base,
+                "_id": "a",
+                "event_id": "a",
+                "at": at,
+                "actor": f"user:{asha.pk}",
+                "employer_id": acme.pk,
+            },
+            {
+                **base,
+                "_id": "b",
+                "event_id": "b",
+                "at": at,
+                "actor": f"client:{hris.client_id}",
+                "employer_id": acme.pk,
+            },
+            {
+                **base,
+                "_id": "c",
+                "event_id": "c",
+                "at": at,
+                "actor": "system:ledger",
+                "employer_id": bluepeak.pk,
+            },
+            {**base, "_id": "d", "event_id": "d", "at": at, "actor": "user:999999", "employer_id": 999999},
+        ]
+    )
+    # when the auditor opens the trail
+    response = auditor.get(reverse(URL))
+    # then each id is shown by its name (the recorded id beside it, for the filters)
+    shown = {r["event_id"]: (r["actor_name"], r["employer_name"]) for r in response.context["records"]}
+    assert shown == {
+        "a": ("asha.ops", "Acme Textiles"),
+        "b": ("Workday sync (API client, Acme Textiles)", "Acme Textiles"),
+        "c": ("system:ledger", "Bluepeak Foods"),
+        "d": ("user:999999", "#999999"),
+    }
+    assert "<td>asha.ops<br>" in response.content.decode()
+
+
+def test_the_actor_filter_takes_a_username(auditor, mongo_db):
+    asha = UserFactory(username="asha.ops")
+    base = {"action": "x", "object_type": "member", "object_id": "1", "employer_id": None}
+    at = datetime.datetime(2026, 5, 1, 10, tzinfo=UTC)
+    mongo_db[AUDIT_COLLECTION].insert_many(
+        [
+            {**base, "_id": "a", "event_id": "a", "at": at, "actor": f"user:{asha.pk}"},
+            {**base, "_id": "b", "event_id": "b", "at": at, "actor": "system:ledger"},
+        ]
+    )
+
+    assert listed(auditor.get(reverse(URL), {"actor": "asha.ops"})) == ["a"]
+    assert listed(auditor.get(reverse(URL), {"actor": f"user:{asha.pk}"})) == ["a"]
+    assert listed(auditor.get(reverse(URL), {"actor": "system:ledger"})) == ["b"]

@@ -1,6 +1,7 @@
 """OAuth2 client credentials: tokens, expiry, revocation, and employer scope."""
 
-from urllib.parse import urlencode
+from base64 import b64encode
+from urllib.parse import quote_plus, urlencode
 
 import pytest
 from django.core import signing
@@ -90,3 +91,102 @@ def test_malformed_authorization_header_is_401(client):
     response = client.get("/api/v1/ledger/balance", HTTP_AUTHORIZATION="Basic abc")
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "authentication_failed"
+
+
+def basic(client_id: str, secret: str) -> str:
+    """RFC 6749 §2.3.1: each part form-urlencoded, then `id:secret` in base64."""
+    return "Basic " + b64encode(f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()).decode()
+
+
+@pytest.mark.parametrize("fmt", ["json", "form"])
+def test_http_basic_client_authentication_returns_a_bearer_token(client, fmt):
+    api_client, secret = api_client_create(employer=EmployerFactory())
+    body = {"grant_type": "client_credentials"}
+    data, content_type = (
+        (body, "application/json")
+        if fmt == "json"
+        else (urlencode(body), "application/x-www-form-urlencoded")
+    )
+
+    response = client.post(
+        "/api/v1/auth/token",
+        data=data,
+        content_type=content_type,
+        HTTP_AUTHORIZATION=basic(api_client.client_id, secret),
+    )
+
+    assert response.status_code == 200, response.content
+    assert token_client(response.json()["access_token"]).pk == api_client.pk
+
+
+def test_a_secret_with_reserved_characters_is_form_decoded_from_basic(client):
+    api_client, _ = api_client_create(employer=EmployerFactory())
+    secret = "a:b+c d%e/é"
+    ApiClient.objects.filter(pk=api_client.pk).update(secret_hash=hash_secret(secret))
+
+    response = client.post(
+        "/api/v1/auth/token",
+        data={"grant_type": "client_credentials"},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=basic(api_client.client_id, secret),
+    )
+
+    assert response.status_code == 200, response.content
+
+
+@pytest.mark.parametrize("field", ["client_id", "client_secret"])
+def test_basic_and_the_body_at_once_are_refused_even_naming_other_credentials(client, field):
+    api_client, secret = api_client_create(employer=EmployerFactory())
+    other, other_secret = api_client_create(employer=EmployerFactory())
+    body = {
+        "grant_type": "client_credentials",
+        field: other.client_id if field == "client_id" else other_secret,
+    }
+
+    response = client.post(
+        "/api/v1/auth/token",
+        data=body,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=basic(api_client.client_id, secret),
+    )
+
+    assert response.status_code == 422
+    assert response.json()["error"]["details"] == [
+        {
+            "field": "client_id",
+            "code": "invalid",
+            "message": "Send the client credentials with HTTP Basic or in the body, not both.",
+        }
+    ]
+    assert ApiClient.objects.filter(last_token_at__isnull=False).count() == 0
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["wrong-secret", "Basic !!not-base64!!", "Basic " + b64encode(b"no-colon").decode()],
+)
+def test_bad_basic_credentials_are_401_and_issue_nothing(client, authorization):
+    api_client, _ = api_client_create(employer=EmployerFactory())
+    if authorization == "wrong-secret":
+        authorization = basic(api_client.client_id, "wrong")
+
+    response = client.post(
+        "/api/v1/auth/token",
+        data={"grant_type": "client_credentials"},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=authorization,
+    )
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] in {"invalid_client", "authentication_failed"}
+    api_client.refresh_from_db()
+    assert api_client.last_token_at is None
+
+
+def test_no_client_credentials_at_all_is_401(client):
+    response = client.post(
+        "/api/v1/auth/token", data={"grant_type": "client_credentials"}, content_type="application/json"
+    )
+
+    assert response.status_code == 401
+    assert response.json()["error"]["message"] == "Invalid client credentials."

@@ -33,3 +33,14 @@ def test_the_template_filters_call_the_same_formatters(settings):
     template = Template(source)
     context = Context({"amount": 708_000, "at": datetime.datetime(2026, 4, 1, tzinfo=datetime.UTC)})
     assert template.render(context) == "₹7,080.00 7,080.00 2026-04-01 05:30:00 IST"
+
+
+def test_a_short_time_keeps_the_zone_named():
+    import datetime
+
+    from ems.formatting import time_short_text
+
+    assert (
+        time_short_text(datetime.datetime(2026, 12, 2, 12, 35, 9, tzinfo=datetime.UTC)) == "02 Dec 18:05 IST"
+    )
+    assert time_short_text(None) == "—"

@@ -97,9 +97,21 @@ def test_the_loop_delivers_rows_as_they_come_and_stops_on_sigterm(mongo_db):
             time.sleep(0.1)
         assert OutboxEvent.objects.filter(delivered_at__isnull=True).count() == 0
         assert mongo_db[AUDIT_COLLECTION].count_documents({}) == 4
+        # and idle passes (five intervals of 0.2 s) log nothing
+        time.sleep(1.0)
         # and SIGTERM ends it cleanly
         relay.send_signal(signal.SIGTERM)
         assert relay.wait(15) == 0
+        # at INFO: its start, the one pass that moved rows, its stop
+        lines = [
+            json.loads(line) for line in relay.stderr.read().decode().splitlines() if line.startswith("{")
+        ]
+        info = [(line["event"], line.get("rows")) for line in lines if line.get("level") == "info"]
+        assert info == [
+            ("outbox.relay_started", None),
+            ("outbox.delivered", 4),
+            ("outbox.relay_stopped", None),
+        ]
     finally:
         if relay.poll() is None:
             relay.kill()

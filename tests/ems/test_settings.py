@@ -180,3 +180,54 @@ def test_the_channel_layers_redis_connections_outlast_its_blocking_wait():
     assert pool.connection_kwargs["socket_timeout"] == settings.CHANNELS_REDIS_SOCKET_TIMEOUT == 30.0
     assert pool.connection_kwargs["socket_connect_timeout"] == 2
     assert 2 * RedisChannelLayer.brpop_timeout < settings.CHANNELS_REDIS_SOCKET_TIMEOUT
+
+
+def test_one_outbox_relay_runs_the_loop_process_and_no_beat_entry_or_commit_kick_relays_too():
+    from django.conf import settings
+
+    from ems.management.commands import run_stack
+
+    relay_entries = [
+        name
+        for name, entry in settings.CELERY_BEAT_SCHEDULE.items()
+        if entry["task"] == "ems.tasks.outbox_relay"
+    ]
+    assert relay_entries == []
+    # the kick after each commit is off unless a deployment without the loop asks for it
+    result = run_manage(
+        ["shell", "-v", "0", "-c", "from django.conf import settings as s; print(s.OUTBOX_RELAY_ON_COMMIT)"],
+        {"DJANGO_SETTINGS_MODULE": "ems.settings.base"},
+    )
+    assert result.stdout.strip() == "False", result.stderr
+    source = Path(run_stack.__file__).read_text()
+    assert source.count('"relay_outbox", "--loop"') == 1
+
+
+def test_the_migration_removes_the_beat_relay_entry_an_older_database_kept(db):
+    import importlib
+
+    from django.apps import apps
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    every = IntervalSchedule.objects.create(every=5, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(name="ems-outbox-relay", task="ems.tasks.outbox_relay", interval=every)
+    PeriodicTask.objects.create(name="ledger-parked-sweep", task="ledger.parked_sweep", interval=every)
+
+    importlib.import_module("ems.migrations.0007_outbox_relay_beat_entry_removed").beat_relay_remove(
+        apps, None
+    )
+
+    assert list(PeriodicTask.objects.values_list("name", flat=True)) == ["ledger-parked-sweep"]
+
+
+def test_the_migration_check_make_test_runs_says_only_its_answer():
+    # `make test` runs it with the test settings and no DATABASE_URL
+    result = run_manage(
+        ["makemigrations", "--check", "--dry-run", "--settings=ems.settings.test"],
+        {"TEST_DATABASE_NAME": "x"},
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "No changes detected"
+    assert "consistent migration history" not in result.stderr
+    assert "does not exist" not in result.stderr

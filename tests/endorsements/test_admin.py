@@ -363,3 +363,42 @@ def test_a_member_page_lists_its_covers_and_void_ones_can_be_filtered(client):
     assert page.index("INS-NEW") < page.index("INS-VOID")  # newest first
     assert re.findall(r"<p>(?:Active|Void|Ended)</p>", page) == ["<p>Active</p>", "<p>Void</p>"]
     assert [c.insurer_member_id for c in voided.context["cl"].result_list] == ["INS-VOID"]
+
+
+def test_searching_an_employee_code_finds_additions_that_have_no_member_yet(client):
+    # given an ADD still without a member (as every ADD is until it is active) and a row with one
+    linked = pipeline_rows(1)[0]
+    addition = pipeline_rows(1)[0]
+    EndorsementRequest.objects.filter(pk=addition.pk).update(
+        member=None, member_data={"employee_code": "NEW-0042", "relation": "SELF"}
+    )
+    client.force_login(ops_user("ops_viewer"))
+    # when ops search the list for each code (in any case, or a part of it)
+    found = {
+        query: [
+            row.pk
+            for row in client.get(admin_url(EndorsementRequest, "changelist"), {"q": query})
+            .context["cl"]
+            .result_list
+        ]
+        for query in ("new-0042", "0042", linked.member.employee_code)
+    }
+    # then each finds its own row
+    assert found == {
+        "new-0042": [addition.pk],
+        "0042": [addition.pk],
+        linked.member.employee_code: [linked.pk],
+    }
+
+
+def test_the_endorsement_history_names_the_staff_user_who_acted(client):
+    request = pipeline_rows(1)[0]
+    operator = ops_user("ops_operator")
+    EndorsementTransition.objects.create(
+        endorsement=request, from_state="RECEIVED", to_state="CANCELLED", actor=f"user:{operator.pk}"
+    )
+    client.force_login(ops_user("ops_viewer"))
+
+    page = client.get(admin_url(EndorsementRequest, "change", request.pk)).content.decode()
+
+    assert "<td>RECEIVED</td><td>CANCELLED</td><td>test-ops_operator</td>" in page

@@ -1,5 +1,7 @@
 """`bulk_writes`: COPY inserts, reserved ids, `= ANY(array)` filters and keyed probes, against PostgreSQL."""
 
+import datetime
+
 import pytest
 from django.db import connection
 
@@ -163,3 +165,30 @@ def test_rows_update_sets_each_rows_own_values_and_touches_no_other_row(count):
         (1000 + n, [{"code": f"c{n}"}], "VALIDATED") for n in range(count)
     ]
     assert stored[bystander.pk] == (None, [], "RECEIVED")
+
+
+@pytest.mark.parametrize("database", ["postgresql", "other"])
+def test_rows_go_in_with_the_times_given_auto_now_add_columns_included(monkeypatch, database):
+    # given a decided row whose received, closed and updated times are one moment in the past
+    # (the fallback for other databases is run here on PostgreSQL: the same field preparation)
+    employer = EmployerFactory()
+    [pk] = bulk_writes.ids_reserve(EndorsementRequest, 1)
+    if database == "other":
+        monkeypatch.setattr(bulk_writes, "is_postgresql", lambda: False)
+    decided = "2026-12-02T10:00:00.123456+00:00"
+    columns = (
+        "id", "tracking_id", "employer_id", "type", "member_data", "content_hash", "member_key",
+        "idempotency_key", "source", "state", "rejection_reasons", "attempts", "last_error",
+        "insurer_reference", "received_at", "closed_at", "updated_at",
+    )  # fmt: skip
+    row = (
+        pk, "END-B1", employer.pk, "ADD", '{"employee_code":"E1"}', "h", "E1|SELF",
+        "", "CSV", "REJECTED", "[]", 0, "", "", decided, decided, decided,
+    )  # fmt: skip
+    # when it is inserted
+    bulk_writes.rows_insert(EndorsementRequest, columns, [row])
+    # then it holds exactly those times (auto_now_add did not restamp received_at) and its JSON
+    stored = EndorsementRequest.objects.get(pk=pk)
+    moment = datetime.datetime(2026, 12, 2, 10, 0, 0, 123456, tzinfo=datetime.UTC)
+    assert (stored.received_at, stored.closed_at, stored.updated_at) == (moment, moment, moment)
+    assert stored.member_data == {"employee_code": "E1"}

@@ -345,3 +345,20 @@ def test_each_list_filter_leaves_out_the_rows_it_does_not_match(
     assert listed(api, created_from=today) == ["D1", "E3", "E1"]
     assert listed(api, created_to=yesterday.isoformat()) == ["E2"]
     assert listed(api, created_from=today, created_to=today, batch=one.pk, type="DELETE") == ["D1"]
+
+
+def test_every_body_with_an_amount_names_its_currency(api, book, django_capture_on_commit_callbacks):
+    # given a priced addition (on an INR policy) and one still unpriced (rejected: no such plan)
+    priced = post(api, book.add_row(date_of_birth="1980-01-01"), django_capture_on_commit_callbacks)
+    unpriced = post(
+        api, book.add_row(employee_code="E9", plan_code="NOPE"), django_capture_on_commit_callbacks
+    )
+    # then the created body is not priced yet, so it names no currency
+    assert (priced.json()["premium_amount"], priced.json()["currency"]) == (None, None)
+    # and the detail and the list carry the policy's currency beside the minor units
+    detail = api.get(f"{URL}{priced.json()['tracking_id']}").json()
+    assert (detail["premium_amount"], detail["tax_amount"], detail["currency"]) == (1_425_698, 217_479, "INR")
+    items = {item["tracking_id"]: item for item in api.get(URL).json()["items"]}
+    assert items[priced.json()["tracking_id"]]["currency"] == "INR"
+    assert items[unpriced.json()["tracking_id"]]["premium_amount"] is None
+    assert items[unpriced.json()["tracking_id"]]["currency"] is None

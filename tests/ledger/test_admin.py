@@ -199,3 +199,47 @@ def test_ops_open_an_account_and_change_only_its_threshold(superuser_client, emp
     assert response.status_code == 200
     account.refresh_from_db()
     assert account.low_balance_threshold == 7_000
+
+
+def readonly_value(page: str, field: str) -> str:
+    """The text a row's page shows for a read-only field."""
+    import re
+
+    match = re.search(rf'field-{field}\b.*?<div class="readonly">(.*?)</div>', page, re.S)
+    assert match, field
+    return match.group(1).strip()
+
+
+def test_a_rows_page_shows_amounts_as_money_and_times_in_the_zone_named(superuser_client, account, approver):
+    # given a decided ₹100,000 top-up, its entry and a hold (amounts in paise)
+    topup = fund(account, 10_000_000, approver, key="big")
+    hold = services.hold_place(account_id=account.pk, amount=250_050, reference="R", idempotency_key="h").hold
+    TopUp.objects.filter(pk=topup.pk).update(created_at="2026-12-02T12:35:09Z")
+    entry = account.entries.get()
+    # when finance opens each row's page
+    pages = {
+        name: superuser_client.get(reverse(f"admin:ledger_{name}_change", args=[row.pk])).content.decode()
+        for name, row in (("topup", topup), ("entry", entry), ("hold", hold), ("account", account))
+    }
+    # then each amount is in rupees with two decimals, never bare paise
+    assert readonly_value(pages["topup"], "amount_money") == "₹100,000.00"
+    assert readonly_value(pages["entry"], "amount_money") == "₹100,000.00"
+    assert readonly_value(pages["entry"], "balance_after_money") == "₹100,000.00"
+    assert readonly_value(pages["hold"], "amount_money") == "₹2,500.50"
+    assert readonly_value(pages["hold"], "captured_amount_money") == "—"
+    assert readonly_value(pages["account"], "posted_money") == "₹100,000.00"
+    assert readonly_value(pages["account"], "held_money") == "₹2,500.50"
+    assert "10000000" not in pages["topup"] and "10000000" not in pages["entry"]
+    # and a time is the project's zone's, named
+    assert readonly_value(pages["topup"], "created_at") == "2026-12-02 18:05:09 IST"
+    # while the threshold, which ops may change, stays an input in minor units
+    assert 'name="low_balance_threshold"' in pages["account"]
+
+
+def test_a_viewer_sees_an_accounts_threshold_as_money(client, account):
+    Account.objects.filter(pk=account.pk).update(low_balance_threshold=500_000)
+    client.force_login(user_with_ledger_permissions("view_account", is_staff=True))
+
+    page = client.get(reverse("admin:ledger_account_change", args=[account.pk])).content.decode()
+
+    assert readonly_value(page, "low_balance_threshold_money") == "₹5,000.00"

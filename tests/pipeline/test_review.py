@@ -18,8 +18,10 @@ pytestmark = pytest.mark.django_db
 
 def window_passes(insurer, *requests) -> None:
     """The insurer's window ages past its length (validated_at moved back by it and a second)."""
+    # received then too: no state is reached before arrival (a CHECK)
+    then = timezone.now() - datetime.timedelta(seconds=insurer.dispatch_window_seconds + 1)
     EndorsementRequest.objects.filter(pk__in=[r.pk for r in requests]).update(
-        validated_at=timezone.now() - datetime.timedelta(seconds=insurer.dispatch_window_seconds + 1)
+        received_at=then, validated_at=then
     )
 
 

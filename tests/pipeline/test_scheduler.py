@@ -15,8 +15,10 @@ pytestmark = pytest.mark.django_db
 
 
 def backdate(requests, seconds: int) -> None:
+    # received then too: no state is reached before arrival (a CHECK)
+    then = timezone.now() - datetime.timedelta(seconds=seconds)
     EndorsementRequest.objects.filter(pk__in=[r.pk for r in requests]).update(
-        validated_at=timezone.now() - datetime.timedelta(seconds=seconds)
+        received_at=then, validated_at=then
     )
 
 
