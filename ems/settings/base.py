@@ -363,7 +363,7 @@ SANDBOX_SFTP_PASSWORD = env.str("SANDBOX_SFTP_PASSWORD", default="sandbox-sftp-p
 # SFTP response files and SOAP confirmations are polled (insurers.tasks).
 CELERY_BEAT_SCHEDULE["insurers-confirmations-poll"] = {
     "task": "insurers.tasks.confirmations_poll_sweep_task",
-    "schedule": env.float("INSURER_CONFIRMATIONS_POLL_SECONDS", default=60.0),
+    "schedule": env.float("INSURER_CONFIRMATIONS_POLL_SECONDS", default=10.0),
     "options": {"expires": 60},
 }
 # Where the sandbox sends its signed webhooks (EMS's own web server).
