@@ -77,6 +77,32 @@ def test_an_illegal_move_is_refused_and_nothing_changes(book, start, target):
     assert snapshot() == before
 
 
+STATES = sorted(EndorsementState.values)
+PAIRS = [(start, target) for start in STATES for target in STATES]
+
+
+@pytest.mark.parametrize(("start", "target"), PAIRS, ids=[f"{a}->{b}" for a, b in PAIRS])
+def test_every_move_of_the_table_works_and_every_other_is_refused_with_nothing_written(book, start, target):
+    """The whole state matrix: each edge of TRANSITIONS moves (state, its timestamp, one history
+    record, one event); each pair that is not an edge is refused and changes nothing."""
+    request = request_create(book, start)
+    before = snapshot()
+    if target not in TRANSITIONS[start]:
+        with pytest.raises(IllegalTransition):
+            endorsement_transition(endorsement=request, to_state=target, actor="user:7")
+        assert snapshot() == before
+        return
+    events = OutboxEvent.objects.filter(destination="ems.endorsements")
+    events_before = events.count()
+    endorsement_transition(endorsement=request, to_state=target, actor="user:7")
+    request.refresh_from_db()
+    assert request.state == target
+    timestamp = transitions.STATE_TIMESTAMPS.get(target)
+    assert timestamp is None or getattr(request, timestamp) is not None
+    assert list(request.transitions.values_list("from_state", "to_state")) == [(start, target)]
+    assert events.count() == events_before + 1
+
+
 def test_the_guard_reads_the_database_not_the_callers_copy(book):
     request = request_create(book, "RECEIVED")
     EndorsementRequest.objects.filter(pk=request.pk).update(state="REJECTED")
