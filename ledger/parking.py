@@ -253,11 +253,11 @@ def cancel(account: Account, parked: ParkedRequest, *, reason: str, actor: str) 
 
 
 def batch_place(
-    account: Account, batch: list[HoldRequest], *, now: datetime, actor: str
+    account: Account, batch: list[HoldRequest], *, now: datetime, actor: str, ahead_of_queue: bool = False
 ) -> list[HoldPlacement]:
     """A dispatch under its account's lock (`ledger.services.holds_place_batch` says the rules)."""
     holds, parked, waiting, _ = probe(account, [r.idempotency_key for r in batch])
-    blocked = queue_first(account, waiting=waiting, actor=actor)
+    blocked = False if ahead_of_queue else queue_first(account, waiting=waiting, actor=actor)
     results: list[HoldPlacement | None] = [None] * len(batch)
     new_holds: list[tuple[int, Hold]] = []
     new_parked: list[tuple[int, ParkedRequest]] = []

@@ -201,7 +201,11 @@ def _batch_requests_valid(requests: Iterable[HoldRequest | Mapping], now: dateti
 
 
 def holds_place_batch(
-    *, account_id: int, requests: list[HoldRequest | Mapping], actor: str = SYSTEM_ACTOR
+    *,
+    account_id: int,
+    requests: list[HoldRequest | Mapping],
+    actor: str = SYSTEM_ACTOR,
+    ahead_of_queue: bool = False,
 ) -> list[HoldPlacement]:
     """A whole dispatch under one lock and one transaction: one hold row per request, in order.
 
@@ -209,10 +213,16 @@ def holds_place_batch(
     the first that does not fit on, the rest park (the FIFO rule of `hold_place`).
     Repeated keys return their first result. One event (`ledger.holds_batch_placed`) and
     one audit record cover the batch; "parked" handlers are told per parked reference.
+    `ahead_of_queue` is for money already owed (a confirmed request's premium difference):
+    placed while it fits even if older requests wait; what does not fit still parks.
     """
     now = timezone.now()
     batch = _batch_requests_valid(requests, now)
-    return transaction_run(lambda: parking.batch_place(account_lock(account_id), batch, now=now, actor=actor))
+    return transaction_run(
+        lambda: parking.batch_place(
+            account_lock(account_id), batch, now=now, actor=actor, ahead_of_queue=ahead_of_queue
+        )
+    )
 
 
 # --- the probes: what a capture or refund decides on, in one round trip each -------------------

@@ -206,6 +206,7 @@ def _debits_capture(account_id: int, debits: list[EndorsementRequest], answers) 
             for t, amount in more.items()
         ],
         actor=ACTOR,
+        ahead_of_queue=True,  # owed for cover the insurer confirmed: not behind unsent requests
     )
     placed = [p.hold for p in placements if p.hold is not None and p.hold.state == Hold.State.PENDING]
     if placed:

@@ -230,3 +230,22 @@ def test_a_lost_handler_call_is_caught_up_by_the_sweep(sandbox, approver, django
     assert swept.confirmed == [joiner.tracking_id]
     assert EndorsementRequest.objects.get(pk=joiner.pk).state == S.CONFIRMED
     assert balances(policy) == (4_000_00, 0, 4_000_00)
+
+
+def test_a_difference_that_fits_is_captured_even_while_unsent_requests_wait(
+    sandbox, approver, django_capture_on_commit_callbacks
+):
+    """The difference is owed for confirmed cover: it does not queue behind a parked addition."""
+    insurer = rest_insurer_at(sandbox)
+    policy = policy_at(insurer)
+    fund(policy, 1_300_00, approver)
+    joiner = validated(policy, premium=1_234_50)  # the insurer charges 1,235.00
+    waiting = validated(policy, premium=900_00)  # does not fit once the joiner is held
+
+    close(insurer, django_capture_on_commit_callbacks)
+
+    assert states(joiner, waiting) == [S.CONFIRMED, S.ON_HOLD_FUNDS]
+    joiner.refresh_from_db()
+    assert "difference_parked" not in joiner.discrepancy
+    assert balances(policy) == (1_300_00 - 1_235_00, 0, 65_00)
+    assert ParkedRequest.objects.get(reference=waiting.tracking_id).state == ParkedRequest.State.PARKED
