@@ -15,11 +15,24 @@ import time
 import pytest
 from django.db import connection
 
-from endorsements.models import EndorsementRequest
+from bench.stack import Stack
+from ems.embedded import start_kafka_wire
+from ems.models import OutboxEvent
+from endorsements.models import EndorsementRequest, EndorsementTransition
 from ledger.models import Account, Entry, Hold
 from tests.insurers.gateway_items import sandbox_ledger_references
+from tests.ledger.conftest import invariants_hold
 from tests.pipeline.conftest import S, account_of, fund, rest_insurer_at
-from tests.pipeline.test_pipeline_e2e import ROWS, book_at, hr_token, insurer_charge, submit, wait_final
+from tests.pipeline.test_pipeline_e2e import (
+    ROWS,
+    book_at,
+    hr_token,
+    insurer_charge,
+    kafka_events,
+    submit,
+    wait_final,
+)
+from tests.servers import database_url
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 JOINERS = 24
@@ -81,6 +94,7 @@ def test_faults_at_the_insurer_a_killed_worker_and_a_lost_redis_lose_nothing(
     model_posted = 1_000_000_00 - sum(insurer_charge(final[t].premium_amount) for t in tracking_ids)
     account = Account.objects.get(pk=account_of(policy).pk)
     assert (account.posted, account.held) == (model_posted, 0)
+    assert invariants_hold(account)  # posted = its entries, held = its pending holds
     captures = list(Entry.objects.filter(reference__in=tracking_ids).values_list("reference", flat=True))
     assert sorted(captures) == sorted(tracking_ids)  # one capture each
     assert Hold.objects.filter(reference__in=tracking_ids).exclude(state=Hold.State.CAPTURED).count() == 0
@@ -88,3 +102,45 @@ def test_faults_at_the_insurer_a_killed_worker_and_a_lost_redis_lose_nothing(
         tracking_ids
     )  # the insurer acted on each item once
     connection.close()
+
+
+def test_the_kafka_broker_stopped_and_restarted_loses_no_event(
+    tmp_path, private_redis, sandbox, approver, employer
+):
+    """Kafka is down while requests travel: the pipeline goes on, the events wait in the outbox,
+    and once a broker answers again every transition's event is delivered (the test broker keeps
+    nothing across a restart, so every event read back was produced after it)."""
+
+    broker = start_kafka_wire()
+    port = broker.port
+    stack = Stack(
+        tmp_path,
+        private_redis,
+        database_url=database_url(),
+        extra_env={"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers},
+    ).start()
+    try:
+        broker.stop()
+        today = datetime.date.today()
+        insurer = rest_insurer_at(sandbox)
+        policy = book_at(insurer, employer, today)
+        fund(policy, 100_000_00, approver)
+        joiner = dict(ROWS[0], date_of_joining=(today - datetime.timedelta(days=5)).isoformat())
+        tracking_ids = submit(stack, hr_token(stack, employer), policy, today, [joiner, *ROWS[1:]])
+
+        final = wait_final(stack, tracking_ids)
+
+        assert {final[t].state for t in tracking_ids} == {S.ACTIVE}
+        waiting = OutboxEvent.objects.filter(sink=OutboxEvent.Sink.KAFKA, delivered_at__isnull=True)
+        assert waiting.filter(key__in=tracking_ids).count() > 0  # held back, not lost
+        broker = start_kafka_wire(port=port)
+        wait_until(lambda: not waiting.exists(), timeout=60, what="the outbox delivered", stack=stack)
+        moves = EndorsementTransition.objects.filter(endorsement__tracking_id__in=tracking_ids)
+        events = kafka_events(broker, tracking_ids)
+        assert sorted((e["data"]["tracking_id"], e["data"]["to_state"]) for e in events) == sorted(
+            (t.endorsement.tracking_id, t.to_state) for t in moves.select_related("endorsement")
+        )
+    finally:
+        stack.stop()
+        broker.stop()
+        connection.close()
