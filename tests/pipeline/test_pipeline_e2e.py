@@ -265,3 +265,50 @@ def test_webhook_confirmations_twice_and_out_of_order_move_money_once(
     assert (account.posted, account.held) == (expected, 0)
     assert Entry.objects.filter(reference__in=tracking_ids).count() == 3
     connection.close()
+
+
+def wait_states(stack, wanted: dict[str, str], *, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        states = dict(
+            EndorsementRequest.objects.filter(tracking_id__in=list(wanted)).values_list(
+                "tracking_id", "state"
+            )
+        )
+        if states == wanted:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"not {wanted} within {timeout} s: {states}\n{stack.logs()}")
+        time.sleep(0.3)
+
+
+def test_additions_that_cannot_be_paid_park_and_a_top_up_wakes_the_oldest_first(
+    stack, sandbox, approver, employer
+):
+    today = datetime.date.today()
+    insurer = rest_insurer_at(sandbox)
+    policy = book_at(insurer, employer, today)
+    joined = (today - datetime.timedelta(days=5)).isoformat()
+    rows = [
+        dict(ROWS[0], employee_code=f"P-{n}", email=f"p{n}@example.com", date_of_joining=joined)
+        for n in range(3)
+    ]
+    tracking_ids = submit(stack, hr_token(stack, employer), policy, today, rows)
+    wait_states(stack, dict.fromkeys(tracking_ids, S.ON_HOLD_FUNDS))  # the EA is empty
+
+    premiums = [EndorsementRequest.objects.get(tracking_id=t).premium_amount for t in tracking_ids]
+    owed = insurer_charge(premiums[0]) + insurer_charge(premiums[1])
+    fund(policy, owed, approver)  # enough for the two oldest at the insurer's price, not the third
+
+    wait_states(
+        stack, {tracking_ids[0]: S.ACTIVE, tracking_ids[1]: S.ACTIVE, tracking_ids[2]: S.ON_HOLD_FUNDS}
+    )
+    account = Account.objects.get(pk=account_of(policy).pk)
+    assert (account.posted, account.held) == (0, 0)
+    assert sorted(Coverage.objects.filter(policy=policy).values_list("member__employee_code", flat=True)) == [
+        "C-1",
+        "L-1",
+        "P-0",
+        "P-1",
+    ]
+    connection.close()
