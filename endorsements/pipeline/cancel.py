@@ -9,6 +9,7 @@ How it works
   decided under the scheduler's closer lock, so a cancel never lands in the middle of a
   window's close; the database guards the rest (the state machine refuses a second move).
 - Cancelling a CANCELLED request answers the same and changes nothing.
+- An employee's DELETE takes along its dependants' unsent linked DELETEs (`linked_to`).
 - SENT and later: refused (`EndorsementNotCancellable`, naming the state); the way back
   from an applied change is a new endorsement.
 - FAILED (ops only, `as_ops=True`): the insurer is asked first (`references_status`). If it
@@ -91,6 +92,7 @@ def endorsements_cancel(
             failed.setdefault(endorsement.policy.insurer_id, []).append(endorsement)
         else:
             result.refused[endorsement.tracking_id] = _not_cancellable(endorsement, as_ops=as_ops)
+    _linked_add(unsent, exclude={e.pk for e in rows})
     for insurer_id, group in unsent.items():
         _cancel_under_closer_lock(insurer_id, group, result, actor=actor, reason=reason or _default(as_ops))
     for insurer_id, group in failed.items():
@@ -105,6 +107,21 @@ def endorsements_cancel(
         refused=len(result.refused),
     )
     return result
+
+
+def _linked_add(unsent: dict[int | None, list[EndorsementRequest]], *, exclude: set[int]) -> None:
+    """An employee's DELETE cancelled takes along the unsent DELETEs of its dependants that
+    validation linked to it (`linked_to`): without it they would end the dependants' cover alone."""
+    employees = [e.pk for group in unsent.values() for e in group]
+    if not employees:
+        return
+    for linked in (
+        EndorsementRequest.objects.filter(linked_to_id__in=employees, state__in=CANCELLABLE)
+        .exclude(pk__in=exclude)
+        .select_related("policy__insurer")
+        .order_by("pk")
+    ):
+        unsent.setdefault(_insurer_id(linked), []).append(linked)
 
 
 def endorsement_cancel(*, caller: Caller, tracking_id: str, reason: str = "") -> EndorsementRequest:

@@ -235,3 +235,18 @@ def test_a_cancel_waits_for_a_closing_window_and_then_says_try_again(sandbox, ap
 
     assert isinstance(result.refused[request.tracking_id], EndorsementBusy)
     assert (footprint(request), ledger_state(policy)) == before
+
+
+def test_an_employees_deletion_cancelled_takes_its_dependants_linked_deletions_along(sandbox, approver):
+    insurer = rest_insurer_at(sandbox)
+    policy = policy_at(insurer)
+    employee = validated(policy, premium=-600_00, kind="DELETE")
+    spouse = validated(policy, premium=-300_00, kind="DELETE")
+    child = validated(policy, premium=-100_00, kind="DELETE")
+    EndorsementRequest.objects.filter(pk__in=[spouse.pk, child.pk]).update(linked_to=employee)
+    unrelated = validated(policy, premium=-50_00, kind="DELETE")
+
+    result = cancel.endorsements_cancel(endorsement_ids=[employee.pk], actor="user:hr", as_ops=False)
+
+    assert sorted(e.pk for e in result.cancelled) == sorted([employee.pk, spouse.pk, child.pk])
+    assert states(employee, spouse, child, unrelated) == [S.CANCELLED, S.CANCELLED, S.CANCELLED, S.VALIDATED]
