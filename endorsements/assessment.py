@@ -25,7 +25,7 @@ from typing import Any
 from ems.errors import ErrorDetail
 from endorsements import pricing
 from endorsements.bulk_writes import rows_by_keys
-from endorsements.columns import CORRECTABLE, EVENT_RELATIONS
+from endorsements.columns import CORRECTABLE, EVENT_RELATIONS, RESUBMITS
 from endorsements.models import (
     EndorsementRequest,
     EndorsementState,
@@ -79,6 +79,7 @@ class IntakeRow:
     member_key: str
     batch_id: int | None
     row_number: int | None
+    resubmits: str = ""  # the tracking id of the rejected request this row corrects
 
 
 def _member_resolve(lookups: Lookups, values: dict) -> tuple[Any, ErrorDetail | None]:
@@ -374,7 +375,13 @@ def endorsements_assess(
     codes = {r.member_data.get("employee_code", "") for r in requests}
     lookups = lookups_load(employer_id, codes, book)
     originals = _Originals(employer_id, requests)
-    decisions = {request.pk: _request_decide(request, originals, lookups, today) for request in requests}
+    resubmitted, refused = resubmissions_resolve(employer_id, requests)
+    decisions = {
+        request.pk: refused.get(request.pk) or _request_decide(request, originals, lookups, today)
+        for request in requests
+    }
+    for request_id, rejected_id in resubmitted.items():
+        decisions[request_id].changes["resubmission_of_id"] = rejected_id
     _dependants_check(employer_id, requests, decisions, lookups)
     superseded_older = _supersede(employer_id, requests, decisions)
     from endorsements.linked_deletes import linked_deletes_plan  # it prices with deletion_assess, here
@@ -420,6 +427,33 @@ class _Originals:
         if earlier is not request:
             return earlier.tracking_id, earlier.batch_id, earlier.row_number
         return None
+
+
+RESUBMITTABLE = (S.INSURER_REJECTED, S.REJECTED)
+
+
+def resubmissions_resolve(employer_id: int, requests: list) -> tuple[dict[int, int], dict[int, Decision]]:
+    """The rejected requests rows name (`resubmits`), in one query: ({row id: rejected request
+    id}, {row id: its rejection}) — a row may only name one of its employer's rejected requests."""
+    named = {r.pk: r.resubmits.strip() for r in requests if getattr(r, "resubmits", "")}
+    if not named:
+        return {}, {}
+    found = dict(
+        EndorsementRequest.objects.filter(
+            employer_id=employer_id, tracking_id__in=set(named.values()), state__in=RESUBMITTABLE
+        ).values_list("tracking_id", "pk")
+    )
+    resubmitted = {pk: found[t] for pk, t in named.items() if t in found}
+    refused = {
+        pk: _rejected(
+            ErrorDetail(
+                RESUBMITS, "resubmission_invalid", f"{t[:40]} is not one of your rejected endorsements."
+            )
+        )
+        for pk, t in named.items()
+        if t not in found
+    }
+    return resubmitted, refused
 
 
 def _rejected(reason: ErrorDetail) -> Decision:

@@ -20,6 +20,9 @@ COLUMNS: tuple[str, ...] = (
     "sum_insured",
 )
 COLUMN_SET = frozenset(COLUMNS)
+# Not the member's data but about the request: the rejected request a corrected one names
+# (its tracking id). Any door takes it; it is kept out of the member data and the content hash.
+RESUBMITS = "resubmits"
 # A file must have these columns, whatever its rows hold.
 HEADER_REQUIRED: tuple[str, ...] = ("action", "employee_code", "relation", "effective_date", "policy_number")
 

@@ -38,7 +38,7 @@ from django.conf import settings
 
 from ems.errors import ErrorDetail
 from ems.parsers import json_shape_problem
-from endorsements.columns import COLUMN_SET, HEADER_REQUIRED, is_example_code
+from endorsements.columns import COLUMN_SET, HEADER_REQUIRED, RESUBMITS, is_example_code
 from endorsements.errors import (
     UploadEmpty,
     UploadEncodingUnsupported,
@@ -206,7 +206,7 @@ def _header_columns(header: list[str]) -> list[str | None]:
             details.append(
                 ErrorDetail(f"column {position}", "column_empty", f"Column {position} has no name.")
             )
-        elif name not in COLUMN_SET and name not in own:
+        elif name not in COLUMN_SET and name != RESUBMITS and name not in own:
             details.append(ErrorDetail(name, "column_unknown", f"Unknown column {header[position - 1]!r}."))
         elif name in seen:
             details.append(ErrorDetail(name, "column_duplicate", f"Column {name!r} appears more than once."))

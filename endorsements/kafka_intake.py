@@ -35,7 +35,7 @@ from ems.models import ApiClient
 from ems.tenancy import caller_for_client
 from endorsements.models import EndorsementRequest, Source
 from endorsements.services import endorsement_submit
-from endorsements.validation import content_hash, row_parse
+from endorsements.validation import content_hash, resubmits_split, row_parse
 
 log = structlog.get_logger(__name__)
 CLIENT_HEADER = "ems-client-id"
@@ -121,7 +121,8 @@ def _repeat(stored: EndorsementRequest, body: dict) -> Outcome:
     """A redelivery (same content: nothing stored) or a reused key (other content: a dead letter)."""
     from endorsements.services.submission import local_today
 
-    values, _issues = row_parse({str(k).strip().lower(): v for k, v in body.items()}, today=local_today())
+    cells, _resubmits = resubmits_split({str(k).strip().lower(): v for k, v in body.items()})
+    values, _issues = row_parse(cells, today=local_today())
     if values is not None and content_hash(values) == stored.content_hash:
         return Outcome("duplicate", tracking_id=stored.tracking_id)
     return Outcome(

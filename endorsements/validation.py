@@ -27,6 +27,7 @@ from endorsements.columns import (
     CORRECTABLE,
     EVENT_RELATIONS,
     REQUIRED,
+    RESUBMITS,
     SELF_ONLY,
     is_example_code,
 )
@@ -183,6 +184,14 @@ def _not_text_message(code: int) -> str:
     if 0xDC00 <= code <= 0xDCFF:
         return f"Contains a byte that cannot be read as text (0x{code - 0xDC00:02X}); save the file as UTF-8."
     return f"Contains an unpaired surrogate (U+{code:04X}), which is not text."
+
+
+def resubmits_split(cells: Mapping[str, Any]) -> tuple[dict, str]:
+    """A row's cells without `resubmits`, and its value ("" if none): it names the rejected
+    request the row corrects, and is no part of the member's data or the content hash."""
+    rest = dict(cells)
+    value = rest.pop(RESUBMITS, None)
+    return rest, "" if value is None else str(value).strip()
 
 
 def row_parse(cells: Mapping[str, Any], *, today: date) -> tuple[dict | None, list[ErrorDetail]]:

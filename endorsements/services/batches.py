@@ -60,7 +60,7 @@ from endorsements.services.submission import assessment_close, employer_required
 from endorsements.transitions import (
     endorsements_create_decided,
 )
-from endorsements.validation import content_hash, row_parse
+from endorsements.validation import content_hash, resubmits_split, row_parse
 
 log = structlog.get_logger(__name__)
 
@@ -287,7 +287,7 @@ def _partition_read(batch: EndorsementBatch, partition: int) -> None:
 class _PreparedChunk:
     start: int  # the file's records passed before this chunk
     end: int  # ... and after it (records of other partitions in between are passed too)
-    good: list[tuple[int, dict, str]]  # (row number, values, content hash)
+    good: list[tuple[int, dict, str, str]]  # (row number, values, content hash, resubmits)
     bad: list[tuple[int, list, dict]]  # (row number, issues, raw cells)
     last: bool = False  # the end of the file
 
@@ -328,13 +328,14 @@ def _chunks_prepared(records: Iterable, *, start: int, today: date) -> Iterator[
 
 def _chunk_prepare(chunk: list, *, start: int, end: int, today: date) -> _PreparedChunk:
     """Schema and format checks of a chunk's rows (no database)."""
-    good: list[tuple[int, dict, str]] = []
+    good: list[tuple[int, dict, str, str]] = []
     bad: list[tuple[int, list, dict]] = []
     for row_number, cells, issues, raw in chunk:
         if cells is not None and not issues:
+            cells, resubmits = resubmits_split(cells)
             values, issues = row_parse(cells, today=today)
             if not issues:
-                good.append((row_number, values, content_hash(values)))
+                good.append((row_number, values, content_hash(values), resubmits))
                 continue
         bad.append((row_number, issues, raw))
     return _PreparedChunk(start=start, end=end, good=good, bad=bad)
@@ -389,7 +390,7 @@ def _chunk_store(
 
 
 def _rows_decide_store(
-    batch: EndorsementBatch, good: list[tuple[int, dict, str]], *, book: PolicyBook, today: date
+    batch: EndorsementBatch, good: list[tuple[int, dict, str, str]], *, book: PolicyBook, today: date
 ) -> dict[str, int]:
     """Validate a chunk's well-formed rows together, then store each once, in its decided state."""
     if not good:
@@ -408,8 +409,9 @@ def _rows_decide_store(
             member_key=provisional_key(values),
             batch_id=batch.pk,
             row_number=row_number,
+            resubmits=resubmits,
         )
-        for pk, tracking_id, (row_number, values, digest) in zip(
+        for pk, tracking_id, (row_number, values, digest, resubmits) in zip(
             ids, new_tracking_ids(len(good)), good, strict=True
         )
     ]

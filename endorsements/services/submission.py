@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from ems.errors import ErrorDetail, PermissionDenied
 from ems.tenancy import Caller
-from endorsements.assessment import endorsements_assess
+from endorsements.assessment import RESUBMITTABLE, endorsements_assess
 from endorsements.errors import EndorsementInvalid
 from endorsements.locks import (
     employer_intake_lock,
@@ -44,7 +44,7 @@ from endorsements.transitions import (
     endorsement_create,
     endorsement_transition,
 )
-from endorsements.validation import content_hash, member_key, row_parse
+from endorsements.validation import content_hash, member_key, resubmits_split, row_parse
 
 log = structlog.get_logger(__name__)
 
@@ -70,11 +70,11 @@ def endorsement_submit(
     if not isinstance(data, dict):
         raise EndorsementInvalid("The body must be a JSON object of column: value.")
     cells = {str(key).strip().lower(): value for key, value in data.items()}
-    resubmits = cells.pop("resubmits", None)
+    cells, resubmits = resubmits_split(cells)
     values, issues = row_parse(cells, today=local_today())
     if issues:
         raise EndorsementInvalid(details=issues)
-    rejected_id = _rejected_request_id(employer_id, resubmits) if resubmits not in (None, "") else None
+    rejected_id = _rejected_request_id(employer_id, resubmits) if resubmits else None
     # No savepoint: under the API's idempotency transaction a failure rolls back all of it.
     with transaction.atomic(savepoint=False):
         request = EndorsementRequest(
@@ -97,9 +97,6 @@ def endorsement_submit(
         transaction.on_commit(partial(_enqueue_validation, request.pk))
     request.effective_date = date.fromisoformat(values["effective_date"])
     return request
-
-
-RESUBMITTABLE = (EndorsementState.INSURER_REJECTED, EndorsementState.REJECTED)
 
 
 def _rejected_request_id(employer_id: int, tracking_id) -> int:

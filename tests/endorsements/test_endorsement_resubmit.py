@@ -91,3 +91,27 @@ def test_the_portal_shows_the_insurers_reason(api, book, client, django_capture_
     assert "The insurer rejected it" in page
     assert "The insurer refuses cover for this member." in page
     assert rejected.tracking_id in page and "resubmits" in page
+
+
+def test_a_files_row_names_the_rejected_request_in_its_resubmits_column(
+    api, book, django_capture_on_commit_callbacks
+):
+    from tests.endorsements.test_batch_submit import csv_text, send
+
+    rejected = insurer_rejected(api, book, django_capture_on_commit_callbacks)
+    corrected = {**book.add_row(employee_code="E-7"), "resubmits": rejected.tracking_id}
+    stray = {**book.add_row(employee_code="E-8"), "resubmits": "END-NOT-MINE"}
+    plain = {**book.add_row(employee_code="E-9"), "resubmits": ""}
+
+    response = send(api, django_capture_on_commit_callbacks, csv_text([corrected, stray, plain]).encode())
+
+    assert response.status_code == 202, response.json()
+    rows = {
+        e.member_data["employee_code"]: e
+        for e in EndorsementRequest.objects.filter(batch_id=response.json()["batch_id"])
+    }
+    assert (rows["E-7"].state, rows["E-7"].resubmission_of_id) == (S.VALIDATED, rejected.pk)
+    assert "resubmits" not in rows["E-7"].member_data
+    assert rows["E-8"].state == S.REJECTED
+    assert [r["code"] for r in rows["E-8"].rejection_reasons] == ["resubmission_invalid"]
+    assert (rows["E-9"].state, rows["E-9"].resubmission_of_id) == (S.VALIDATED, None)
