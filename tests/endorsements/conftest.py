@@ -85,13 +85,14 @@ def book(employer, today) -> Book:
     return book_create(employer, today)
 
 
-def book_create(employer, today: datetime.date) -> Book:
-    """The employer's policy (a year from 120 days before `today`), its GOLD plan and rate card."""
+def book_create(employer, today: datetime.date, *, insurer=None, number: str = "GHP-2026-001") -> Book:
+    """The employer's policy (a year from 120 days before `today`) at `insurer` (a new one by
+    default), its GOLD plan and rate card."""
     start = today - datetime.timedelta(days=120)
     policy = PolicyFactory(
         employer=employer,
-        insurer=InsurerFactory(),
-        number="GHP-2026-001",
+        insurer=insurer or InsurerFactory(),
+        number=number,
         start_date=start,
         end_date=start + datetime.timedelta(days=364),
     )

@@ -17,11 +17,11 @@ from django.db import connection
 
 from ems.audit import AUDIT_COLLECTION
 from ems.models import OutboxEvent
-from endorsements.models import Coverage, EndorsementRequest, EndorsementTransition, Plan
+from endorsements.models import Coverage, EndorsementRequest, EndorsementTransition
 from insurers.models import Dispatch
 from insurers.sandbox.webhook_sender import webhook_targets_write
 from ledger.models import Account, Entry
-from tests.endorsements.conftest import rate_card
+from tests.endorsements.conftest import book_create
 from tests.factories import CoverageFactory, MemberFactory, api_client_create
 from tests.pipeline.conftest import (
     S,
@@ -44,35 +44,20 @@ def insurer_charge(premium: int) -> int:
 
 
 def book_at(insurer, employer, today):
-    from tests.factories import PolicyFactory
-
-    start = today - datetime.timedelta(days=120)
-    policy = PolicyFactory(
-        employer=employer,
-        insurer=insurer,
-        number=f"E2E-{insurer.protocol}-{insurer.pk}",
-        start_date=start,
-        end_date=start + datetime.timedelta(days=364),
-    )
-    plan = Plan.objects.create(
-        policy=policy,
-        code="GOLD",
-        name="Gold",
-        sum_insured_options=[300000, 500000],
-        age_limits={"SELF": [18, 65], "SPOUSE": [18, 65], "CHILD": [0, 25], "PARENT": [35, 80]},
-    )
-    rate_card(plan)
+    """The employer's policy at `insurer` with its plan and rate card (tests/endorsements), and two
+    covered employees: L-1 to delete, C-1 to correct."""
+    book = book_create(employer, today, insurer=insurer, number=f"E2E-{insurer.protocol}-{insurer.pk}")
     for code in ("L-1", "C-1"):
         member = MemberFactory(employer=employer, employee_code=code, relation="SELF")
         CoverageFactory(
             member=member,
-            plan=plan,
-            policy=policy,
+            plan=book.plan,
+            policy=book.policy,
             sum_insured=500000,
-            start_date=start,
+            start_date=book.policy.start_date,
             status=Coverage.Status.ACTIVE,
         )
-    return policy
+    return book.policy
 
 
 def http_json(method: str, url: str, body: dict, token: str = "") -> tuple[int, dict]:
