@@ -366,13 +366,6 @@ def references_status(*, insurer_id: int, references: Sequence[str]) -> list[Ite
     return results
 
 
-def status_results_record(*, insurer: Insurer, results: Sequence[ItemResult]) -> list[ItemResult]:
-    """Record what a status call found, through `item_results_record` (which lands an answer on
-    a failed dispatch's unanswered item too: the insurer has it after all)."""
-    answered = [result for result in results if result.outcome != PENDING]
-    return item_results_record(insurer=insurer, results=answered, source="status")
-
-
 # --- connection settings and secrets (the admin's insurer form) ---------------------------
 
 # Changing any of these is audited by field name: who, when, which fields, never a value.

@@ -13,7 +13,7 @@ How it works
 - SENT and later: refused (`EndorsementNotCancellable`, naming the state); the way back
   from an applied change is a new endorsement.
 - FAILED (ops only, `as_ops=True`): the insurer is asked first (`references_status`). If it
-  has the request, its answer is recorded through the gateway (`status_results_record`, so
+  has the request, its answer is recorded through the gateway (`item_results_record`, so
   the confirmation path takes it) and the cancel is refused (`InsurerHasEndorsement`); if it
   cannot be reached, refused (`InsurerUnreachable`); if it never got it, cancelled as above.
 - Nothing is all-or-nothing across requests: the result lists what moved, what was already
@@ -280,7 +280,7 @@ def _dead_letters_cancel(insurer_id: int, group, result: CancelResult, *, actor:
         return
     has = {answer.reference: answer for answer in found}
     if has:
-        gateway.status_results_record(insurer=insurer, results=list(has.values()))
+        gateway.item_results_record(insurer=insurer, results=list(has.values()), source="status")
     for endorsement in asking:
         answer = has.get(endorsement.tracking_id)
         if answer is not None:

@@ -1,5 +1,6 @@
 """`insurers/services.py`: `references_status` asks the real sandbox what it has, and
-`status_results_record` lands that answer on a failed dispatch's item for the confirmation path."""
+`item_results_record` (source "status") lands that answer on a failed dispatch's item for
+the confirmation path."""
 
 import pytest
 from django.db import IntegrityError, transaction
@@ -11,8 +12,8 @@ from insurers.services import (
     dispatch_create,
     dispatch_fail,
     dispatch_send,
+    item_results_record,
     references_status,
-    status_results_record,
 )
 from tests.insurers.conftest import rest_insurer
 from tests.insurers.gateway_items import dispatch_of, payload, references
@@ -52,10 +53,10 @@ def test_the_status_names_only_what_the_insurer_has_and_lands_it_on_the_failed_i
     handlers.register_confirmation_handler(listener)
     try:
         with django_capture_on_commit_callbacks(execute=True):
-            changed = status_results_record(insurer=insurer, results=found)
+            changed = item_results_record(insurer=insurer, results=found, source="status")
         # the same answer again is a duplicate: nothing changes, nobody is called
         with django_capture_on_commit_callbacks(execute=True):
-            again = status_results_record(insurer=insurer, results=found)
+            again = item_results_record(insurer=insurer, results=found, source="status")
     finally:
         handlers.unregister_confirmation_handler(listener)
     assert [r.reference for r in changed] == [had]
@@ -77,7 +78,7 @@ def test_an_accepted_answer_makes_the_item_live_again_so_no_new_dispatch_can_tak
     dispatch = failed_dispatch(insurer, sandbox, reference)
 
     found = references_status(insurer_id=insurer.pk, references=[reference])
-    status_results_record(insurer=insurer, results=found)
+    item_results_record(insurer=insurer, results=found, source="status")
 
     assert list(dispatch.items.values_list("result", "is_live")) == [(Result.ACCEPTED, True)]
     with pytest.raises(IntegrityError), transaction.atomic():
