@@ -138,15 +138,14 @@ def records_consume(
 ) -> dict[str, int]:
     """Poll and handle records until `max_records` were handled (None: forever); counts by outcome.
 
-    The offset of each record is committed after its transaction; a dead letter is sent
-    (and flushed) before its offset is committed."""
-    from kafka import OffsetAndMetadata
-
+    Each record commits its own database transaction (a dead letter is sent and acknowledged
+    first); the offsets of a poll's records are committed once per poll, after those
+    transactions. A crash in between redelivers them, and their keys make that harmless."""
     counts = {"stored": 0, "duplicate": 0, "dead_letter": 0}
     handled = 0
     while max_records is None or handled < max_records:
-        batches = consumer.poll(timeout_ms=poll_ms)
-        for partition, records in batches.items():
+        done: dict = {}  # partition -> the offset after the last record handled
+        for partition, records in consumer.poll(timeout_ms=poll_ms).items():
             for record in records:
                 try:
                     outcome = message_handle(key=record.key, value=record.value, headers=record.headers)
@@ -161,7 +160,7 @@ def records_consume(
                     break
                 if outcome.kind == "dead_letter":
                     _dead_letter(producer, record, outcome)
-                consumer.commit({partition: OffsetAndMetadata(record.offset + 1, None, -1)})
+                done[partition] = record.offset + 1
                 counts[outcome.kind] += 1
                 handled += 1
                 log.info(
@@ -172,7 +171,17 @@ def records_consume(
                     partition=partition.partition,
                     offset=record.offset,
                 )
+        _offsets_commit(consumer, done)
     return counts
+
+
+def _offsets_commit(consumer, done: dict) -> None:
+    from kafka import OffsetAndMetadata
+
+    if done:
+        consumer.commit(
+            {partition: OffsetAndMetadata(offset, None, -1) for partition, offset in done.items()}
+        )
 
 
 def _dead_letter(producer, record, outcome: Outcome) -> None:
